@@ -1,0 +1,80 @@
+//! The command line: one module per subcommand, each an `Args` struct and a `run()`.
+
+pub mod plan;
+pub mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mesh_model::Diagnostic;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshbench",
+    version,
+    about = "Conformance and load suites for Istio-style gateways"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check Istio config files with Istio's validation rules and istioctl analyze's cross-checks.
+    Validate(validate::Args),
+    /// Compile Istio config into the Plan a gateway executes (its config dump).
+    Plan(plan::Args),
+}
+
+/// Exit codes shared by the subcommands.
+pub mod exit {
+    /// Everything valid (warnings allowed).
+    pub const OK: u8 = 0;
+    /// The config has errors.
+    pub const INVALID: u8 = 1;
+    /// A path could not be read, or output could not be written.
+    pub const IO: u8 = 2;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Plan(args) => plan::run(&args),
+    };
+    ExitCode::from(code)
+}
+
+/// Diagnostics in file and line order (stable for the same input).
+pub fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    diags
+}
+
+/// `N errors, M warnings` with correct plurals.
+pub fn counts(diags: &[Diagnostic]) -> (usize, usize) {
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == mesh_model::Severity::Error)
+        .count();
+    let warnings = diags
+        .iter()
+        .filter(|d| d.severity == mesh_model::Severity::Warning)
+        .count();
+    (errors, warnings)
+}
+
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}

@@ -1,0 +1,93 @@
+//! `meshbench plan <path>…`: the Plan (listeners, route tables, clusters) a gateway would run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use mesh_model::plan::{self, PlanOptions};
+
+use super::{counts, exit, sorted, Output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files or directories (recursive, *.yaml and *.yml); `-` reads stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// A MeshConfig file.
+    #[arg(long)]
+    pub mesh: Option<PathBuf>,
+    /// The gateway workload's labels, e.g. `istio=ingressgateway`; Gateways select it by these.
+    /// Without it, every Gateway applies.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// The gateway's config namespace (first in DestinationRule lookup).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// `json` or `yaml`.
+    #[arg(long, short, value_enum, default_value = "json")]
+    pub output: Output,
+}
+
+/// Parses `k=v` pairs.
+pub fn parse_labels(items: &[String]) -> Result<BTreeMap<String, String>, String> {
+    items
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!(
+                "`{kv}` is not a label: write key=value, e.g. istio=ingressgateway"
+            )),
+        })
+        .collect()
+}
+
+pub fn run(args: &Args) -> u8 {
+    let labels = match parse_labels(&args.labels) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let loaded = match mesh_model::load_paths(&args.paths, args.mesh.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot read {e}");
+            return exit::IO;
+        }
+    };
+    let mut diags = loaded.diagnostics;
+    diags.extend(mesh_model::validate::validate(&loaded.config));
+    let opts = PlanOptions {
+        labels: (!args.labels.is_empty()).then_some(labels),
+        namespace: args.namespace.clone(),
+    };
+    let (plan, plan_diags) = plan::build(&loaded.config, &opts);
+    diags.extend(plan_diags);
+    let diags = sorted(diags);
+    let (errors, _) = counts(&diags);
+    for d in diags.iter().filter(|d| d.severity != mesh_model::Severity::Info) {
+        eprintln!("{d}\n");
+    }
+    if errors > 0 {
+        eprintln!("error: the config has {errors} error(s); no plan printed (run `meshbench validate` for details)");
+        return exit::INVALID;
+    }
+    let value = match serde_json::to_value(&plan) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: cannot serialise the plan: {e}");
+            return exit::IO;
+        }
+    };
+    match args.output {
+        Output::Yaml => print!("{}", mesh_model::load::to_yaml_string(&value)),
+        Output::Json | Output::Text => match serde_json::to_string_pretty(&value) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot write the plan: {e}");
+                return exit::IO;
+            }
+        },
+    }
+    exit::OK
+}

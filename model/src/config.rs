@@ -1,0 +1,123 @@
+//! A loaded config: every resource from a set of files, the mesh settings, and what loading found.
+
+use std::path::Path;
+
+use crate::api::{Kind, MeshConfig, Resource};
+use crate::decode::{decode_document, decode_mesh};
+use crate::diag::{Code, Diagnostic, ResourceRef, Severity};
+use crate::load::{self, ReadError, Sources};
+
+/// Every resource of a config, in load order, with the mesh settings.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub resources: Vec<Resource>,
+    pub mesh: MeshConfig,
+}
+
+/// A config together with the problems loading it found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub config: Config,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Config {
+    /// Resources of one kind.
+    pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
+        self.resources.iter().filter(move |r| r.kind() == kind)
+    }
+
+    /// A resource by kind, namespace and name.
+    pub fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
+        self.of_kind(kind)
+            .find(|r| r.namespace() == namespace && r.name() == name)
+    }
+
+    /// The FQDN suffix for short names: `svc.<domainSuffix>`.
+    pub fn domain_suffix(&self) -> &str {
+        &self.mesh.domain_suffix
+    }
+}
+
+/// Loads resources from paths (files, directories, `-` for stdin) and an optional mesh config file.
+pub fn load_paths<P: AsRef<Path>>(paths: &[P], mesh: Option<&Path>) -> Result<Loaded, ReadError> {
+    let sources = load::read_paths(paths)?;
+    let mut loaded = from_sources(sources);
+    if let Some(mesh_path) = mesh {
+        let mesh_sources = load::read_paths(&[mesh_path])?;
+        apply_mesh(&mut loaded, mesh_sources);
+    }
+    Ok(loaded)
+}
+
+/// Loads resources from YAML text (tests, embedded suites).
+pub fn load_str(file: &str, text: &str) -> Loaded {
+    from_sources(load::parse_str(file, text))
+}
+
+/// Applies a mesh config read from YAML text to `loaded`.
+pub fn apply_mesh_str(loaded: &mut Loaded, file: &str, text: &str) {
+    apply_mesh(loaded, load::parse_str(file, text));
+}
+
+fn apply_mesh(loaded: &mut Loaded, sources: Sources) {
+    loaded
+        .diagnostics
+        .extend(sources.problems.into_iter().map(yaml_problem));
+    if let Some(doc) = sources.documents.first() {
+        let (mesh, diags) = decode_mesh(doc);
+        loaded.config.mesh = mesh;
+        loaded.diagnostics.extend(diags);
+    }
+}
+
+fn yaml_problem(p: load::YamlProblem) -> Diagnostic {
+    let code = if p.message.starts_with("duplicate key") {
+        Code::DuplicateKey
+    } else {
+        Code::YamlSyntax
+    };
+    let hint = match code {
+        Code::DuplicateKey => "keep one of the two entries; the later one is used",
+        _ => "fix the YAML at this line (indentation, a missing `:` or an unclosed bracket or quote)",
+    };
+    Diagnostic::new(Severity::Error, code, p.message)
+        .with_hint(hint)
+        .at(&p.file, p.line)
+}
+
+fn from_sources(sources: Sources) -> Loaded {
+    let mut loaded = Loaded::default();
+    loaded
+        .diagnostics
+        .extend(sources.problems.into_iter().map(yaml_problem));
+    for doc in &sources.documents {
+        let decoded = decode_document(doc);
+        loaded.diagnostics.extend(decoded.diagnostics);
+        let Some(resource) = decoded.resource else { continue };
+        if let Some(first) = loaded
+            .config
+            .find(resource.kind(), resource.namespace(), resource.name())
+        {
+            let msg = format!(
+                "{} {} is defined twice; the first definition ({}:{}) is used",
+                resource.kind(),
+                resource.key(),
+                first.source.file,
+                first.source.line
+            );
+            let mut d = Diagnostic::new(Severity::Error, Code::DuplicateResource, msg)
+                .with_hint("rename one of them or delete the duplicate")
+                .at(&resource.source.file, resource.source.line);
+            d.resource = Some(ResourceRef {
+                kind: resource.kind().name().into(),
+                namespace: resource.namespace().into(),
+                name: resource.name().into(),
+            });
+            loaded.diagnostics.push(d);
+            continue;
+        }
+        loaded.config.resources.push(resource);
+    }
+    loaded
+}

@@ -1,0 +1,155 @@
+//! Host names as Istio compares them (`pkg/config/host/name.go`): wildcard matching, subsets,
+//! intersections, short-name expansion and DNS syntax checks.
+
+/// Whether the host is `*` or `*.suffix`.
+pub fn is_wildcard(host: &str) -> bool {
+    host.starts_with('*')
+}
+
+/// Whether two hosts can name the same thing (either may be a wildcard). Case-insensitive.
+pub fn matches(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    match (is_wildcard(&a), is_wildcard(&b)) {
+        (true, true) => {
+            if a.len() < b.len() {
+                b[1..].ends_with(&a[1..])
+            } else {
+                a[1..].ends_with(&b[1..])
+            }
+        }
+        (true, false) => b.ends_with(&a[1..]),
+        (false, true) => a.ends_with(&b[1..]),
+        (false, false) => a == b,
+    }
+}
+
+/// Whether every name `a` covers is covered by `b`. Case-insensitive.
+pub fn subset_of(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    match (is_wildcard(&a), is_wildcard(&b)) {
+        (true, true) => a[1..].ends_with(&b[1..]),
+        (true, false) => false,
+        (false, true) => a.ends_with(&b[1..]),
+        (false, false) => a == b,
+    }
+}
+
+/// The more specific of two matching hosts, or None when they do not match.
+pub fn intersection(a: &str, b: &str) -> Option<String> {
+    if subset_of(a, b) {
+        Some(a.to_ascii_lowercase())
+    } else if subset_of(b, a) {
+        Some(b.to_ascii_lowercase())
+    } else {
+        None
+    }
+}
+
+/// Whether a concrete request host (no port) is served by a domain that may be a wildcard.
+pub fn domain_serves(domain: &str, request_host: &str) -> bool {
+    subset_of(request_host, domain)
+}
+
+/// Istio's `ResolveShortnameToFQDN`: `reviews` in `default` is `reviews.default.svc.cluster.local`.
+/// Names with a dot, wildcards and IPs are kept as they are (lowercased).
+pub fn resolve_short_name(host: &str, namespace: &str, domain_suffix: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if host.contains('.') || is_wildcard(&host) || host.parse::<std::net::IpAddr>().is_ok() || host.is_empty() {
+        return host;
+    }
+    format!("{host}.{namespace}.svc.{domain_suffix}")
+}
+
+/// A DNS-1123 label: 1..63 of `[a-z0-9-]`, not starting or ending with `-`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Istio's `ValidateWildcardDomain`: `*`, or an optional `*.` followed by DNS labels
+/// (case-insensitive). Returns why not.
+pub fn check_wildcard_domain(host: &str) -> Result<(), String> {
+    if host == "*" {
+        return Ok(());
+    }
+    if host.is_empty() {
+        return Err("an empty host".into());
+    }
+    if host.len() > 255 {
+        return Err(format!("`{host}` is longer than 255 characters"));
+    }
+    let rest = host.strip_prefix("*.").unwrap_or(host);
+    if rest.contains('*') {
+        return Err(format!(
+            "`{host}` has a wildcard that is not the whole left-most label (write `*.example.com` or `*`)"
+        ));
+    }
+    let rest = rest.strip_suffix('.').unwrap_or(rest);
+    match rest.split('.').find(|label| !is_dns_label(&label.to_ascii_lowercase())) {
+        Some(bad) => Err(format!("`{host}` has an invalid DNS label `{bad}`")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_matching_follows_istio() {
+        assert!(matches("*.foo.com", "a.foo.com"));
+        assert!(matches("*.foo.com", "a.b.foo.com"));
+        assert!(!matches("*.foo.com", "foo.com"));
+        assert!(matches("*", "anything.example"));
+        assert!(matches("A.Foo.com", "a.foo.COM"));
+        assert!(matches("*.com", "*.foo.com"));
+        assert!(!matches("a.com", "b.com"));
+    }
+
+    #[test]
+    fn subsets_and_intersections() {
+        assert!(subset_of("a.foo.com", "*.foo.com"));
+        assert!(!subset_of("*.foo.com", "a.foo.com"));
+        assert!(subset_of("*.foo.com", "*"));
+        assert_eq!(intersection("*", "app.example.com").as_deref(), Some("app.example.com"));
+        assert_eq!(
+            intersection("*.example.com", "*.a.example.com").as_deref(),
+            Some("*.a.example.com")
+        );
+        assert_eq!(intersection("a.com", "b.com"), None);
+    }
+
+    #[test]
+    fn short_names_expand_with_the_namespace() {
+        assert_eq!(
+            resolve_short_name("reviews", "default", "cluster.local"),
+            "reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            resolve_short_name("api.example.com", "x", "cluster.local"),
+            "api.example.com"
+        );
+        assert_eq!(resolve_short_name("*", "x", "cluster.local"), "*");
+        assert_eq!(resolve_short_name("10.0.0.1", "x", "cluster.local"), "10.0.0.1");
+    }
+
+    #[test]
+    fn wildcard_domain_syntax() {
+        assert!(check_wildcard_domain("*.example.com").is_ok());
+        assert!(check_wildcard_domain("Example.com").is_ok());
+        assert!(check_wildcard_domain("*").is_ok());
+        assert!(check_wildcard_domain("*foo.com").is_err());
+        assert!(check_wildcard_domain("foo.*.com").is_err());
+        assert!(check_wildcard_domain("-bad.com").is_err());
+        assert!(check_wildcard_domain("").is_err());
+    }
+}

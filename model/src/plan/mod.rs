@@ -1,0 +1,382 @@
+//! The Plan: an Envoy-shaped form of a validated config (listeners, filter chains, route tables,
+//! clusters, endpoints) that meshgate executes and the Envoy target exports, with every Istio
+//! default made explicit. It serialises to JSON: it is the gateway's config dump.
+
+mod build;
+mod listeners;
+pub mod policy;
+pub mod registry;
+mod routes;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::destination_rule::{
+    ClientTls, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, ProxyProtocol, TunnelSettings,
+};
+use crate::api::gateway::ServerTls;
+use crate::api::mesh::OutboundTrafficMode;
+use crate::api::service_entry::{Location, Resolution};
+use crate::api::virtual_service::{CorsPolicy, HeaderOperations};
+use crate::api::{Duration, Labels, Protocol, StringMatch};
+
+pub use build::{build, PlanOptions};
+pub use routes::{bound_gateways, resolve_gateway_ref};
+
+/// The version of the Plan's JSON shape.
+pub const PLAN_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema_version: u32,
+    /// Labels of the gateway workload the Plan is for (Gateways select it by these); empty: every Gateway.
+    pub labels: Labels,
+    /// The gateway's config namespace (first in DestinationRule lookup).
+    pub namespace: String,
+    pub mesh: MeshSettings,
+    pub listeners: Vec<Listener>,
+    pub route_tables: Vec<RouteTable>,
+    pub clusters: Vec<Cluster>,
+}
+
+impl Plan {
+    pub fn route_table(&self, name: &str) -> Option<&RouteTable> {
+        self.route_tables.iter().find(|t| t.name == name)
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshSettings {
+    pub outbound_traffic_policy: OutboundTrafficMode,
+    /// Used by routes that set no `retries`.
+    pub default_retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    pub domain_suffix: String,
+}
+
+/// One bound address and port, with filter chains chosen by SNI and TLS presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    /// `<bind>_<port>`, as Envoy names gateway listeners.
+    pub name: String,
+    pub bind: String,
+    pub port: u32,
+    pub filter_chains: Vec<FilterChain>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterChain {
+    pub name: String,
+    /// `gateway-namespace/gateway-name` and the server index that produced this chain.
+    pub gateway: String,
+    pub server: usize,
+    pub protocol: Protocol,
+    /// SNI names this chain takes; empty means any (and clients without SNI).
+    pub server_names: Vec<String>,
+    pub transport: Transport,
+    /// Server TLS settings when the chain terminates TLS, mode made explicit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+    pub action: ChainAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Plaintext,
+    TerminateTls,
+    Passthrough,
+    AutoPassthrough,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainAction {
+    /// HTTP routing with a route table.
+    Http { route_table: String },
+    /// TCP proxying: the first matching `tcp` rule (none: connections are closed).
+    Tcp { route: Option<L4Route> },
+    /// Unterminated TLS routed by SNI (`tls` rules).
+    TlsPassthrough { routes: Vec<SniRoute> },
+    /// AUTO_PASSTHROUGH: the SNI `outbound_.<port>_.<subset>_.<host>` names the cluster.
+    AutoPassthrough,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct L4Route {
+    pub virtual_service: String,
+    pub rule: usize,
+    pub clusters: Vec<WeightedCluster>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SniRoute {
+    pub sni_hosts: Vec<String>,
+    pub route: L4Route,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteTable {
+    /// `http.<port>` for plaintext servers, `https.<port>.<server>.<gateway>.<namespace>` per HTTPS server.
+    pub name: String,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    pub name: String,
+    /// Domains served (may be wildcards); the port in Host is ignored when matching.
+    pub domains: Vec<String>,
+    /// httpsRedirect: every request gets 301 to https.
+    pub require_tls: bool,
+    /// In order; the first match wins. No match: 404.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// `<rule name>` or `<vs namespace>/<vs name>/<rule index>`; used in access logs.
+    pub name: String,
+    pub virtual_service: String,
+    pub rule: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub match_index: Option<usize>,
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderOperations>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderOperations>,
+    /// None: no timeout (Istio overrides Envoy's 15s default with 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultPlan>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+}
+
+/// All conditions are ANDed. Empty: matches every request.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RouteMatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatch>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryMatch>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_uri_case: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderMatch {
+    /// Lowercase; may be a pseudo-header (`:method`, `:authority`, `:scheme`, `:path`).
+    pub name: String,
+    /// None: the header must be present (Istio's `{}` or `regex: "*"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatch>,
+    /// From `withoutHeaders`: the match is inverted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+    /// `withoutHeaders` (except the presence form) treats a missing header as "".
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub treat_missing_as_empty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryMatch {
+    pub name: String,
+    /// None: the parameter must be present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    Route {
+        clusters: Vec<WeightedCluster>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rewrite: Option<RewritePlan>,
+    },
+    Redirect(RedirectPlan),
+    DirectResponse {
+        status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        /// `body.bytes` as written (base64).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body_base64: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightedCluster {
+    /// `outbound|<port>|<subset>|<fqdn>`.
+    pub cluster: String,
+    /// Relative weight; a single destination has 100.
+    pub weight: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderOperations>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderOperations>,
+    /// Host rewrite from this destination's headers; used only when the route sets none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_rewrite: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RewritePlan {
+    /// Replaces the matched prefix (the whole path for an exact match).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// The prefix the rewrite replaces: the route's uri prefix, or the exact path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<(String, String)>,
+    /// From `rewrite.authority` or a route-level `:authority`/`Host` header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedirectPlan {
+    pub code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: RedirectPort,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectPort {
+    /// Keep what the request had.
+    Keep,
+    Fixed(u32),
+    /// The listener's port (omitted when it is the scheme's default).
+    FromRequestPort,
+    /// The new scheme's default port.
+    FromProtocolDefault,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// 0: retries off.
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    pub retry_on: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
+    pub retry_previous_hosts: bool,
+    pub backoff: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultPlan {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelayPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbortPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultDelayPlan {
+    pub delay: Duration,
+    pub percentage: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultAbortPlan {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
+    pub percentage: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mirror {
+    pub cluster: String,
+    pub percentage: f64,
+}
+
+/// An upstream: one port of one service, optionally one subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    pub service: String,
+    pub port: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    pub protocol: Protocol,
+    pub resolution: Resolution,
+    pub location: Location,
+    pub endpoints: Vec<Endpoint>,
+    pub policy: ClusterPolicy,
+    /// Upstream SANs from the ServiceEntry (`subjectAltNames`), used when the policy's TLS sets none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// An IP, a host name to resolve (DNS), or `unix://…`.
+    pub address: String,
+    pub port: u32,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    pub weight: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+}
+
+/// The traffic policy in force for one cluster after Istio's merge rules, defaults explicit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPolicy {
+    /// `outbound|…` DestinationRule that contributed (`namespace/name`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<String>,
+    /// `simple` is always set unless `consistentHash` is (default LEAST_REQUEST).
+    pub load_balancer: LoadBalancerSettings,
+    pub connect_timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Upstream TLS; mode always explicit (DISABLE when unset).
+    pub tls: ClientTls,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelSettings>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `outbound|<port>|<subset>|<fqdn>`.
+pub fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests;
