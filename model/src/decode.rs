@@ -388,7 +388,7 @@ mod tests {
     fn wrong_types_and_bad_durations_are_errors_and_decoding_goes_on() {
         let d = decode(
             "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: r, namespace: a}\n\
-             spec:\n  hosts: a\n  http:\n  - timeout: 10\n    route: [{destination: {host: a}}]\n",
+             spec:\n  hosts: a\n  http:\n  - timeout: 10ss\n    route: [{destination: {host: a}}]\n",
         );
         let codes: Vec<_> = d.diagnostics.iter().map(|d| d.code).collect();
         assert_eq!(codes, vec![Code::WrongType, Code::InvalidDuration]);
