@@ -86,7 +86,9 @@ pub struct ObjectMeta {
     pub managed_fields: Vec<serde_json::Value>,
 }
 
-/// The spec of a resource, by kind.
+/// The spec of a resource, by kind. Not boxed: a config holds a few hundred resources at most,
+/// built once per load.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "spec")]
 pub enum Spec {

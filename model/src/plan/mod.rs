@@ -78,7 +78,7 @@ pub struct FilterChain {
     pub server_names: Vec<String>,
     pub transport: Transport,
     /// Server TLS settings when the chain terminates TLS, mode made explicit.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTls>,
     pub action: ChainAction,
 }
@@ -142,43 +142,43 @@ pub struct Route {
     pub name: String,
     pub virtual_service: String,
     pub rule: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_index: Option<usize>,
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub action: RouteAction,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderOperations>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<HeaderOperations>,
     /// None: no timeout (Istio overrides Envoy's 15s default with 0).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<FaultPlan>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsPolicy>,
 }
 
 /// All conditions are ANDed. Empty: matches every request.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RouteMatch {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<StringMatch>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StringMatch>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<StringMatch>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<QueryMatch>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_uri_case: bool,
 }
 
@@ -187,13 +187,13 @@ pub struct HeaderMatch {
     /// Lowercase; may be a pseudo-header (`:method`, `:authority`, `:scheme`, `:path`).
     pub name: String,
     /// None: the header must be present (Istio's `{}` or `regex: "*"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<StringMatch>,
     /// From `withoutHeaders`: the match is inverted.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invert: bool,
     /// `withoutHeaders` (except the presence form) treats a missing header as "".
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub treat_missing_as_empty: bool,
 }
 
@@ -201,7 +201,7 @@ pub struct HeaderMatch {
 pub struct QueryMatch {
     pub name: String,
     /// None: the parameter must be present.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<StringMatch>,
 }
 
@@ -210,16 +210,16 @@ pub struct QueryMatch {
 pub enum RouteAction {
     Route {
         clusters: Vec<WeightedCluster>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         rewrite: Option<RewritePlan>,
     },
     Redirect(RedirectPlan),
     DirectResponse {
         status: u16,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
         /// `body.bytes` as written (base64).
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         body_base64: Option<String>,
     },
 }
@@ -230,41 +230,41 @@ pub struct WeightedCluster {
     pub cluster: String,
     /// Relative weight; a single destination has 100.
     pub weight: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_headers: Option<HeaderOperations>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<HeaderOperations>,
     /// Host rewrite from this destination's headers; used only when the route sets none.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RewritePlan {
     /// Replaces the matched prefix (the whole path for an exact match).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// The prefix the rewrite replaces: the route's uri prefix, or the exact path.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<(String, String)>,
     /// From `rewrite.authority` or a route-level `:authority`/`Host` header.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedirectPlan {
     pub code: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     pub port: RedirectPort,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
 }
 
@@ -284,10 +284,10 @@ pub enum RedirectPort {
 pub struct RetryPolicy {
     /// 0: retries off.
     pub attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
     pub retry_on: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retriable_status_codes: Vec<u16>,
     pub retry_previous_hosts: bool,
     pub backoff: Duration,
@@ -295,9 +295,9 @@ pub struct RetryPolicy {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultPlan {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<FaultDelayPlan>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<FaultAbortPlan>,
 }
 
@@ -309,9 +309,9 @@ pub struct FaultDelayPlan {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaultAbortPlan {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<String>,
     pub percentage: f64,
 }
@@ -328,7 +328,7 @@ pub struct Cluster {
     pub name: String,
     pub service: String,
     pub port: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub protocol: Protocol,
     pub resolution: Resolution,
@@ -336,7 +336,7 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     pub policy: ClusterPolicy,
     /// Upstream SANs from the ServiceEntry (`subjectAltNames`), used when the policy's TLS sets none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
 }
 
@@ -345,10 +345,10 @@ pub struct Endpoint {
     /// An IP, a host name to resolve (DNS), or `unix://…`.
     pub address: String,
     pub port: u32,
-    #[serde(skip_serializing_if = "Labels::is_empty")]
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
     pub weight: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
 }
 
@@ -356,20 +356,20 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterPolicy {
     /// `outbound|…` DestinationRule that contributed (`namespace/name`), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination_rule: Option<String>,
     /// `simple` is always set unless `consistentHash` is (default LEAST_REQUEST).
     pub load_balancer: LoadBalancerSettings,
     pub connect_timeout: Duration,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPoolSettings>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
     /// Upstream TLS; mode always explicit (DISABLE when unset).
     pub tls: ClientTls,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelSettings>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 

@@ -27,7 +27,7 @@ pub fn duration(s: &mut Sink, path: &str, d: Duration) {
             format!("duration {d:?} is shorter than 1ms"),
             "use at least `1ms`",
         );
-    } else if d.subsec_nanos() % 1_000_000 != 0 {
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
         let msg = format!("duration {d:?} is not a whole number of milliseconds");
         s.error(
             Code::InvalidDuration,

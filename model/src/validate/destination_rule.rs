@@ -325,7 +325,7 @@ fn load_balancer(s: &mut Sink, path: &str, lb: &LoadBalancerSettings) {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn connection_pool(s: &mut Sink, path: &str, cp: &ConnectionPoolSettings) {

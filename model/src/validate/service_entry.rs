@@ -322,17 +322,15 @@ pub fn validate_workload_entry(s: &mut Sink, we: &WorkloadEntry, path: &str) {
                 );
             }
         }
-        Some(addr) => {
-            if addr.parse::<std::net::IpAddr>().is_err() && host::check_wildcard_domain(addr).is_err() {
-                s.error(
-                    Code::InvalidValue,
-                    &format!("{path}.address"),
-                    format!("`{addr}` is not an IP or host name"),
-                    "use an IP or a DNS name",
-                );
-            }
+        Some(addr) if addr.parse::<std::net::IpAddr>().is_err() && host::check_wildcard_domain(addr).is_err() => {
+            s.error(
+                Code::InvalidValue,
+                &format!("{path}.address"),
+                format!("`{addr}` is not an IP or host name"),
+                "use an IP or a DNS name",
+            );
         }
-        None => {}
+        Some(_) | None => {}
     }
     for (name, port) in &we.ports {
         let p = format!("{path}.ports.{name}");

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need that a fresh machine lacks, then runs
+# the format check, clippy with warnings as errors, and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The Rust toolchain comes with the machine (rustup); rustfmt and clippy are its components.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "ci/test.sh: rustfmt or clippy is missing; trying rustup" >&2
+  rustup component add rustfmt clippy
+fi
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --workspace

@@ -1,0 +1,236 @@
+//! `meshbench validate` and `meshbench plan` as a user runs them: exit codes, diagnostics, output formats.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test helpers: a failure should panic.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn examples(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(p)
+}
+
+fn meshbench(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshbench"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start meshbench");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("meshbench output")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn validate_accepts_bookinfo_with_warnings() {
+    let out = meshbench(&["validate", examples("bookinfo").to_str().unwrap_or_default()], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("valid: 0 errors, 15 warnings in 10 resources"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_rejects_the_seed_egress_gateway_with_file_line_and_hint() {
+    let out = meshbench(
+        &["validate", examples("seed-istio-gateways").to_str().unwrap_or_default()],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("egress-gateway.yaml:16: error[MB0200]: a server with protocol HTTPS needs a `tls` block"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--> Gateway istio-system/egress-app-gateway, spec.servers[1].tls"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("= hint: add `tls:"), "{stdout}");
+    assert!(
+        stdout.contains("invalid: 1 error, 1 warning in 10 resources"),
+        "{stdout}"
+    );
+}
+
+const TYPO: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: web}
+spec:
+  host: [a.example.com]
+  http:
+  - route:
+    - destination: {host: a.example.com}
+      weight: -5
+---
+apiVersion: v1
+kind: Service
+metadata: {name: skipped}
+";
+
+#[test]
+fn validate_reads_stdin_and_reports_every_problem() {
+    let out = meshbench(&["validate", "-"], Some(TYPO));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("<stdin>:5: error[MB0101]: unknown field `host`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("did you mean `hosts`?"), "{stdout}");
+    assert!(
+        stdout.contains("<stdin>:9: error[MB0302]: weight -5 is negative"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("<stdin>:11: note[MB0105]: skipped Service (v1)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_json_output_is_machine_readable() {
+    let out = meshbench(&["validate", "--output", "json", "-"], Some(TYPO));
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["resources"], 1);
+    let codes: Vec<&str> = v["diagnostics"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"MB0101") && codes.contains(&"MB0302") && codes.contains(&"MB0105"),
+        "{codes:?}"
+    );
+    let weight = v["diagnostics"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|d| d["code"] == "MB0302")
+        .expect("weight");
+    assert_eq!(weight["field"], "spec.http[0].route[0].weight");
+    assert_eq!(weight["line"], 9);
+    assert_eq!(weight["resource"]["name"], "r");
+}
+
+#[test]
+fn unreadable_path_exits_2() {
+    let out = meshbench(&["validate", "/nonexistent/meshbench.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read /nonexistent/meshbench.yaml"));
+}
+
+#[test]
+fn plan_prints_the_gateway_config_dump() {
+    let bookinfo = examples("bookinfo");
+    let out = meshbench(
+        &[
+            "plan",
+            "--labels",
+            "istio=ingressgateway",
+            bookinfo.to_str().unwrap_or_default(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["listeners"][0]["name"], "0.0.0.0_8080");
+    assert_eq!(
+        v["route_tables"][0]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
+    let cluster = &v["route_tables"][0]["virtual_hosts"][0]["routes"][0]["action"]["route"]["clusters"][0]["cluster"];
+    assert_eq!(cluster, "outbound|9080||productpage.default.svc.cluster.local");
+}
+
+#[test]
+fn plan_yaml_output_reads_back() {
+    let bookinfo = examples("bookinfo");
+    let out = meshbench(&["plan", "-o", "yaml", bookinfo.to_str().unwrap_or_default()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let docs = mesh_model::load::parse_str("plan.yaml", &text(&out.stdout));
+    assert!(docs.problems.is_empty(), "{:?}", docs.problems);
+    let json = docs.documents[0].root.to_json();
+    assert_eq!(json["listeners"][0]["port"], 8080);
+}
+
+#[test]
+fn plan_refuses_an_invalid_config() {
+    let out = meshbench(&["plan", "-"], Some(TYPO));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("no plan printed"));
+}
+
+#[test]
+fn mesh_config_is_applied_and_unknown_fields_are_noted() {
+    let dir = std::env::temp_dir().join(format!("meshbench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(
+        &mesh,
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\naccessLogFile: /dev/stdout\nrootNamespace: mesh-root\n",
+    )
+    .expect("write");
+    let bookinfo = examples("bookinfo");
+    let out = meshbench(
+        &[
+            "plan",
+            "--mesh",
+            mesh.to_str().unwrap_or_default(),
+            bookinfo.to_str().unwrap_or_default(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["mesh"]["outbound_traffic_policy"], "REGISTRY_ONLY");
+    let out = meshbench(
+        &[
+            "validate",
+            "--mesh",
+            mesh.to_str().unwrap_or_default(),
+            bookinfo.to_str().unwrap_or_default(),
+        ],
+        None,
+    );
+    assert!(text(&out.stdout).contains("MeshConfig field `accessLogFile` is not used by meshbench; ignored"));
+    std::fs::write(&mesh, "outboundTrafficPolicy: {mode: REGISTRY_ONLYY}\n").expect("write");
+    let out = meshbench(
+        &[
+            "validate",
+            "--mesh",
+            mesh.to_str().unwrap_or_default(),
+            bookinfo.to_str().unwrap_or_default(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("did you mean `REGISTRY_ONLY`?"),
+        "{}",
+        text(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
