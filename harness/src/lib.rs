@@ -1,4 +1,6 @@
-//! meshbench: conformance and load suites for Istio-style gateways. Today: `validate` and `plan`
-//! over Istio config files; the suites, targets and load generator build on these.
+//! meshbench: conformance and load suites for Istio-style gateways: config validation and
+//! planning, the load generator, and run reports.
 
 pub mod cli;
+pub mod load;
+pub mod meta;

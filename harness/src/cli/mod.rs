@@ -1,6 +1,9 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
+pub mod load;
+pub mod merge;
 pub mod plan;
+pub mod report;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -25,6 +28,12 @@ pub enum Command {
     Validate(validate::Args),
     /// Compile Istio config into the Plan a gateway executes (its config dump).
     Plan(plan::Args),
+    /// Load-test a target: open loop (constant rate, corrected latency) or closed loop (max throughput).
+    Load(Box<load::Args>),
+    /// Merge HdrHistogram interval logs from several workers or machines, exactly.
+    Merge(merge::Args),
+    /// Render a saved run report.
+    Report(report::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -35,6 +44,8 @@ pub mod exit {
     pub const INVALID: u8 = 1;
     /// A path could not be read, or output could not be written.
     pub const IO: u8 = 2;
+    /// The command could not run as given (bad flags, unreachable target setup).
+    pub const USAGE: u8 = 2;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +59,9 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Load(args) => load::run(&args),
+        Command::Merge(args) => merge::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     ExitCode::from(code)
 }
