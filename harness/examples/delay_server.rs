@@ -19,9 +19,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let addr = args.get(1).cloned().unwrap_or_else(|| "127.0.0.1:0".into());
     let delay = Duration::from_millis(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0));
-    let stall_at = args.get(3).and_then(|a| a.parse::<f64>().ok()).map(Duration::from_secs_f64);
-    let stall_for = args.get(4).and_then(|a| a.parse::<f64>().ok()).map_or(Duration::ZERO, Duration::from_secs_f64);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let stall_at = args
+        .get(3)
+        .and_then(|a| a.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    let stall_for = args
+        .get(4)
+        .and_then(|a| a.parse::<f64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs_f64);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let listener = TcpListener::bind(&addr).await.expect("bind");
         println!("listening on {}", listener.local_addr().expect("addr"));
