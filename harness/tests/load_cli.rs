@@ -137,3 +137,44 @@ fn scenario_steps_run_in_order() {
         .collect();
     assert_eq!(got, [("steps [step 1]", 50, None), ("steps [step 2]", 50, Some(50.0))]);
 }
+
+#[test]
+fn ctrl_c_stops_early_and_still_reports() {
+    let addr = support::http_server();
+    let child = Command::new(env!("CARGO_BIN_EXE_meshbench"))
+        .args([
+            "load",
+            &format!("http://{addr}/"),
+            "-R",
+            "200",
+            "-d",
+            "60s",
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "did not stop promptly"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let r: RunReport = serde_json::from_slice(&out.stdout).expect("report");
+    let l = &r.load[0];
+    assert!(l.requests > 0 && l.requests < 12_000, "{}", l.requests);
+    assert!(
+        l.warnings.iter().any(|w| w.starts_with("interrupted")),
+        "{:?}",
+        l.warnings
+    );
+}
