@@ -9,6 +9,10 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   echo "ci/test.sh: rustfmt or clippy is missing; trying rustup" >&2
   rustup component add rustfmt clippy
 fi
+# curl is the real HTTP client of the network tests.
+if ! command -v curl >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

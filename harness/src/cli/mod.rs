@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
+pub mod echo;
 pub mod load;
 pub mod merge;
 pub mod plan;
@@ -34,6 +35,8 @@ pub enum Command {
     Merge(merge::Args),
     /// Render a saved run report.
     Report(report::Args),
+    /// Run an echo workload (HTTP/1.1 + h2c, gRPC, TCP) answering in Istio's echo format.
+    Echo(echo::Args),
 }
 
 /// Exit codes shared by the subcommands.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Merge(args) => merge::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Echo(args) => echo::run(&args),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,125 @@
+//! The HTTP echo: HTTP/1.1 and h2c on one port (auto-detected), Istio's echo format.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::{canonical_header, parse_delay, pick_code, Identity};
+
+pub async fn serve(listener: TcpListener, id: Arc<Identity>, counter: Arc<AtomicU64>) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (id, counter) = (id.clone(), counter.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| respond(req, id.clone(), counter.clone(), peer, port));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The echo body: identity, what the request looked like, every request header.
+pub fn echo_lines(id: &Identity, port: u16, req: &http::request::Parts, peer: SocketAddr) -> String {
+    let mut b = String::new();
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let host = host
+        .or_else(|| req.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let proto = match req.version {
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    let url = req.uri.path_and_query().map_or("/".to_string(), |p| p.to_string());
+    let _ = writeln!(b, "ServiceVersion={}", id.version);
+    let _ = writeln!(b, "ServicePort={port}");
+    let _ = writeln!(b, "Host={host}");
+    let _ = writeln!(b, "URL={url}");
+    if !id.namespace.is_empty() {
+        let _ = writeln!(b, "Namespace={}", id.namespace);
+    }
+    let _ = writeln!(b, "Method={}", req.method);
+    let _ = writeln!(b, "Proto={proto}");
+    let _ = writeln!(b, "IP={}", peer.ip());
+    let mut headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                canonical_header(k.as_str()),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if req.version == http::Version::HTTP_2 && !req.headers.contains_key(http::header::HOST) {
+        headers.push(("Host".into(), host.clone()));
+    }
+    headers.sort();
+    for (k, v) in headers {
+        let _ = writeln!(b, "RequestHeader={k}:{v}");
+    }
+    let _ = writeln!(b, "Hostname={}", id.hostname);
+    let _ = writeln!(b, "Service={}", id.service);
+    b
+}
+
+async fn respond(
+    req: Request<hyper::body::Incoming>,
+    id: Arc<Identity>,
+    counter: Arc<AtomicU64>,
+    peer: SocketAddr,
+    port: u16,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
+    let query = parts.uri.query().unwrap_or("").to_string();
+    if let Some(d) = query_param(&query, "delay").and_then(parse_delay) {
+        tokio::time::sleep(d).await;
+    }
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let status = query_param(&query, "codes")
+        .and_then(|c| pick_code(c, n))
+        .unwrap_or(200);
+    let body = match query_param(&query, "size").and_then(|s| s.parse::<usize>().ok()) {
+        Some(size) => Bytes::from(vec![b'x'; size]),
+        None => Bytes::from(echo_lines(&id, port, &parts, peer)),
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/text"));
+    if let Some(h) = query_param(&query, "headers") {
+        for pair in h.split(',') {
+            let Some((k, v)) = pair.split_once(':') else { continue };
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                resp.headers_mut().append(k, v);
+            }
+        }
+    }
+    Ok(resp)
+}
