@@ -8,6 +8,7 @@ pub mod diag;
 pub mod host;
 pub mod load;
 pub mod plan;
+pub mod time;
 pub mod validate;
 
 pub use config::{load_paths, load_str, Config, Loaded};

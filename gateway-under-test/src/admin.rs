@@ -1,0 +1,147 @@
+//! The admin API: `/ready`, `/config_dump` (the Plan in force, its version and the last reload
+//! error), `/stats/prometheus`, `/clusters` (endpoints and active requests), `/listeners`.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::state::{State, BUCKETS_MS};
+
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", http::HeaderValue::from_static(content_type));
+    r
+}
+
+fn route<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/ready" => text(StatusCode::OK, "LIVE\n".into(), "text/plain"),
+        "/config_dump" => text(StatusCode::OK, config_dump(state), "application/json"),
+        "/stats/prometheus" => text(StatusCode::OK, prometheus(state), "text/plain; version=0.0.4"),
+        "/clusters" => text(StatusCode::OK, clusters(state), "text/plain"),
+        "/listeners" => {
+            let bound = state.bound.lock().map(|b| b.clone()).unwrap_or_default();
+            let map: serde_json::Map<String, serde_json::Value> = bound
+                .iter()
+                .map(|(p, a)| (p.to_string(), serde_json::Value::String(a.to_string())))
+                .collect();
+            text(
+                StatusCode::OK,
+                serde_json::Value::Object(map).to_string(),
+                "application/json",
+            )
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin paths: /ready /config_dump /stats/prometheus /clusters /listeners\n".into(),
+            "text/plain",
+        ),
+    }
+}
+
+fn config_dump(state: &State) -> String {
+    let c = state.current.load();
+    let last_error = state.last_error.lock().ok().and_then(|e| e.clone());
+    let v = serde_json::json!({
+        "version": c.version,
+        "last_error": last_error.map(|(at, msg)| serde_json::json!({
+            "at": mesh_model::time::rfc3339(at, true),
+            "diagnostics": msg,
+        })),
+        "plan": &*c.plan,
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+fn prometheus(state: &State) -> String {
+    let s = &state.stats;
+    let mut o = String::new();
+    let _ = writeln!(o, "# TYPE meshgate_requests_total counter");
+    if let Ok(m) = s.requests.lock() {
+        let mut rows: Vec<_> = m.iter().collect();
+        rows.sort();
+        for ((code, cluster), n) in rows {
+            let _ = writeln!(
+                o,
+                "meshgate_requests_total{{response_code=\"{code}\",cluster=\"{cluster}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(o, "# TYPE meshgate_upstream_rq_time_ms histogram");
+    for (i, le) in BUCKETS_MS.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "meshgate_upstream_rq_time_ms_bucket{{le=\"{le}\"}} {}",
+            s.upstream_buckets[i].load(Ordering::Relaxed)
+        );
+    }
+    let count = s.upstream_count.load(Ordering::Relaxed);
+    let _ = writeln!(o, "meshgate_upstream_rq_time_ms_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(
+        o,
+        "meshgate_upstream_rq_time_ms_sum {}",
+        s.upstream_sum_ms.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(o, "meshgate_upstream_rq_time_ms_count {count}");
+    let _ = writeln!(o, "# TYPE meshgate_downstream_cx_active gauge");
+    let _ = writeln!(
+        o,
+        "meshgate_downstream_cx_active {}",
+        s.active_connections.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(o, "# TYPE meshgate_config_reloads_total counter");
+    let _ = writeln!(o, "meshgate_config_reloads_total {}", s.reloads.load(Ordering::Relaxed));
+    let _ = writeln!(o, "# TYPE meshgate_config_reload_failures_total counter");
+    let _ = writeln!(
+        o,
+        "meshgate_config_reload_failures_total {}",
+        s.reload_failures.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(o, "# TYPE meshgate_config_version gauge");
+    let _ = writeln!(o, "meshgate_config_version {}", state.version());
+    o
+}
+
+/// Envoy's `/clusters` text: `cluster::endpoint::stat::value`.
+fn clusters(state: &State) -> String {
+    let c = state.current.load();
+    let mut names: Vec<&String> = c.clusters.keys().collect();
+    names.sort();
+    let mut o = String::new();
+    for name in names {
+        let cl = &c.clusters[name];
+        for (i, ep) in cl.endpoints.iter().enumerate() {
+            let _ = writeln!(o, "{name}::{ep}::rq_active::{}", cl.active[i].load(Ordering::Relaxed));
+            let _ = writeln!(o, "{name}::{ep}::health_flags::healthy");
+            let _ = writeln!(o, "{name}::{ep}::weight::{}", cl.cluster.endpoints[i].weight);
+        }
+    }
+    o
+}

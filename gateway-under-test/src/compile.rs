@@ -1,0 +1,314 @@
+//! Plan -> the form the request path runs: virtual hosts indexed by domain, regexes compiled once,
+//! clusters with their endpoints, load balancer state and upstream client. Built on every config
+//! (re)load, never per request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+use mesh_model::api::destination_rule::SimpleLb;
+use mesh_model::api::StringMatch;
+use mesh_model::plan::{ChainAction, Cluster, Plan, Route, RouteAction, RouteMatch, Transport};
+use regex::Regex;
+
+use crate::upstream::Client;
+
+/// A compiled Plan, swapped whole on reload.
+#[derive(Debug)]
+pub struct Compiled {
+    pub version: u64,
+    pub plan: Arc<Plan>,
+    /// By the Plan's listener port.
+    pub listeners: HashMap<u32, Listener>,
+    pub tables: HashMap<String, Table>,
+    pub clusters: HashMap<String, Arc<UpstreamCluster>>,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub port: u32,
+    pub bind: String,
+    /// The route table of the plaintext HTTP chain, if this listener serves plaintext HTTP.
+    pub http_table: Option<String>,
+}
+
+/// A route table: domain lookup as Envoy does it (exact, then the longest `*.` suffix, then `*`).
+#[derive(Debug)]
+pub struct Table {
+    exact: HashMap<String, usize>,
+    suffixes: Vec<(String, usize)>,
+    any: Option<usize>,
+    pub vhosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug)]
+pub struct VirtualHost {
+    pub name: String,
+    pub require_tls: bool,
+    pub routes: Vec<CompiledRoute>,
+}
+
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub route: Route,
+    pub matcher: Matcher,
+    /// `uriRegexRewrite` compiled, with `\1` turned into `${1}`.
+    pub regex_rewrite: Option<(Regex, String)>,
+}
+
+#[derive(Debug)]
+pub enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+pub struct HeaderMatcher {
+    pub name: String,
+    /// None: presence.
+    pub value: Option<StrMatch>,
+    pub invert: bool,
+    pub treat_missing_as_empty: bool,
+}
+
+#[derive(Debug)]
+pub struct Matcher {
+    pub uri: Option<StrMatch>,
+    pub ignore_uri_case: bool,
+    pub scheme: Option<StrMatch>,
+    pub method: Option<StrMatch>,
+    pub authority: Option<StrMatch>,
+    pub headers: Vec<HeaderMatcher>,
+    pub query: Vec<(String, Option<StrMatch>)>,
+}
+
+/// A cluster with its runtime state.
+#[derive(Debug)]
+pub struct UpstreamCluster {
+    pub cluster: Cluster,
+    /// `host:port` per endpoint.
+    pub endpoints: Vec<String>,
+    pub active: Vec<AtomicU64>,
+    pub next: AtomicUsize,
+    pub lb: SimpleLb,
+    /// Ring of (hash, endpoint index), sorted, for consistent hashing.
+    pub ring: Vec<(u64, usize)>,
+    pub client: Client,
+}
+
+/// Anchored, whole-string RE2 semantics.
+fn full_regex(re: &str, case_insensitive: bool) -> Result<Regex, String> {
+    let flags = if case_insensitive { "(?i)" } else { "" };
+    Regex::new(&format!("^{flags}(?:{re})$")).map_err(|e| format!("regex `{re}`: {e}"))
+}
+
+fn str_match(m: &StringMatch, ci: bool) -> Result<Option<StrMatch>, String> {
+    let lower = |s: &str| if ci { s.to_ascii_lowercase() } else { s.to_string() };
+    Ok(match (&m.exact, &m.prefix, &m.regex) {
+        (Some(e), _, _) => Some(StrMatch::Exact(lower(e))),
+        (_, Some(p), _) => Some(StrMatch::Prefix(lower(p))),
+        (_, _, Some(r)) => Some(StrMatch::Regex(full_regex(r, ci)?)),
+        _ => None,
+    })
+}
+
+impl StrMatch {
+    /// `value` already lowercased by the caller when the match is case-insensitive.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StrMatch::Exact(e) => value == e,
+            StrMatch::Prefix(p) => value.starts_with(p.as_str()),
+            StrMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+fn matcher(m: &RouteMatch) -> Result<Matcher, String> {
+    let opt =
+        |sm: &Option<StringMatch>, ci: bool| sm.as_ref().map(|s| str_match(s, ci)).transpose().map(Option::flatten);
+    Ok(Matcher {
+        uri: opt(&m.uri, m.ignore_uri_case)?,
+        ignore_uri_case: m.ignore_uri_case,
+        scheme: opt(&m.scheme, false)?,
+        method: opt(&m.method, false)?,
+        authority: opt(&m.authority, false)?,
+        headers: m
+            .headers
+            .iter()
+            .map(|h| {
+                Ok(HeaderMatcher {
+                    name: h.name.clone(),
+                    value: h.value.as_ref().map(|v| str_match(v, false)).transpose()?.flatten(),
+                    invert: h.invert,
+                    treat_missing_as_empty: h.treat_missing_as_empty,
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        query: m
+            .query_params
+            .iter()
+            .map(|q| {
+                Ok((
+                    q.name.clone(),
+                    q.value.as_ref().map(|v| str_match(v, false)).transpose()?.flatten(),
+                ))
+            })
+            .collect::<Result<_, String>>()?,
+    })
+}
+
+fn route(r: &Route) -> Result<CompiledRoute, String> {
+    let regex_rewrite = match &r.action {
+        RouteAction::Route { rewrite: Some(rw), .. } => match &rw.regex {
+            Some((pattern, replacement)) => {
+                let re = Regex::new(pattern).map_err(|e| format!("rewrite regex `{pattern}`: {e}"))?;
+                // RE2 substitutions write groups as \1; the regex crate as ${1}.
+                let backref = Regex::new(r"\\(\d)").map_err(|e| e.to_string())?;
+                Some((re, backref.replace_all(replacement, "$${$1}").into_owned()))
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    Ok(CompiledRoute {
+        route: r.clone(),
+        matcher: matcher(&r.matcher)?,
+        regex_rewrite,
+    })
+}
+
+impl Table {
+    fn compile(t: &mesh_model::plan::RouteTable) -> Result<Table, String> {
+        let mut table = Table {
+            exact: HashMap::new(),
+            suffixes: Vec::new(),
+            any: None,
+            vhosts: Vec::new(),
+        };
+        for (i, vh) in t.virtual_hosts.iter().enumerate() {
+            for d in &vh.domains {
+                let d = d.to_ascii_lowercase();
+                if d == "*" {
+                    table.any.get_or_insert(i);
+                } else if let Some(suffix) = d.strip_prefix('*') {
+                    table.suffixes.push((suffix.to_string(), i));
+                } else {
+                    table.exact.entry(d).or_insert(i);
+                }
+            }
+            let routes = vh.routes.iter().map(route).collect::<Result<_, _>>()?;
+            table.vhosts.push(VirtualHost {
+                name: vh.name.clone(),
+                require_tls: vh.require_tls,
+                routes,
+            });
+        }
+        table.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        Ok(table)
+    }
+
+    /// The virtual host for a request host (lowercase, no port).
+    pub fn vhost(&self, host: &str) -> Option<&VirtualHost> {
+        let i = self
+            .exact
+            .get(host)
+            .copied()
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(s, _)| host.ends_with(s.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or(self.any)?;
+        self.vhosts.get(i)
+    }
+}
+
+fn hash64(s: &str) -> u64 {
+    // FNV-1a: stable across runs and processes, which consistent hashing needs.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+pub fn hash_key(s: &str) -> u64 {
+    hash64(s)
+}
+
+impl UpstreamCluster {
+    fn compile(c: &Cluster) -> UpstreamCluster {
+        let endpoints: Vec<String> = c
+            .endpoints
+            .iter()
+            .map(|e| crate::upstream::join(&e.address, e.port))
+            .collect();
+        let lb = c.policy.load_balancer.simple.unwrap_or(SimpleLb::LeastRequest);
+        let ring = match &c.policy.load_balancer.consistent_hash {
+            Some(ch) if !endpoints.is_empty() => {
+                let size = ch
+                    .ring_hash
+                    .as_ref()
+                    .and_then(|r| r.minimum_ring_size)
+                    .or(ch.minimum_ring_size)
+                    .unwrap_or(1024)
+                    .max(endpoints.len() as u64);
+                let per = (size as usize).div_ceil(endpoints.len());
+                let mut ring: Vec<(u64, usize)> = (0..endpoints.len())
+                    .flat_map(|i| (0..per).map(move |k| (i, k)))
+                    .map(|(i, k)| (hash64(&format!("{}_{k}", endpoints[i])), i))
+                    .collect();
+                ring.sort_unstable();
+                ring
+            }
+            _ => Vec::new(),
+        };
+        UpstreamCluster {
+            active: endpoints.iter().map(|_| AtomicU64::new(0)).collect(),
+            endpoints,
+            next: AtomicUsize::new(0),
+            lb,
+            ring,
+            client: Client::new(c),
+            cluster: c.clone(),
+        }
+    }
+}
+
+/// Compiles a Plan. Errors only for what validation lets through but cannot run (none expected).
+pub fn compile(plan: Plan, version: u64) -> Result<Compiled, String> {
+    let mut tables = HashMap::new();
+    for t in &plan.route_tables {
+        tables.insert(t.name.clone(), Table::compile(t)?);
+    }
+    let mut listeners = HashMap::new();
+    for l in &plan.listeners {
+        let http_table = l.filter_chains.iter().find_map(|c| match (&c.action, c.transport) {
+            (ChainAction::Http { route_table }, Transport::Plaintext) => Some(route_table.clone()),
+            _ => None,
+        });
+        listeners.insert(
+            l.port,
+            Listener {
+                port: l.port,
+                bind: l.bind.clone(),
+                http_table,
+            },
+        );
+    }
+    let clusters = plan
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c))))
+        .collect();
+    Ok(Compiled {
+        version,
+        plan: Arc::new(plan),
+        listeners,
+        tables,
+        clusters,
+    })
+}

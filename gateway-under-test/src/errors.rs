@@ -1,0 +1,131 @@
+//! The one place that turns failures into responses: status, body, Envoy's response flag and
+//! code details, and gRPC-shaped replies (trailers-only, `grpc-status`) for gRPC requests.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::proxy::{full, Body};
+
+/// Why the gateway answered itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// No virtual host or route (NR).
+    NoRoute,
+    /// The route's cluster does not exist (NC).
+    NoCluster,
+    /// The cluster has no endpoint (UH).
+    NoHealthyUpstream,
+    /// Connecting failed (UF), with the transport's reason.
+    ConnectFailure(String),
+    /// The upstream reset or closed before a response (UC).
+    Reset(String),
+    /// The route timeout fired (UT).
+    Timeout,
+    /// Fault injection abort (FI): an HTTP status or a gRPC status code.
+    FaultAbort { http: Option<u16>, grpc: Option<u16> },
+    /// The downstream request was malformed (DPE).
+    BadRequest(String),
+}
+
+impl Failure {
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::NoRoute => 404,
+            Failure::NoCluster | Failure::NoHealthyUpstream | Failure::ConnectFailure(_) | Failure::Reset(_) => 503,
+            Failure::Timeout => 504,
+            Failure::FaultAbort { http, .. } => http.unwrap_or(200),
+            Failure::BadRequest(_) => 400,
+        }
+    }
+
+    /// Envoy's response flag.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Failure::NoRoute => "NR",
+            Failure::NoCluster => "NC",
+            Failure::NoHealthyUpstream => "UH",
+            Failure::ConnectFailure(_) => "UF",
+            Failure::Reset(_) => "UC",
+            Failure::Timeout => "UT",
+            Failure::FaultAbort { .. } => "FI",
+            Failure::BadRequest(_) => "DPE",
+        }
+    }
+
+    pub fn details(&self) -> &'static str {
+        match self {
+            Failure::NoRoute => "route_not_found",
+            Failure::NoCluster => "cluster_not_found",
+            Failure::NoHealthyUpstream => "no_healthy_upstream",
+            Failure::ConnectFailure(_) => "upstream_reset_before_response_started{connection_failure}",
+            Failure::Reset(_) => "upstream_reset_before_response_started{connection_termination}",
+            Failure::Timeout => "upstream_response_timeout",
+            Failure::FaultAbort { .. } => "fault_filter_abort",
+            Failure::BadRequest(_) => "downstream_protocol_error",
+        }
+    }
+
+    /// Envoy's local reply bodies.
+    pub fn body(&self) -> String {
+        match self {
+            Failure::NoRoute | Failure::NoCluster => String::new(),
+            Failure::NoHealthyUpstream => "no healthy upstream".into(),
+            Failure::ConnectFailure(reason) => format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}"
+            ),
+            Failure::Reset(reason) => format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
+            Failure::Timeout => "upstream request timeout".into(),
+            Failure::FaultAbort { .. } => "fault filter abort".into(),
+            Failure::BadRequest(why) => why.clone(),
+        }
+    }
+
+    /// With retries used up, Envoy flags URX next to the last failure.
+    pub fn retried_flag(&self, retried: bool) -> String {
+        if retried && matches!(self, Failure::ConnectFailure(_) | Failure::Reset(_)) {
+            format!("URX,{}", self.flag())
+        } else {
+            self.flag().to_string()
+        }
+    }
+}
+
+/// Envoy's HTTP -> gRPC status mapping for local replies.
+pub fn grpc_status_for(http: u16) -> u16 {
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// The response for a failure; gRPC requests get a trailers-only gRPC reply.
+pub fn reply(f: &Failure, grpc: bool) -> Response<Body> {
+    let body = f.body();
+    if grpc {
+        let code = match f {
+            Failure::FaultAbort { grpc: Some(g), .. } => *g,
+            _ => grpc_status_for(f.status()),
+        };
+        let mut r = Response::new(full(Bytes::new()));
+        let h = r.headers_mut();
+        h.insert("content-type", HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(&body) {
+            if !body.is_empty() {
+                h.insert("grpc-message", v);
+            }
+        }
+        return r;
+    }
+    let mut r = Response::new(full(Bytes::from(body.clone())));
+    *r.status_mut() = StatusCode::from_u16(f.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    if !body.is_empty() {
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/plain"));
+    }
+    r
+}

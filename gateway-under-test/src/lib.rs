@@ -1,0 +1,336 @@
+//! meshgate: the reference gateway. Loads Istio YAML with mesh-model, plans it for the gateway
+//! workload's labels, and serves the Plan: HTTP/1.1 and h2c listeners, routing, upstream pools.
+//! Config files are watched (and SIGHUP reloads): a valid change is swapped in without dropping a
+//! request; an invalid one is logged and the last good Plan keeps serving. SIGTERM drains.
+
+pub mod admin;
+pub mod compile;
+pub mod errors;
+pub mod proxy;
+pub mod server;
+pub mod state;
+pub mod upstream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper_util::server::graceful::GracefulShutdown;
+use mesh_model::plan::PlanOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::state::{AccessLog, State};
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "The reference gateway: Istio's ingress/egress model from plain YAML"
+)]
+pub struct Args {
+    /// Config files or directories (Gateway, VirtualService, DestinationRule, ServiceEntry, WorkloadEntry).
+    #[arg(short = 'c', long = "config", required = true)]
+    pub config: Vec<PathBuf>,
+    /// MeshConfig file.
+    #[arg(long)]
+    pub mesh: Option<PathBuf>,
+    /// This gateway workload's labels; Gateways select it by these (`istio=ingressgateway`).
+    #[arg(long, value_delimiter = ',', default_value = "istio=ingressgateway")]
+    pub labels: Vec<String>,
+    /// The gateway's config namespace (first in DestinationRule lookup).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Admin API address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// `stdout`, `off` or a file path.
+    #[arg(long, default_value = "stdout")]
+    pub access_log: String,
+    /// Bind a Plan listener port elsewhere: `80=127.0.0.1:0` (port 0: any free port). Repeatable.
+    #[arg(long = "port-map")]
+    pub port_map: Vec<String>,
+    /// Once listening, write `{"listeners": {"80": "127.0.0.1:41234"}, "admin": "…"}` here.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// How long SIGTERM waits for in-flight requests.
+    #[arg(long, default_value = "5s")]
+    pub drain_timeout: String,
+    /// How often config files are checked for changes.
+    #[arg(long, default_value = "1s")]
+    pub watch_interval: String,
+}
+
+fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
+    mesh_model::api::Duration::parse(s)
+        .map(|d| d.as_std())
+        .map_err(|e| format!("--{flag}: {e}"))
+}
+
+/// Loads, validates and plans the config. Errors: every diagnostic, as text.
+pub fn load_plan(args: &Args) -> Result<mesh_model::plan::Plan, String> {
+    let labels: BTreeMap<String, String> = args
+        .labels
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("label `{kv}` is not key=value"))
+        })
+        .collect::<Result<_, _>>()?;
+    let loaded = mesh_model::load_paths(&args.config, args.mesh.as_deref()).map_err(|e| format!("cannot read {e}"))?;
+    let mut diags = loaded.diagnostics;
+    diags.extend(mesh_model::validate::validate(&loaded.config));
+    // Istio rejects what its validation rejects; `istioctl analyze` findings (IST*) are reported
+    // but do not stop the config, as in Istio (a missing subset then answers 503 NC).
+    let (analysis, rejections): (Vec<_>, Vec<_>) = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .partition(|d| d.code.id().starts_with("IST"));
+    if !rejections.is_empty() {
+        return Err(rejections.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"));
+    }
+    for d in analysis {
+        eprintln!("meshgate: {d}");
+    }
+    let (plan, _) = mesh_model::plan::build(
+        &loaded.config,
+        &PlanOptions {
+            labels: Some(labels),
+            namespace: args.namespace.clone(),
+        },
+    );
+    Ok(plan)
+}
+
+fn port_map(args: &Args) -> Result<HashMap<u32, SocketAddr>, String> {
+    args.port_map
+        .iter()
+        .map(|m| {
+            let (port, addr) = m
+                .split_once('=')
+                .ok_or_else(|| format!("--port-map `{m}` is not PORT=ADDR"))?;
+            let port = port.parse().map_err(|_| format!("--port-map `{m}`: bad port"))?;
+            let addr = addr.parse().map_err(|_| format!("--port-map `{m}`: bad address"))?;
+            Ok((port, addr))
+        })
+        .collect()
+}
+
+/// Fingerprint of the config files (paths, sizes, modification times), to notice changes.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+        if let Ok(meta) = std::fs::metadata(p) {
+            if meta.is_dir() {
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                    entries.sort();
+                    for e in entries {
+                        walk(&e, out);
+                    }
+                }
+            } else {
+                out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        walk(p, &mut out);
+    }
+    out
+}
+
+/// The running gateway's listeners and their shutdown plumbing.
+struct Listeners {
+    state: Arc<State>,
+    map: HashMap<u32, SocketAddr>,
+    graceful: Arc<GracefulShutdown>,
+    stop: watch::Sender<bool>,
+}
+
+impl Listeners {
+    /// Binds every Plan listener not yet bound.
+    async fn ensure(&self) -> Result<(), String> {
+        let compiled = self.state.current.load_full();
+        let mut ports: Vec<_> = compiled.listeners.values().collect();
+        ports.sort_by_key(|l| l.port);
+        for l in ports {
+            if self.state.bound.lock().map(|b| b.contains_key(&l.port)).unwrap_or(true) {
+                continue;
+            }
+            let addr: SocketAddr = match self.map.get(&l.port) {
+                Some(a) => *a,
+                None => format!("{}:{}", l.bind, l.port)
+                    .parse()
+                    .map_err(|e| format!("listener {}:{}: {e}", l.bind, l.port))?,
+            };
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (port {}): {e}", l.port))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            if let Ok(mut b) = self.state.bound.lock() {
+                b.insert(l.port, local);
+            }
+            eprintln!("meshgate: listener for port {} on {local}", l.port);
+            tokio::spawn(server::serve(
+                listener,
+                l.port,
+                self.state.clone(),
+                self.graceful.clone(),
+                self.stop.subscribe(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn write_ready_file(path: &Path, state: &State, admin: SocketAddr) -> Result<(), String> {
+    let bound = state.bound.lock().map(|b| b.clone()).unwrap_or_default();
+    let listeners: serde_json::Map<String, serde_json::Value> = bound
+        .iter()
+        .map(|(p, a)| (p.to_string(), serde_json::Value::String(a.to_string())))
+        .collect();
+    let v = serde_json::json!({ "listeners": listeners, "admin": admin.to_string(), "version": state.version() });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, v.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Reloads when files change or SIGHUP arrives; keeps the last good Plan on any error.
+async fn watch_config(args: Args, listeners: Arc<Listeners>, admin: SocketAddr) {
+    let interval = parse_duration("watch-interval", &args.watch_interval).unwrap_or(Duration::from_secs(1));
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = fingerprint(&args.config);
+    loop {
+        let signalled = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = fingerprint(&args.config);
+        if now == last && !signalled {
+            continue;
+        }
+        last = now;
+        reload(&args, &listeners, admin).await;
+    }
+}
+
+/// One reload attempt.
+pub async fn reload_once(args: &Args, state: &Arc<State>) -> Result<u64, String> {
+    let state = state.clone();
+    let plan = load_plan(args);
+    let result = plan.and_then(|p| compile::compile(p, state.version() + 1));
+    match result {
+        Ok(compiled) => {
+            let v = compiled.version;
+            state.current.store(Arc::new(compiled));
+            state.stats.reloads.fetch_add(1, Ordering::Relaxed);
+            Ok(v)
+        }
+        Err(e) => {
+            state.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut le) = state.last_error.lock() {
+                *le = Some((SystemTime::now(), e.clone()));
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn reload(args: &Args, listeners: &Arc<Listeners>, admin: SocketAddr) {
+    match reload_once(args, &listeners.state).await {
+        Ok(v) => {
+            eprintln!("meshgate: config version {v} in force");
+            if let Err(e) = listeners.ensure().await {
+                eprintln!("meshgate: {e}");
+            }
+            if let Some(p) = &args.ready_file {
+                if let Err(e) = write_ready_file(p, &listeners.state, admin) {
+                    eprintln!("meshgate: {e}");
+                }
+            }
+        }
+        Err(e) => eprintln!(
+            "meshgate: config rejected, version {} keeps serving:\n{e}",
+            listeners.state.version()
+        ),
+    }
+}
+
+/// Runs the gateway until SIGTERM/SIGINT. Returns the process exit code.
+pub async fn run(args: Args) -> u8 {
+    let setup = async {
+        let drain = parse_duration("drain-timeout", &args.drain_timeout)?;
+        parse_duration("watch-interval", &args.watch_interval)?;
+        let map = port_map(&args)?;
+        let plan = load_plan(&args)?;
+        let compiled = compile::compile(plan, 1)?;
+        let access_log =
+            AccessLog::open(&args.access_log).map_err(|e| format!("--access-log {}: {e}", args.access_log))?;
+        let state = State::new(compiled, access_log);
+        let (stop, _) = watch::channel(false);
+        let listeners = Arc::new(Listeners {
+            state: state.clone(),
+            map,
+            graceful: Arc::new(GracefulShutdown::new()),
+            stop,
+        });
+        listeners.ensure().await?;
+        let admin_listener = TcpListener::bind(args.admin)
+            .await
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;
+        let admin = admin_listener.local_addr().map_err(|e| e.to_string())?;
+        tokio::spawn(admin::serve(admin_listener, state.clone()));
+        if let Some(p) = &args.ready_file {
+            write_ready_file(p, &state, admin)?;
+        }
+        eprintln!("meshgate: ready, config version 1, admin on {admin}");
+        Ok::<_, String>((listeners, admin, drain))
+    };
+    let (listeners, admin, drain) = match setup.await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("meshgate: {e}");
+            return 1;
+        }
+    };
+    tokio::spawn(watch_config(args.clone(), listeners.clone(), admin));
+    wait_for_shutdown().await;
+    eprintln!("meshgate: draining (up to {drain:?})");
+    let _ = listeners.stop.send(true);
+    let graceful = match Arc::try_unwrap(listeners) {
+        Ok(l) => Arc::try_unwrap(l.graceful).ok(),
+        Err(_) => None,
+    };
+    if let Some(g) = graceful {
+        if tokio::time::timeout(drain, g.shutdown()).await.is_err() {
+            eprintln!("meshgate: drain timeout; closing the remaining connections");
+        }
+    } else {
+        // Listener tasks still hold the shutdown watcher; give in-flight requests the drain time.
+        tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
+    }
+    0
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,0 +1,159 @@
+//! Listeners: one accept loop per Plan listener port, HTTP/1.1 and h2c auto-detected on each
+//! connection, every request through `proxy::handle`, then the access log line and stats.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::{Request, Response};
+use hyper::body::Body as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::{self, Body, Downstream, Outcome};
+use crate::state::State;
+
+/// Accepts connections until `stop` turns true; connections are watched by `graceful` for drain.
+pub async fn serve(
+    listener: TcpListener,
+    port: u32,
+    state: Arc<State>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let down = Arc::new(Downstream {
+            peer,
+            local,
+            port,
+            scheme: "http",
+        });
+        let svc_state = state.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let (state, down) = (svc_state.clone(), down.clone());
+            async move { Ok::<_, Infallible>(one_request(&state, &down, req).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
+            let _ = conn.await;
+            state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn one_request(state: &State, down: &Downstream, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    proxy::prepare_downstream_headers(req.headers_mut(), down);
+    let started_at = SystemTime::now();
+    let line = state.access_log.enabled().then(|| RequestLine::of(&req));
+    let compiled = state.current.load_full();
+    let (resp, out) = proxy::handle(compiled, down, req).await;
+    state
+        .stats
+        .record(resp.status().as_u16(), &out.cluster, out.upstream_ms);
+    if let Some(line) = line {
+        state
+            .access_log
+            .write(&line.format(started_at, start, &resp, &out, down));
+    }
+    resp
+}
+
+/// The request's part of the access log, taken before the request moves on.
+struct RequestLine {
+    method: String,
+    path: String,
+    protocol: &'static str,
+    xff: String,
+    user_agent: String,
+    request_id: String,
+    authority: String,
+    bytes_received: u64,
+}
+
+fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+impl RequestLine {
+    fn of(req: &Request<hyper::body::Incoming>) -> RequestLine {
+        RequestLine {
+            method: req.method().to_string(),
+            path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
+            protocol: match req.version() {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            xff: header(req, "x-forwarded-for"),
+            user_agent: header(req, "user-agent"),
+            request_id: header(req, "x-request-id"),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| header(req, "host")),
+            bytes_received: req.body().size_hint().exact().unwrap_or(0),
+        }
+    }
+
+    /// Istio's default TEXT access log format.
+    fn format(
+        &self,
+        started_at: SystemTime,
+        start: Instant,
+        resp: &Response<Body>,
+        out: &Outcome,
+        down: &Downstream,
+    ) -> String {
+        let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+        let upstream_time = out.upstream_ms.map_or("-".into(), |m| m.to_string());
+        let bytes_sent = resp.body().size_hint().exact().map_or("-".into(), |n| n.to_string());
+        format!(
+            "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {}",
+            mesh_model::time::rfc3339(started_at, true),
+            self.method,
+            self.path,
+            self.protocol,
+            resp.status().as_u16(),
+            dash(&out.flags),
+            out.details,
+            self.bytes_received,
+            bytes_sent,
+            start.elapsed().as_millis(),
+            upstream_time,
+            self.xff,
+            self.user_agent,
+            self.request_id,
+            self.authority,
+            dash(&out.upstream_host),
+            dash(&out.cluster),
+            down.local,
+            down.peer,
+            dash(&out.route),
+        )
+    }
+}

@@ -1,0 +1,150 @@
+//! Upstream connections and endpoint choice: one pooled client per cluster (HTTP/1.1, or h2 with
+//! prior knowledge for HTTP2/GRPC ports) and Istio's load balancers over the cluster's endpoints.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_model::api::destination_rule::SimpleLb;
+use mesh_model::plan::Cluster;
+use tokio::net::TcpStream;
+
+use crate::compile::UpstreamCluster;
+
+type Pooled<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
+
+/// Pooled connections for one cluster. HTTP/1.1 shares one pool keyed by endpoint (the Host
+/// header carries the authority). HTTP/2 needs the authority in the URI (`:authority`), so each
+/// endpoint gets a client whose connector always dials that endpoint.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // One per cluster, built on reload: size does not matter.
+pub enum Client {
+    H1(Pooled<HttpConnector>),
+    H2(Vec<Pooled<FixedConnector>>),
+}
+
+impl Client {
+    pub fn new(c: &Cluster) -> Client {
+        let timeout = c.policy.connect_timeout.as_std();
+        let per_connection = c
+            .policy
+            .connection_pool
+            .as_ref()
+            .and_then(|p| p.http.as_ref())
+            .and_then(|h| h.max_requests_per_connection);
+        let builder = |h2: bool| {
+            let mut b = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(Duration::from_secs(60)).http2_only(h2);
+            if per_connection == Some(1) {
+                // maxRequestsPerConnection: 1 turns keep-alive off.
+                b.pool_max_idle_per_host(0);
+            }
+            b
+        };
+        if c.protocol.is_http2() {
+            let clients = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    builder(true).build(FixedConnector {
+                        addr: join(&e.address, e.port),
+                        timeout,
+                    })
+                })
+                .collect();
+            Client::H2(clients)
+        } else {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(timeout));
+            Client::H1(builder(false).build(connector))
+        }
+    }
+
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Client::H2(_))
+    }
+}
+
+/// `host:port`, bracketing IPv6.
+pub fn join(address: &str, port: u32) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+/// A connector that dials one endpoint whatever the URI says.
+#[derive(Debug, Clone)]
+pub struct FixedConnector {
+    addr: String,
+    timeout: Duration,
+}
+
+type ConnectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+impl tower_service::Service<http::Uri> for FixedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let (addr, timeout) = (self.addr.clone(), self.timeout);
+        Box::pin(async move {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// Chooses an endpoint, avoiding `tried` ones while others are left. `hash`: consistent hashing.
+pub fn pick(c: &UpstreamCluster, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
+    let n = c.endpoints.len();
+    if n == 0 {
+        return None;
+    }
+    let allowed = |i: &usize| !tried.contains(i) || tried.len() >= n;
+    if let (Some(h), false) = (hash, c.ring.is_empty()) {
+        let start = c.ring.partition_point(|(k, _)| *k < h);
+        let candidates = c.ring[start..].iter().chain(c.ring[..start].iter());
+        return candidates.map(|(_, i)| *i).find(|i| allowed(i));
+    }
+    let weighted = c.cluster.endpoints.iter().any(|e| e.weight != 1);
+    let choose = |k: usize| (0..n).map(|o| (k + o) % n).find(|i| allowed(i));
+    match c.lb {
+        SimpleLb::RoundRobin if !weighted => choose(c.next.fetch_add(1, Ordering::Relaxed)),
+        SimpleLb::Random | SimpleLb::RoundRobin => choose(weighted_index(c)),
+        _ => {
+            // LEAST_REQUEST: power of two choices on active requests.
+            let a = weighted_index(c);
+            let b = weighted_index(c);
+            let load = |i: usize| c.active[i].load(Ordering::Relaxed);
+            let best = if load(b) < load(a) { b } else { a };
+            choose(best)
+        }
+    }
+}
+
+fn weighted_index(c: &UpstreamCluster) -> usize {
+    let total: u64 = c.cluster.endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum();
+    let mut r = fastrand::u64(0..total.max(1));
+    for (i, e) in c.cluster.endpoints.iter().enumerate() {
+        let w = u64::from(e.weight.max(1));
+        if r < w {
+            return i;
+        }
+        r -= w;
+    }
+    0
+}

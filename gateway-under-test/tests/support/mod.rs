@@ -1,0 +1,246 @@
+//! Test support: echo workloads, a config written to a temp dir, the `meshgate` binary started on
+//! free ports (it reports them in its ready file), and a small blocking HTTP/1.1 client.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // Shared by several test files.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use mesh_echo::{parse_fields, Echo, EchoThread};
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("meshgate-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// An echo workload on a free loopback port.
+pub fn echo(service: &str, version: &str) -> EchoThread {
+    Echo::builder(service)
+        .version(version)
+        .http_loopback()
+        .start_in_thread()
+        .expect("echo")
+}
+
+pub fn grpc_echo(service: &str, version: &str) -> EchoThread {
+    Echo::builder(service)
+        .version(version)
+        .grpc_loopback()
+        .start_in_thread()
+        .expect("echo")
+}
+
+/// A running meshgate.
+pub struct Gate {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub listeners: BTreeMap<u32, SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts meshgate on `yaml`, every Plan port mapped to a free loopback port.
+pub fn gate(yaml: &str, ports: &[u32]) -> Gate {
+    gate_with(yaml, ports, &[])
+}
+
+pub fn gate_with(yaml: &str, ports: &[u32], extra: &[&str]) -> Gate {
+    let dir = temp_dir("gate");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).expect("write config");
+    let ready = dir.join("ready.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
+    cmd.args([
+        "-c",
+        config.to_str().unwrap(),
+        "--admin",
+        "127.0.0.1:0",
+        "--ready-file",
+        ready.to_str().unwrap(),
+    ]);
+    cmd.args([
+        "--access-log",
+        dir.join("access.log").to_str().unwrap(),
+        "--watch-interval",
+        "100ms",
+    ]);
+    for p in ports {
+        cmd.args(["--port-map", &format!("{p}=127.0.0.1:0")]);
+    }
+    cmd.args(extra);
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log")).expect("log")))
+        .spawn()
+        .expect("start meshgate");
+    let mut gate = Gate {
+        child,
+        dir: dir.clone(),
+        config,
+        listeners: BTreeMap::new(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("ready json");
+            gate.admin = v["admin"].as_str().unwrap().parse().unwrap();
+            for (k, a) in v["listeners"].as_object().unwrap() {
+                gate.listeners
+                    .insert(k.parse().unwrap(), a.as_str().unwrap().parse().unwrap());
+            }
+            return gate;
+        }
+        if let Ok(Some(status)) = gate.child.try_wait() {
+            panic!(
+                "meshgate exited with {status}: {}",
+                std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "meshgate did not get ready: {}",
+            std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Gate {
+    pub fn port(&self, plan_port: u32) -> SocketAddr {
+        self.listeners[&plan_port]
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn admin_get(&self, path: &str) -> String {
+        get(self.admin, path, &[]).body
+    }
+
+    pub fn version(&self) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&self.admin_get("/config_dump")).expect("dump");
+        v["version"].as_u64().unwrap()
+    }
+
+    /// Polls until the config version is at least `v`.
+    pub fn wait_version(&self, v: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.version() < v {
+            assert!(
+                Instant::now() < deadline,
+                "config version {v} never came: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An echo field (`ServiceVersion`, `Host`, `URL`, …).
+    pub fn field(&self, key: &str) -> Option<String> {
+        parse_fields(&self.body)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// A request header the echo saw, by canonical name.
+    pub fn saw_header(&self, name: &str) -> Option<String> {
+        parse_fields(&self.body)
+            .into_iter()
+            .filter(|(k, _)| k == "RequestHeader")
+            .find_map(|(_, v)| {
+                v.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.to_string())
+            })
+    }
+}
+
+/// A request on a new connection. `headers` may set `Host`.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).expect("write");
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).expect("header");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let mut body = String::new();
+    let _ = r.read_to_string(&mut body);
+    Resp { status, headers, body }
+}
+
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    request(addr, "GET", path, headers, "")
+}
+
+/// An echo's port as a WorkloadEntry/ServiceEntry endpoint line.
+pub fn endpoint(e: &EchoThread, version: &str) -> String {
+    format!(
+        "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {version}}}}}\n",
+        e.http[0].port()
+    )
+}
