@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::server::graceful::GracefulShutdown;
 use mesh_model::plan::PlanOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -148,7 +147,6 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 struct Listeners {
     state: Arc<State>,
     map: HashMap<u32, SocketAddr>,
-    graceful: Arc<GracefulShutdown>,
     stop: watch::Sender<bool>,
 }
 
@@ -180,7 +178,6 @@ impl Listeners {
                 listener,
                 l.port,
                 self.state.clone(),
-                self.graceful.clone(),
                 self.stop.subscribe(),
             ));
         }
@@ -277,7 +274,6 @@ pub async fn run(args: Args) -> u8 {
         let listeners = Arc::new(Listeners {
             state: state.clone(),
             map,
-            graceful: Arc::new(GracefulShutdown::new()),
             stop,
         });
         listeners.ensure().await?;
@@ -299,21 +295,18 @@ pub async fn run(args: Args) -> u8 {
             return 1;
         }
     };
-    tokio::spawn(watch_config(args.clone(), listeners.clone(), admin));
+    let watcher = tokio::spawn(watch_config(args.clone(), listeners.clone(), admin));
     wait_for_shutdown().await;
+    watcher.abort();
     eprintln!("meshgate: draining (up to {drain:?})");
     let _ = listeners.stop.send(true);
-    let graceful = match Arc::try_unwrap(listeners) {
-        Ok(l) => Arc::try_unwrap(l.graceful).ok(),
-        Err(_) => None,
-    };
-    if let Some(g) = graceful {
-        if tokio::time::timeout(drain, g.shutdown()).await.is_err() {
+    let deadline = tokio::time::Instant::now() + drain;
+    while listeners.state.stats.active_connections.load(Ordering::Relaxed) > 0 {
+        if tokio::time::Instant::now() >= deadline {
             eprintln!("meshgate: drain timeout; closing the remaining connections");
+            break;
         }
-    } else {
-        // Listener tasks still hold the shutdown watcher; give in-flight requests the drain time.
-        tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     0
 }

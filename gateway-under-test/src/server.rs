@@ -10,21 +10,15 @@ use std::time::{Instant, SystemTime};
 use http::{Request, Response};
 use hyper::body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::proxy::{self, Body, Downstream, Outcome};
 use crate::state::State;
 
-/// Accepts connections until `stop` turns true; connections are watched by `graceful` for drain.
-pub async fn serve(
-    listener: TcpListener,
-    port: u32,
-    state: Arc<State>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Accepts connections until `stop` turns true; then each open connection finishes its in-flight
+/// requests and closes (HTTP/1.1: after the current response; h2: GOAWAY).
+pub async fn serve(listener: TcpListener, port: u32, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -47,14 +41,21 @@ pub async fn serve(
             let (state, down) = (svc_state.clone(), down.clone());
             async move { Ok::<_, Infallible>(one_request(&state, &down, req).await) }
         });
+        let mut conn_stop = stop.clone();
+        state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
-            let _ = conn.await;
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
             state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
         });
     }

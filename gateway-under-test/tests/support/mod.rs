@@ -75,12 +75,10 @@ pub fn gate_with(yaml: &str, ports: &[u32], extra: &[&str]) -> Gate {
         "--ready-file",
         ready.to_str().unwrap(),
     ]);
-    cmd.args([
-        "--access-log",
-        dir.join("access.log").to_str().unwrap(),
-        "--watch-interval",
-        "100ms",
-    ]);
+    cmd.args(["--access-log", dir.join("access.log").to_str().unwrap()]);
+    if !extra.contains(&"--watch-interval") {
+        cmd.args(["--watch-interval", "100ms"]);
+    }
     for p in ports {
         cmd.args(["--port-map", &format!("{p}=127.0.0.1:0")]);
     }
