@@ -61,6 +61,9 @@ pub struct Args {
     /// How often config files are checked for changes.
     #[arg(long, default_value = "1s")]
     pub watch_interval: String,
+    /// Worker threads (like Envoy's --concurrency); default: one per core.
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {

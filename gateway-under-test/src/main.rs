@@ -4,7 +4,11 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = meshgate::Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshgate: cannot start the runtime: {e}");
