@@ -6,6 +6,9 @@
 pub mod admin;
 pub mod compile;
 pub mod errors;
+pub mod forward;
+pub mod local;
+pub mod matching;
 pub mod proxy;
 pub mod server;
 pub mod state;

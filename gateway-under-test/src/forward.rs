@@ -1,0 +1,374 @@
+//! Going upstream: the weighted cluster pick, rewrites and header operations, mirrors, and the
+//! attempts loop with Istio's retry policy and per-try and route timeouts.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use mesh_model::api::virtual_service::HeaderOperations;
+use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
+
+use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
+use crate::errors::{reply, Failure};
+use crate::local::{chance, set};
+use crate::proxy::{fail, Body, Downstream, Outcome};
+
+fn apply_ops(h: &mut HeaderMap, ops: Option<&HeaderOperations>) {
+    let Some(ops) = ops else { return };
+    for k in &ops.remove {
+        if let Ok(k) = HeaderName::from_bytes(k.as_bytes()) {
+            h.remove(k);
+        }
+    }
+    for (k, v) in &ops.set {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&expand(v))) {
+            h.insert(k, v);
+        }
+    }
+    for (k, v) in &ops.add {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&expand(v))) {
+            h.append(k, v);
+        }
+    }
+}
+
+/// Envoy header-value syntax: `%%` is a literal `%` (variables are not expanded here).
+fn expand(v: &str) -> String {
+    v.replace("%%", "%")
+}
+
+fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return clusters.first();
+    }
+    let mut r = fastrand::u64(0..total);
+    clusters.iter().find(|c| {
+        let w = u64::from(c.weight);
+        if r < w {
+            true
+        } else {
+            r -= w;
+            false
+        }
+    })
+}
+
+/// The path after the route's rewrite (query kept).
+fn rewritten_path(r: &CompiledRoute, uri: &Uri) -> String {
+    let path = uri.path();
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let RouteAction::Route { rewrite: Some(rw), .. } = &r.route.action else {
+        return format!("{path}{query}");
+    };
+    let new = if let Some((re, rep)) = &r.regex_rewrite {
+        re.replace_all(path, rep.as_str()).into_owned()
+    } else if let (Some(prefix), Some(matched)) = (&rw.prefix, &rw.matched_prefix) {
+        let hit = if r.matcher.ignore_uri_case {
+            path.to_ascii_lowercase().starts_with(&matched.to_ascii_lowercase())
+        } else {
+            path.starts_with(matched.as_str())
+        };
+        if hit {
+            format!("{prefix}{}", &path[matched.len()..])
+        } else {
+            path.to_string()
+        }
+    } else {
+        path.to_string()
+    };
+    format!("{new}{query}")
+}
+
+/// Phases 7-9.
+pub(crate) async fn forward(
+    compiled: &Compiled,
+    r: &CompiledRoute,
+    req: Request<hyper::body::Incoming>,
+    down: &Downstream,
+    grpc: bool,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let RouteAction::Route { clusters, rewrite } = &r.route.action else {
+        return reply(&Failure::NoRoute, grpc);
+    };
+    let Some(wc) = pick_weighted(clusters) else {
+        return fail(Failure::NoCluster, grpc, out);
+    };
+    out.cluster = wc.cluster.clone();
+    let Some(cluster) = compiled.clusters.get(&wc.cluster) else {
+        return fail(Failure::NoCluster, grpc, out);
+    };
+    if cluster.endpoints.is_empty() {
+        return fail(Failure::NoHealthyUpstream, grpc, out);
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return fail(Failure::BadRequest(format!("request body: {e}")), grpc, out),
+    };
+    let path = rewritten_path(r, &parts.uri);
+    let original = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
+    if path != original {
+        if let Ok(v) = HeaderValue::from_str(&original) {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
+    }
+    // Destination-level operations first, so that the route level wins where both set a header.
+    apply_ops(&mut parts.headers, wc.request_headers.as_ref());
+    apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
+    let host = rewrite
+        .as_ref()
+        .and_then(|rw| rw.host.clone())
+        .or_else(|| wc.host_rewrite.clone());
+    let authority = host.unwrap_or_else(|| {
+        parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    });
+    let hash = consistent_hash(cluster, &parts.headers, &parts.uri, down);
+    for m in &r.route.mirrors {
+        if chance(m.percentage) {
+            if let Some(mc) = compiled.clusters.get(&m.cluster) {
+                spawn_mirror(
+                    mc.clone(),
+                    parts.method.clone(),
+                    path.clone(),
+                    authority.clone(),
+                    parts.headers.clone(),
+                    body.clone(),
+                );
+            }
+        }
+    }
+    let started = Instant::now();
+    let attempt = Attempt {
+        cluster,
+        method: &parts.method,
+        path: &path,
+        authority: &authority,
+        headers: &parts.headers,
+        body: &body,
+        hash,
+    };
+    let result = match r.route.timeout.filter(|t| !t.as_std().is_zero()) {
+        Some(t) => match tokio::time::timeout(t.as_std(), attempts(&attempt, &r.route.retry, out)).await {
+            Ok(res) => res,
+            Err(_) => Err((Failure::Timeout, false)),
+        },
+        None => attempts(&attempt, &r.route.retry, out).await,
+    };
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err((f, retried)) => {
+            out.flags = f.retried_flag(retried);
+            out.details = f.details();
+            return reply(&f, grpc);
+        }
+    };
+    let ms = started.elapsed().as_millis();
+    out.upstream_ms = Some(ms);
+    apply_ops(resp.headers_mut(), wc.response_headers.as_ref());
+    apply_ops(resp.headers_mut(), r.route.response_headers.as_ref());
+    set(resp.headers_mut(), "x-envoy-upstream-service-time", &ms.to_string());
+    resp
+}
+
+/// Everything one upstream attempt needs.
+struct Attempt<'a> {
+    cluster: &'a UpstreamCluster,
+    method: &'a Method,
+    path: &'a str,
+    authority: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    hash: Option<u64>,
+}
+
+fn consistent_hash(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstream) -> Option<u64> {
+    let ch = c.cluster.policy.load_balancer.consistent_hash.as_ref()?;
+    let key = if let Some(name) = &ch.http_header_name {
+        h.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
+    } else if let Some(cookie) = &ch.http_cookie {
+        h.get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == cookie.name)
+            .map(|(_, v)| v.to_string())
+    } else if ch.use_source_ip == Some(true) {
+        Some(down.peer.ip().to_string())
+    } else if let Some(q) = &ch.http_query_parameter_name {
+        uri.query().and_then(|qs| {
+            qs.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k == q)
+                .map(|(_, v)| v.to_string())
+        })
+    } else {
+        None
+    };
+    key.map(|k| hash_key(&k))
+}
+
+/// Whether a response or failure is retriable under `policy`.
+fn retriable(policy: &RetryPolicy, status: Option<u16>, grpc_status: Option<u16>, failure: Option<&Failure>) -> bool {
+    policy.retry_on.iter().any(|p| match (p.as_str(), status, failure) {
+        ("5xx", Some(s), _) => s >= 500,
+        ("5xx" | "reset" | "connect-failure" | "gateway-error", None, Some(Failure::ConnectFailure(_))) => true,
+        ("5xx" | "reset", None, Some(Failure::Reset(_))) => true,
+        ("gateway-error", Some(s), _) => matches!(s, 502..=504),
+        ("retriable-4xx", Some(s), _) => s == 409,
+        ("retriable-status-codes", Some(s), _) => policy.retriable_status_codes.contains(&s),
+        ("cancelled", _, _) => grpc_status == Some(1),
+        ("deadline-exceeded", _, _) => grpc_status == Some(4),
+        ("internal", _, _) => grpc_status == Some(13),
+        ("resource-exhausted", _, _) => grpc_status == Some(8),
+        ("unavailable", _, _) => grpc_status == Some(14),
+        _ => false,
+    })
+}
+
+/// Attempts with Istio's retry policy: per-try timeout, retriable conditions, jittered backoff,
+/// other hosts first. Err carries the last failure and whether a retry happened.
+async fn attempts(a: &Attempt<'_>, policy: &RetryPolicy, out: &mut Outcome) -> Result<Response<Body>, (Failure, bool)> {
+    let mut tried: Vec<usize> = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        let exclude: &[usize] = if policy.retry_previous_hosts { &tried } else { &[] };
+        let Some(i) = crate::upstream::pick(a.cluster, a.hash, exclude) else {
+            return Err((Failure::NoHealthyUpstream, attempt > 0));
+        };
+        tried.push(i);
+        out.upstream_host = a.cluster.endpoints[i].clone();
+        a.cluster.active[i].fetch_add(1, Ordering::Relaxed);
+        let call = send(a, i);
+        let result = match policy.per_try_timeout {
+            Some(t) => tokio::time::timeout(t.as_std(), call)
+                .await
+                .unwrap_or(Err(Failure::Timeout)),
+            None => call.await,
+        };
+        a.cluster.active[i].fetch_sub(1, Ordering::Relaxed);
+        let more = attempt < policy.attempts;
+        match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let grpc_status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                if !(more && retriable(policy, Some(status), grpc_status, None)) {
+                    return Ok(resp);
+                }
+            }
+            Err(f) => {
+                let per_try_timeout = f == Failure::Timeout;
+                if !(more && (per_try_timeout || retriable(policy, None, None, Some(&f)))) {
+                    return Err((f, attempt > 0));
+                }
+            }
+        }
+        attempt += 1;
+        let base = policy.backoff.as_std().as_millis().max(1) as u64;
+        let cap = base.saturating_mul(1 << attempt.min(10));
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
+    }
+}
+
+async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failure> {
+    let mut headers = a.headers.clone();
+    for hop in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    ] {
+        headers.remove(hop);
+    }
+    let target = match &a.cluster.client {
+        // HTTP/2: the authority travels in the URI (:authority); the connector dials the endpoint.
+        crate::upstream::Client::H2(_) => format!("http://{}{}", a.authority, a.path),
+        crate::upstream::Client::H1(_) => {
+            if let Ok(v) = HeaderValue::from_str(a.authority) {
+                headers.insert("host", v);
+            }
+            format!("http://{}{}", a.cluster.endpoints[endpoint], a.path)
+        }
+    };
+    let mut req = Request::new(Full::new(a.body.clone()));
+    *req.method_mut() = a.method.clone();
+    *req.uri_mut() = target
+        .parse()
+        .map_err(|e| Failure::BadRequest(format!("bad upstream URI {target}: {e}")))?;
+    *req.headers_mut() = headers;
+    let result = match &a.cluster.client {
+        crate::upstream::Client::H2(clients) => match clients.get(endpoint) {
+            Some(c) => c.request(req).await,
+            None => return Err(Failure::NoHealthyUpstream),
+        },
+        crate::upstream::Client::H1(c) => c.request(req).await,
+    };
+    match result {
+        Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),
+        Err(e) if e.is_connect() => Err(Failure::ConnectFailure(error_chain(&e))),
+        Err(e) => Err(Failure::Reset(error_chain(&e))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s = format!("{s}: {inner}");
+        src = inner.source();
+    }
+    s
+}
+
+/// Fire and forget: the main response never waits for a mirror.
+fn spawn_mirror(
+    c: Arc<UpstreamCluster>,
+    method: Method,
+    path: String,
+    authority: String,
+    headers: HeaderMap,
+    body: Bytes,
+) {
+    tokio::spawn(async move {
+        let attempt = Attempt {
+            cluster: &c,
+            method: &method,
+            path: &path,
+            authority: &authority,
+            headers: &headers,
+            body: &body,
+            hash: None,
+        };
+        if let Some(i) = crate::upstream::pick(&c, None, &[]) {
+            if let Ok(resp) = send(&attempt, i).await {
+                let _ = resp.into_body().collect().await;
+            }
+        }
+    });
+}
+
+/// Requests larger than this are refused (bodies are buffered so that retries can resend them).
+const MAX_BODY: usize = 16 * 1024 * 1024;

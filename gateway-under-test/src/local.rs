@@ -1,0 +1,206 @@
+//! Answers the gateway gives without an upstream: redirects (Istio's port and scheme rules),
+//! https redirects, direct responses, fault injection, and CORS preflights and headers.
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use mesh_model::api::virtual_service::CorsPolicy;
+use mesh_model::plan::{RedirectPlan, RedirectPort, Route, RouteAction};
+
+use crate::compile::CompiledRoute;
+use crate::errors::{reply, Failure};
+use crate::matching::{authority, request_host};
+use crate::proxy::{full, Body, Downstream, Outcome};
+
+pub(crate) fn https_redirect(req: &Request<hyper::body::Incoming>) -> String {
+    let host = request_host(req);
+    let pq = req.uri().path_and_query().map_or("/".to_string(), |p| p.to_string());
+    format!("https://{host}{pq}")
+}
+
+pub(crate) fn redirect_response(location: &str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert("location", v);
+    }
+    r
+}
+
+/// Phase 6: redirect, direct response, fault injection. None: go upstream.
+pub(crate) async fn local_actions(
+    r: &CompiledRoute,
+    req: &Request<hyper::body::Incoming>,
+    down: &Downstream,
+    grpc: bool,
+    out: &mut Outcome,
+) -> Option<Response<Body>> {
+    match &r.route.action {
+        RouteAction::Redirect(rd) => {
+            out.details = "direct_response";
+            let mut resp = redirect_response(&redirect_location(rd, req, down, &r.route));
+            *resp.status_mut() = StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            return Some(resp);
+        }
+        RouteAction::DirectResponse {
+            status,
+            body,
+            body_base64,
+        } => {
+            out.details = "direct_response";
+            let bytes = match (body, body_base64) {
+                (Some(s), _) => Bytes::from(s.clone()),
+                (None, Some(b)) => {
+                    use base64::Engine;
+                    Bytes::from(base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default())
+                }
+                (None, None) => Bytes::new(),
+            };
+            let mut resp = Response::new(full(bytes));
+            *resp.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            return Some(resp);
+        }
+        RouteAction::Route { .. } => {}
+    }
+    let fault = r.route.fault.as_ref()?;
+    if let Some(d) = fault.delay.as_ref().filter(|d| chance(d.percentage)) {
+        tokio::time::sleep(d.delay.as_std()).await;
+        out.flags = "DI".into();
+    }
+    if let Some(a) = fault.abort.as_ref().filter(|a| chance(a.percentage)) {
+        let f = Failure::FaultAbort {
+            http: a.http_status,
+            grpc: a.grpc_status.as_deref().map(grpc_code),
+        };
+        out.flags = if out.flags.is_empty() {
+            "FI".into()
+        } else {
+            format!("{},FI", out.flags)
+        };
+        out.details = f.details();
+        let grpc_reply = grpc || a.grpc_status.is_some();
+        return Some(reply(&f, grpc_reply));
+    }
+    None
+}
+
+pub(crate) fn chance(percentage: f64) -> bool {
+    percentage >= 100.0 || fastrand::f64() * 100.0 < percentage
+}
+
+pub(crate) fn grpc_code(name: &str) -> u16 {
+    let names = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    names.iter().position(|n| *n == name).map_or(2, |p| p as u16)
+}
+
+/// Istio's redirect: scheme, host, port rules, path or prefix rewrite, query kept.
+pub(crate) fn redirect_location(
+    rd: &RedirectPlan,
+    req: &Request<hyper::body::Incoming>,
+    down: &Downstream,
+    route: &Route,
+) -> String {
+    let scheme = rd.scheme.clone().unwrap_or_else(|| down.scheme.to_string());
+    let sent = authority(req);
+    let sent_port = sent.rsplit_once(':').and_then(|(_, p)| p.parse::<u32>().ok());
+    let host = rd.host.clone().unwrap_or_else(|| request_host(req));
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = match rd.port {
+        RedirectPort::Keep => {
+            if rd.host.is_some() {
+                None
+            } else {
+                sent_port
+            }
+        }
+        RedirectPort::Fixed(p) => (p != default_port).then_some(p),
+        RedirectPort::FromRequestPort => (down.port != default_port || sent_port.is_some()).then_some(down.port),
+        RedirectPort::FromProtocolDefault => None,
+    };
+    let path = req.uri().path();
+    let new_path = match (&rd.path, &rd.prefix_rewrite) {
+        (Some(p), _) => p.clone(),
+        (None, Some(prefix)) => {
+            let matched = route
+                .matcher
+                .uri
+                .as_ref()
+                .and_then(|u| u.prefix.as_deref())
+                .unwrap_or("/");
+            format!("{prefix}{}", path.strip_prefix(matched).unwrap_or(path))
+        }
+        (None, None) => path.to_string(),
+    };
+    let query = match (req.uri().query(), new_path.contains('?')) {
+        (Some(q), false) => format!("?{q}"),
+        _ => String::new(),
+    };
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{new_path}{query}")
+}
+
+pub(crate) fn origin_allowed(c: &CorsPolicy, origin: &str) -> bool {
+    c.allow_origins.iter().any(|m| match (&m.exact, &m.prefix, &m.regex) {
+        (Some(e), _, _) => e == origin || e == "*",
+        (_, Some(p), _) => origin.starts_with(p.as_str()),
+        (_, _, Some(r)) => regex::Regex::new(&format!("^(?:{r})$")).is_ok_and(|re| re.is_match(origin)),
+        _ => false,
+    })
+}
+
+pub(crate) fn is_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == Method::OPTIONS && req.headers().contains_key("access-control-request-method")
+}
+
+pub(crate) fn set(h: &mut HeaderMap, k: &'static str, v: &str) {
+    if let Ok(v) = HeaderValue::from_str(v) {
+        h.insert(k, v);
+    }
+}
+
+pub(crate) fn preflight(c: &CorsPolicy, origin: &str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    let h = r.headers_mut();
+    set(h, "access-control-allow-origin", origin);
+    if !c.allow_methods.is_empty() {
+        set(h, "access-control-allow-methods", &c.allow_methods.join(","));
+    }
+    if !c.allow_headers.is_empty() {
+        set(h, "access-control-allow-headers", &c.allow_headers.join(","));
+    }
+    if let Some(age) = c.max_age {
+        set(h, "access-control-max-age", &age.as_std().as_secs().to_string());
+    }
+    if c.allow_credentials == Some(true) {
+        set(h, "access-control-allow-credentials", "true");
+    }
+    r
+}
+
+pub(crate) fn cors_headers(c: &CorsPolicy, origin: &str, h: &mut HeaderMap) {
+    set(h, "access-control-allow-origin", origin);
+    if !c.expose_headers.is_empty() {
+        set(h, "access-control-expose-headers", &c.expose_headers.join(","));
+    }
+    if c.allow_credentials == Some(true) {
+        set(h, "access-control-allow-credentials", "true");
+    }
+}
