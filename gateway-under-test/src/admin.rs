@@ -139,7 +139,11 @@ fn clusters(state: &State) -> String {
         let cl = &c.clusters[name];
         for (i, ep) in cl.endpoints.iter().enumerate() {
             let _ = writeln!(o, "{name}::{ep}::rq_active::{}", cl.active[i].load(Ordering::Relaxed));
-            let _ = writeln!(o, "{name}::{ep}::health_flags::healthy");
+            let ejected = cl.outlier.as_ref().is_some_and(|od| od.is_ejected(i));
+            let flags = if ejected { "/failed_outlier_check" } else { "healthy" };
+            let _ = writeln!(o, "{name}::{ep}::health_flags::{flags}");
+            let times = cl.outlier.as_ref().map_or(0, |od| od.times_ejected(i));
+            let _ = writeln!(o, "{name}::{ep}::outlier_ejections::{times}");
             let _ = writeln!(o, "{name}::{ep}::weight::{}", cl.cluster.endpoints[i].weight);
         }
     }

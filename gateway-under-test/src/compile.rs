@@ -95,6 +95,8 @@ pub struct UpstreamCluster {
     /// Ring of (hash, endpoint index), sorted, for consistent hashing.
     pub ring: Vec<(u64, usize)>,
     pub client: Client,
+    pub breakers: crate::breaker::Breakers,
+    pub outlier: Option<crate::breaker::Outlier>,
 }
 
 /// Anchored, whole-string RE2 semantics.
@@ -273,6 +275,8 @@ impl UpstreamCluster {
             lb,
             ring,
             client: Client::new(c),
+            breakers: crate::breaker::Breakers::new(c),
+            outlier: crate::breaker::Outlier::new(c),
             cluster: c.clone(),
         }
     }

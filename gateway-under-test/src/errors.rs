@@ -23,6 +23,8 @@ pub enum Failure {
     Timeout,
     /// Fault injection abort (FI): an HTTP status or a gRPC status code.
     FaultAbort { http: Option<u16>, grpc: Option<u16> },
+    /// A circuit breaker (connectionPool limit) refused the request (UO).
+    Overflow,
     /// The downstream request was malformed (DPE).
     BadRequest(String),
 }
@@ -31,7 +33,11 @@ impl Failure {
     pub fn status(&self) -> u16 {
         match self {
             Failure::NoRoute => 404,
-            Failure::NoCluster | Failure::NoHealthyUpstream | Failure::ConnectFailure(_) | Failure::Reset(_) => 503,
+            Failure::NoCluster
+            | Failure::NoHealthyUpstream
+            | Failure::ConnectFailure(_)
+            | Failure::Reset(_)
+            | Failure::Overflow => 503,
             Failure::Timeout => 504,
             Failure::FaultAbort { http, .. } => http.unwrap_or(200),
             Failure::BadRequest(_) => 400,
@@ -48,6 +54,7 @@ impl Failure {
             Failure::Reset(_) => "UC",
             Failure::Timeout => "UT",
             Failure::FaultAbort { .. } => "FI",
+            Failure::Overflow => "UO",
             Failure::BadRequest(_) => "DPE",
         }
     }
@@ -61,6 +68,7 @@ impl Failure {
             Failure::Reset(_) => "upstream_reset_before_response_started{connection_termination}",
             Failure::Timeout => "upstream_response_timeout",
             Failure::FaultAbort { .. } => "fault_filter_abort",
+            Failure::Overflow => "upstream_reset_before_response_started{overflow}",
             Failure::BadRequest(_) => "downstream_protocol_error",
         }
     }
@@ -76,6 +84,7 @@ impl Failure {
             Failure::Reset(reason) => format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
             Failure::Timeout => "upstream request timeout".into(),
             Failure::FaultAbort { .. } => "fault filter abort".into(),
+            Failure::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
             Failure::BadRequest(why) => why.clone(),
         }
     }
@@ -104,6 +113,15 @@ pub fn grpc_status_for(http: u16) -> u16 {
 
 /// The response for a failure; gRPC requests get a trailers-only gRPC reply.
 pub fn reply(f: &Failure, grpc: bool) -> Response<Body> {
+    let mut r = reply_body(f, grpc);
+    if *f == Failure::Overflow {
+        r.headers_mut()
+            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+fn reply_body(f: &Failure, grpc: bool) -> Response<Body> {
     let body = f.body();
     if grpc {
         let code = match f {

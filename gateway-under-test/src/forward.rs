@@ -106,6 +106,9 @@ pub(crate) async fn forward(
     if cluster.endpoints.is_empty() {
         return fail(Failure::NoHealthyUpstream, grpc, out);
     }
+    if is_upgrade(req.headers()) && !cluster.client.is_h2() {
+        return upgrade(cluster, r, req, out).await;
+    }
     let (mut parts, body) = req.into_parts();
     let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -139,7 +142,7 @@ pub(crate) async fn forward(
             })
             .unwrap_or_default()
     });
-    let hash = consistent_hash(cluster, &parts.headers, &parts.uri, down);
+    let (hash, set_cookie) = consistent_hash(cluster, &parts.headers, &parts.uri, down);
     for m in &r.route.mirrors {
         if chance(m.percentage) {
             if let Some(mc) = compiled.clusters.get(&m.cluster) {
@@ -184,6 +187,9 @@ pub(crate) async fn forward(
     apply_ops(resp.headers_mut(), wc.response_headers.as_ref());
     apply_ops(resp.headers_mut(), r.route.response_headers.as_ref());
     set(resp.headers_mut(), "x-envoy-upstream-service-time", &ms.to_string());
+    if let Some(c) = set_cookie.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        resp.headers_mut().append("set-cookie", c);
+    }
     resp
 }
 
@@ -198,7 +204,37 @@ struct Attempt<'a> {
     hash: Option<u64>,
 }
 
-fn consistent_hash(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstream) -> Option<u64> {
+/// The consistent-hash key of a request, and a `Set-Cookie` value when the hash cookie has a ttl
+/// and the request had none (Envoy generates it; ttl 0 makes a session cookie).
+fn consistent_hash(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstream) -> (Option<u64>, Option<String>) {
+    let key = hash_source(c, h, uri, down);
+    let cookie = c
+        .cluster
+        .policy
+        .load_balancer
+        .consistent_hash
+        .as_ref()
+        .and_then(|ch| ch.http_cookie.as_ref());
+    match (key, cookie) {
+        (Some(k), _) => (Some(hash_key(&k)), None),
+        (None, Some(cookie)) if cookie.ttl.is_some() => {
+            let value = format!("{:016x}", fastrand::u64(..));
+            let mut set = format!("{}={value}", cookie.name);
+            if let Some(path) = &cookie.path {
+                set.push_str(&format!("; Path={path}"));
+            }
+            let ttl = cookie.ttl.map_or(0, |t| t.as_std().as_secs());
+            if ttl > 0 {
+                set.push_str(&format!("; Max-Age={ttl}"));
+            }
+            set.push_str("; HttpOnly");
+            (Some(hash_key(&value)), Some(set))
+        }
+        (None, _) => (None, None),
+    }
+}
+
+fn hash_source(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstream) -> Option<String> {
     let ch = c.cluster.policy.load_balancer.consistent_hash.as_ref()?;
     let key = if let Some(name) = &ch.http_header_name {
         h.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
@@ -222,7 +258,59 @@ fn consistent_hash(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstr
     } else {
         None
     };
-    key.map(|k| hash_key(&k))
+    key
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    let connection_upgrade = h
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    connection_upgrade && h.contains_key("upgrade")
+}
+
+/// An HTTP/1.1 upgrade (WebSocket): forwarded as is; on 101 both sides are joined byte for byte.
+async fn upgrade(
+    cluster: &UpstreamCluster,
+    r: &CompiledRoute,
+    mut req: Request<hyper::body::Incoming>,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let downstream = hyper::upgrade::on(&mut req);
+    let Some(i) = crate::upstream::pick(cluster, None, &[]) else {
+        return fail(Failure::NoHealthyUpstream, false, out);
+    };
+    out.upstream_host = cluster.endpoints[i].clone();
+    let crate::upstream::Client::H1(client) = &cluster.client else {
+        return fail(Failure::NoCluster, false, out);
+    };
+    let (mut parts, _) = req.into_parts();
+    let path = rewritten_path(r, &parts.uri);
+    apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
+    let target = format!("http://{}{path}", cluster.endpoints[i]);
+    let Ok(uri) = target.parse::<Uri>() else {
+        return fail(Failure::BadRequest(format!("bad upstream URI {target}")), false, out);
+    };
+    let mut up = Request::new(Full::new(Bytes::new()));
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.headers_mut() = parts.headers;
+    let mut resp = match client.request(up).await {
+        Ok(resp) => resp,
+        Err(e) if e.is_connect() => return fail(Failure::ConnectFailure(error_chain(&e)), false, out),
+        Err(e) => return fail(Failure::Reset(error_chain(&e)), false, out),
+    };
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
+                let (mut down, mut up) = (hyper_util::rt::TokioIo::new(down), hyper_util::rt::TokioIo::new(up));
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+        });
+    }
+    resp.map(|b| b.boxed_unsync())
 }
 
 /// Whether a response or failure is retriable under `policy`.
@@ -248,47 +336,66 @@ fn retriable(policy: &RetryPolicy, status: Option<u16>, grpc_status: Option<u16>
 async fn attempts(a: &Attempt<'_>, policy: &RetryPolicy, out: &mut Outcome) -> Result<Response<Body>, (Failure, bool)> {
     let mut tried: Vec<usize> = Vec::new();
     let mut attempt = 0u32;
+    let mut retrying = false;
+    let breakers = &a.cluster.breakers;
     loop {
-        let exclude: &[usize] = if policy.retry_previous_hosts { &tried } else { &[] };
-        let Some(i) = crate::upstream::pick(a.cluster, a.hash, exclude) else {
-            return Err((Failure::NoHealthyUpstream, attempt > 0));
-        };
-        tried.push(i);
-        out.upstream_host = a.cluster.endpoints[i].clone();
-        a.cluster.active[i].fetch_add(1, Ordering::Relaxed);
-        let call = send(a, i);
-        let result = match policy.per_try_timeout {
-            Some(t) => tokio::time::timeout(t.as_std(), call)
-                .await
-                .unwrap_or(Err(Failure::Timeout)),
-            None => call.await,
-        };
-        a.cluster.active[i].fetch_sub(1, Ordering::Relaxed);
+        let result = one_attempt(a, policy, &mut tried, out).await;
+        if retrying {
+            breakers.end_retry();
+        }
         let more = attempt < policy.attempts;
-        match result {
+        let again = match &result {
             Ok(resp) => {
-                let status = resp.status().as_u16();
                 let grpc_status = resp
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                if !(more && retriable(policy, Some(status), grpc_status, None)) {
-                    return Ok(resp);
-                }
+                more && retriable(policy, Some(resp.status().as_u16()), grpc_status, None)
             }
-            Err(f) => {
-                let per_try_timeout = f == Failure::Timeout;
-                if !(more && (per_try_timeout || retriable(policy, None, None, Some(&f)))) {
-                    return Err((f, attempt > 0));
-                }
-            }
+            Err(Failure::Overflow | Failure::NoHealthyUpstream) => false,
+            Err(f) => more && (*f == Failure::Timeout || retriable(policy, None, None, Some(f))),
+        };
+        // maxRetries: with that many retries in flight to the cluster, this request is not retried.
+        if !again || !breakers.start_retry() {
+            return result.map_err(|f| (f, attempt > 0));
         }
+        retrying = true;
         attempt += 1;
         let base = policy.backoff.as_std().as_millis().max(1) as u64;
         let cap = base.saturating_mul(1 << attempt.min(10));
         tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
     }
+}
+
+/// One attempt: choose an endpoint, pass the circuit breakers, send, report to outlier detection.
+async fn one_attempt(
+    a: &Attempt<'_>,
+    policy: &RetryPolicy,
+    tried: &mut Vec<usize>,
+    out: &mut Outcome,
+) -> Result<Response<Body>, Failure> {
+    let exclude: &[usize] = if policy.retry_previous_hosts { tried } else { &[] };
+    let i = crate::upstream::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
+    tried.push(i);
+    out.upstream_host = a.cluster.endpoints[i].clone();
+    let admission = a.cluster.breakers.admit().await?;
+    a.cluster.active[i].fetch_add(1, Ordering::Relaxed);
+    let call = send(a, i);
+    let result = match policy.per_try_timeout {
+        Some(t) => tokio::time::timeout(t.as_std(), call)
+            .await
+            .unwrap_or(Err(Failure::Timeout)),
+        None => call.await,
+    };
+    a.cluster.active[i].fetch_sub(1, Ordering::Relaxed);
+    if let Some(o) = &a.cluster.outlier {
+        match &result {
+            Ok(resp) => o.report(i, Some(resp.status().as_u16()), None),
+            Err(f) => o.report(i, None, Some(f)),
+        }
+    }
+    result.map(|resp| resp.map(|body| crate::breaker::Held { inner: body, admission }.boxed_unsync()))
 }
 
 async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failure> {

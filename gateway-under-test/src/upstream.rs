@@ -114,7 +114,14 @@ pub fn pick(c: &UpstreamCluster, hash: Option<u64>, tried: &[usize]) -> Option<u
     if n == 0 {
         return None;
     }
-    let allowed = |i: &usize| !tried.contains(i) || tried.len() >= n;
+    // Ejected endpoints are out of the set; with no panic mode, none left means no healthy upstream.
+    let healthy = |i: &usize| c.outlier.as_ref().is_none_or(|o| !o.is_ejected(*i));
+    let healthy_count = (0..n).filter(healthy).count();
+    if healthy_count == 0 {
+        return None;
+    }
+    let retried_all = (0..n).filter(healthy).all(|i| tried.contains(&i));
+    let allowed = |i: &usize| healthy(i) && (!tried.contains(i) || retried_all);
     if let (Some(h), false) = (hash, c.ring.is_empty()) {
         let start = c.ring.partition_point(|(k, _)| *k < h);
         let candidates = c.ring[start..].iter().chain(c.ring[..start].iter());

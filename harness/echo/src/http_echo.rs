@@ -89,12 +89,28 @@ pub fn echo_lines(id: &Identity, port: u16, req: &http::request::Parts, peer: So
 }
 
 async fn respond(
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
     id: Arc<Identity>,
     counter: Arc<AtomicU64>,
     peer: SocketAddr,
     port: u16,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(proto) = req.headers().get(http::header::UPGRADE).cloned() {
+        // Upgrades (WebSocket) are accepted and the upgraded stream is echoed byte for byte.
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp.headers_mut().insert(http::header::UPGRADE, proto);
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
     let _ = body.collect().await;
     let query = parts.uri.query().unwrap_or("").to_string();
