@@ -35,9 +35,11 @@ impl Client {
             .as_ref()
             .and_then(|p| p.http.as_ref())
             .and_then(|h| h.max_requests_per_connection);
+        // connectionPool idleTimeout (http, else tcp): default 1h, as Istio's.
+        let idle = pool_idle(c);
         let builder = |h2: bool| {
             let mut b = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(Duration::from_secs(60)).http2_only(h2);
+            b.pool_idle_timeout(idle).http2_only(h2);
             if per_connection == Some(1) {
                 // maxRequestsPerConnection: 1 turns keep-alive off.
                 b.pool_max_idle_per_host(0);
@@ -67,6 +69,17 @@ impl Client {
     pub fn is_h2(&self) -> bool {
         matches!(self, Client::H2(_))
     }
+}
+
+fn pool_idle(c: &Cluster) -> Option<Duration> {
+    let pool = c.policy.connection_pool.as_ref();
+    let idle = pool
+        .and_then(|p| p.http.as_ref())
+        .and_then(|h| h.idle_timeout)
+        .or_else(|| pool.and_then(|p| p.tcp.as_ref()).and_then(|t| t.idle_timeout))
+        .map_or(Duration::from_secs(3600), |d| d.as_std());
+    // `0s` disables the idle timeout.
+    (!idle.is_zero()).then_some(idle)
 }
 
 /// `host:port`, bracketing IPv6.

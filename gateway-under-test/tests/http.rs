@@ -328,8 +328,18 @@ fn cors_preflight_is_answered_by_the_gateway() {
 }
 
 #[test]
-fn h2c_downstream_with_curl() {
+fn h1_and_h2c_downstream_with_curl() {
     let s = setup("['*']", &format!("  - {TO_V1}\n"));
+    let out = Command::new("curl")
+        .args(["-s", "-i", &format!("http://{}/h1?q=1", s.gate.port(80))])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("URL=/h1?q=1\n") && text.contains("RequestHeader=User-Agent:curl/"),
+        "{text}"
+    );
     let out = Command::new("curl")
         .args([
             "-s",
