@@ -118,6 +118,18 @@ impl Breakers {
         })
     }
 
+    /// Admits a TCP session: `maxConnections` without a pending queue; Err: overflow (UO).
+    pub fn admit_now(&self) -> Result<Admission, Failure> {
+        let connection = match &self.connections {
+            Some(s) => Some(s.clone().try_acquire_owned().map_err(|_| Failure::Overflow)?),
+            None => None,
+        };
+        Ok(Admission {
+            _request: None,
+            _connection: connection,
+        })
+    }
+
     /// Takes a retry slot; false when `maxRetries` retries are already in flight.
     pub fn start_retry(&self) -> bool {
         match self.max_retries {

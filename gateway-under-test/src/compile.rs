@@ -17,6 +17,8 @@ use crate::upstream::Client;
 #[derive(Debug)]
 pub struct Compiled {
     pub version: u64,
+    /// Parts of the Plan that could not be served (a server whose certificate does not load).
+    pub warnings: Vec<String>,
     pub plan: Arc<Plan>,
     /// By the Plan's listener port.
     pub listeners: HashMap<u32, Listener>,
@@ -28,8 +30,42 @@ pub struct Compiled {
 pub struct Listener {
     pub port: u32,
     pub bind: String,
-    /// The route table of the plaintext HTTP chain, if this listener serves plaintext HTTP.
-    pub http_table: Option<String>,
+    pub chains: Vec<Chain>,
+}
+
+/// A filter chain, its TLS server config built.
+#[derive(Debug)]
+pub struct Chain {
+    pub name: String,
+    /// SNI names; empty: any (and clients without SNI).
+    pub server_names: Vec<String>,
+    pub transport: Transport,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub action: ChainAction,
+}
+
+impl Listener {
+    /// Whether connections must be inspected for TLS before a chain is chosen.
+    pub fn inspects_tls(&self) -> bool {
+        self.chains.iter().any(|c| c.transport != Transport::Plaintext)
+    }
+
+    /// The chain for a connection: plaintext, or TLS by SNI (exact, then the longest wildcard,
+    /// then the chain without server names, which also takes clients that send no SNI).
+    pub fn select(&self, hello: &crate::tls::Hello) -> Option<&Chain> {
+        if !hello.tls {
+            return self.chains.iter().find(|c| c.transport == Transport::Plaintext);
+        }
+        let tls = self.chains.iter().filter(|c| c.transport != Transport::Plaintext);
+        let by_name = hello.sni.as_deref().and_then(|sni| {
+            tls.clone()
+                .flat_map(|c| c.server_names.iter().map(move |n| (n, c)))
+                .filter(|(n, _)| crate::tls::name_matches(n, sni))
+                .max_by_key(|(n, _)| crate::tls::specificity(n))
+                .map(|(_, c)| c)
+        });
+        by_name.or_else(|| tls.clone().find(|c| c.server_names.is_empty()))
+    }
 }
 
 /// A route table: domain lookup as Envoy does it (exact, then the longest `*.` suffix, then `*`).
@@ -283,23 +319,51 @@ impl UpstreamCluster {
 }
 
 /// Compiles a Plan. Errors only for what validation lets through but cannot run (none expected).
-pub fn compile(plan: Plan, version: u64) -> Result<Compiled, String> {
+pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) -> Result<Compiled, String> {
     let mut tables = HashMap::new();
     for t in &plan.route_tables {
         tables.insert(t.name.clone(), Table::compile(t)?);
     }
     let mut listeners = HashMap::new();
+    let mut warnings = Vec::new();
     for l in &plan.listeners {
-        let http_table = l.filter_chains.iter().find_map(|c| match (&c.action, c.transport) {
-            (ChainAction::Http { route_table }, Transport::Plaintext) => Some(route_table.clone()),
-            _ => None,
-        });
+        let mut chains = Vec::new();
+        for c in &l.filter_chains {
+            let tls = match (&c.tls, c.transport) {
+                (Some(t), Transport::TerminateTls) => {
+                    let alpn: &[&[u8]] = if matches!(c.action, ChainAction::Http { .. }) {
+                        &[b"h2", b"http/1.1"]
+                    } else {
+                        &[]
+                    };
+                    match crate::tls::server_config(t, alpn, credentials) {
+                        Ok(cfg) => Some(cfg),
+                        Err(e) => {
+                            // As in Istio, a server with a bad certificate fails alone.
+                            warnings.push(format!(
+                                "filter chain {} (gateway {} server {}) is not served: {e}",
+                                c.name, c.gateway, c.server
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            chains.push(Chain {
+                name: c.name.clone(),
+                server_names: c.server_names.clone(),
+                transport: c.transport,
+                tls,
+                action: c.action.clone(),
+            });
+        }
         listeners.insert(
             l.port,
             Listener {
                 port: l.port,
                 bind: l.bind.clone(),
-                http_table,
+                chains,
             },
         );
     }
@@ -309,6 +373,7 @@ pub fn compile(plan: Plan, version: u64) -> Result<Compiled, String> {
         .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c))))
         .collect();
     Ok(Compiled {
+        warnings,
         version,
         plan: Arc::new(plan),
         listeners,

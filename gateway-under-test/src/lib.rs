@@ -8,11 +8,13 @@ pub mod breaker;
 pub mod compile;
 pub mod errors;
 pub mod forward;
+pub mod l4;
 pub mod local;
 pub mod matching;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -65,6 +67,10 @@ pub struct Args {
     /// How often config files are checked for changes.
     #[arg(long, default_value = "1s")]
     pub watch_interval: String,
+    /// Credentials for `credentialName`: a folder per name holding tls.crt, tls.key, ca.crt, ca.crl
+    /// (the key names of Istio's secrets).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
     /// Worker threads (like Envoy's --concurrency); default: one per core.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -150,6 +156,16 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
+/// Certificate files the Plan's terminating chains read (a rotation reloads them).
+fn tls_files(plan: &mesh_model::plan::Plan, credentials: Option<&Path>) -> Vec<PathBuf> {
+    plan.listeners
+        .iter()
+        .flat_map(|l| &l.filter_chains)
+        .filter_map(|c| c.tls.as_ref())
+        .flat_map(|t| tls::files(t, credentials))
+        .collect()
+}
+
 /// The running gateway's listeners and their shutdown plumbing.
 struct Listeners {
     state: Arc<State>,
@@ -209,18 +225,25 @@ fn write_ready_file(path: &Path, state: &State, admin: SocketAddr) -> Result<(),
 async fn watch_config(args: Args, listeners: Arc<Listeners>, admin: SocketAddr) {
     let interval = parse_duration("watch-interval", &args.watch_interval).unwrap_or(Duration::from_secs(1));
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last = fingerprint(&args.config);
+    let watched = |state: &State| {
+        let mut paths = args.config.clone();
+        paths.extend(args.mesh.clone());
+        paths.extend(tls_files(&state.current.load().plan, args.credentials.as_deref()));
+        paths
+    };
+    let mut last = fingerprint(&watched(&listeners.state));
     loop {
         let signalled = tokio::select! {
             _ = tokio::time::sleep(interval) => false,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = fingerprint(&args.config);
+        let now = fingerprint(&watched(&listeners.state));
         if now == last && !signalled {
             continue;
         }
-        last = now;
         reload(&args, &listeners, admin).await;
+        // Certificates named by the new Plan are watched from now on.
+        last = fingerprint(&watched(&listeners.state));
     }
 }
 
@@ -228,9 +251,12 @@ async fn watch_config(args: Args, listeners: Arc<Listeners>, admin: SocketAddr) 
 pub async fn reload_once(args: &Args, state: &Arc<State>) -> Result<u64, String> {
     let state = state.clone();
     let plan = load_plan(args);
-    let result = plan.and_then(|p| compile::compile(p, state.version() + 1));
+    let result = plan.and_then(|p| compile::compile(p, state.version() + 1, args.credentials.as_deref()));
     match result {
         Ok(compiled) => {
+            for w in &compiled.warnings {
+                eprintln!("meshgate: {w}");
+            }
             let v = compiled.version;
             state.current.store(Arc::new(compiled));
             state.stats.reloads.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +299,10 @@ pub async fn run(args: Args) -> u8 {
         parse_duration("watch-interval", &args.watch_interval)?;
         let map = port_map(&args)?;
         let plan = load_plan(&args)?;
-        let compiled = compile::compile(plan, 1)?;
+        let compiled = compile::compile(plan, 1, args.credentials.as_deref())?;
+        for w in &compiled.warnings {
+            eprintln!("meshgate: {w}");
+        }
         let access_log =
             AccessLog::open(&args.access_log).map_err(|e| format!("--access-log {}: {e}", args.access_log))?;
         let state = State::new(compiled, access_log);

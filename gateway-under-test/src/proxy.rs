@@ -43,6 +43,10 @@ pub struct Downstream {
     /// The Plan's listener port.
     pub port: u32,
     pub scheme: &'static str,
+    /// The route table of the filter chain the connection came through.
+    pub table: Option<String>,
+    /// The SNI the client sent (TLS).
+    pub sni: Option<String>,
 }
 
 /// What the access log and stats need to know about one request.
@@ -68,11 +72,7 @@ pub async fn handle(
     };
     let grpc = is_grpc(req.headers());
     let host = request_host(&req);
-    let table = compiled
-        .listeners
-        .get(&down.port)
-        .and_then(|l| l.http_table.as_ref())
-        .and_then(|t| compiled.tables.get(t));
+    let table = down.table.as_ref().and_then(|t| compiled.tables.get(t));
     let Some(vhost) = table.and_then(|t| t.vhost(&host)) else {
         return (fail(Failure::NoRoute, grpc, &mut out), out);
     };

@@ -5,16 +5,18 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response};
 use hyper::body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use mesh_model::plan::{ChainAction, Transport};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::proxy::{self, Body, Downstream, Outcome};
 use crate::state::State;
+use crate::{l4, tls};
 
 /// Accepts connections until `stop` turns true; then each open connection finishes its in-flight
 /// requests and closes (HTTP/1.1: after the current response; h2: GOAWAY).
@@ -29,35 +31,115 @@ pub async fn serve(listener: TcpListener, port: u32, state: Arc<State>, mut stop
         };
         let Ok((stream, peer)) = accepted else { continue };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let down = Arc::new(Downstream {
-            peer,
-            local,
-            port,
-            scheme: "http",
-        });
-        let svc_state = state.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let (state, down) = (svc_state.clone(), down.clone());
-            async move { Ok::<_, Infallible>(one_request(&state, &down, req).await) }
-        });
-        let mut conn_stop = stop.clone();
+        let (state, stop) = (state.clone(), stop.clone());
         state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.as_mut().await;
-                }
-            }
+            connection(stream, peer, local, port, &state, stop).await;
             state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// How long a client may take to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One downstream connection: inspect TLS and SNI, choose the filter chain, run it.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    port: u32,
+    state: &Arc<State>,
+    stop: watch::Receiver<bool>,
+) {
+    let compiled = state.current.load_full();
+    let Some(listener) = compiled.listeners.get(&port) else {
+        return;
+    };
+    let (hello, prefix) = if listener.inspects_tls() {
+        match tokio::time::timeout(HELLO_TIMEOUT, tls::peek_hello(&mut stream)).await {
+            Ok(Ok(x)) => x,
+            _ => return,
+        }
+    } else {
+        (tls::Hello::default(), Vec::new())
+    };
+    let Some(chain) = listener.select(&hello) else {
+        eprintln!(
+            "meshgate: {peer} -> {local}: no filter chain for SNI {:?} (TLS: {}); connection closed",
+            hello.sni, hello.tls
+        );
+        return;
+    };
+    let io = tls::Rewind::new(prefix, stream);
+    let mut down = Downstream {
+        peer,
+        local,
+        port,
+        scheme: "http",
+        table: None,
+        sni: hello.sni.clone(),
+    };
+    match (&chain.action, chain.transport, chain.tls.clone()) {
+        (ChainAction::Http { route_table }, Transport::Plaintext, _) => {
+            down.table = Some(route_table.clone());
+            serve_http(io, down, state.clone(), stop).await;
+        }
+        (ChainAction::Http { route_table }, Transport::TerminateTls, Some(cfg)) => {
+            down.table = Some(route_table.clone());
+            down.scheme = "https";
+            match tokio_rustls::TlsAcceptor::from(cfg).accept(io).await {
+                Ok(tls) => serve_http(tls, down, state.clone(), stop).await,
+                Err(e) => eprintln!("meshgate: TLS handshake with {peer} failed (chain {}): {e}", chain.name),
+            }
+        }
+        (ChainAction::Tcp { route }, Transport::Plaintext, _) => {
+            l4::proxy(io, route.as_ref(), &compiled, state, &down).await;
+        }
+        (ChainAction::Tcp { route }, Transport::TerminateTls, Some(cfg)) => {
+            match tokio_rustls::TlsAcceptor::from(cfg).accept(io).await {
+                Ok(tls) => l4::proxy(tls, route.as_ref(), &compiled, state, &down).await,
+                Err(e) => eprintln!("meshgate: TLS handshake with {peer} failed (chain {}): {e}", chain.name),
+            }
+        }
+        (ChainAction::TlsPassthrough { routes }, _, _) => {
+            let route = hello.sni.as_deref().and_then(|sni| {
+                routes
+                    .iter()
+                    .find(|r| r.sni_hosts.iter().any(|h| h == "*" || tls::name_matches(h, sni)))
+                    .map(|r| &r.route)
+            });
+            l4::proxy(io, route, &compiled, state, &down).await;
+        }
+        (ChainAction::AutoPassthrough, _, _) => {
+            let cluster = hello.sni.as_deref().and_then(l4::auto_passthrough_cluster);
+            l4::proxy_to_cluster(io, cluster.as_deref(), &compiled, state, &down).await;
+        }
+        _ => {}
+    }
+}
+
+async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, mut stop: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let down = Arc::new(down);
+    let svc_state = state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (state, down) = (svc_state.clone(), down.clone());
+        async move { Ok::<_, Infallible>(one_request(&state, &down, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
     }
 }
 

@@ -131,8 +131,16 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     let (v1, v2) = (echo("reviews", "v1"), echo("reviews", "v2"));
     let mut g = gate(&config(&v1, &v2, "v1", ""), &[80]);
     let addr = g.port(80);
-    let slow = std::thread::spawn(move || get(addr, "/?delay=700ms", &[]));
-    std::thread::sleep(Duration::from_millis(200));
+    let slow = std::thread::spawn(move || get(addr, "/?delay=1s", &[]));
+    // Wait until the request is in flight upstream (no guessing with a sleep).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !g.admin_get("/clusters").contains("::rq_active::1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     send_signal(g.child.id(), "TERM");
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "the in-flight request completes");
@@ -144,7 +152,8 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
 #[test]
 fn mirrors_are_sent_without_delaying_the_response() {
     let (v1, v2) = (echo("reviews", "v1"), echo("reviews", "v2"));
-    // A mirror target that counts requests and answers slowly.
+    // A mirror target that counts requests and never answers: a response that waited for it
+    // would never come back.
     let seen = Arc::new(AtomicU64::new(0));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mirror_port = listener.local_addr().unwrap().port();
@@ -158,8 +167,8 @@ fn mirrors_are_sent_without_delaying_the_response() {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf);
                 seen.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(500));
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                std::thread::sleep(Duration::from_secs(3600));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
             });
         }
     });

@@ -34,7 +34,7 @@ fn circuit_breaker_overflow_is_503_uo() {
     let policy = "    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1}\n";
     let g = gate(&yaml(&ep(e.http[0].port()), policy), &[80]);
     let addr = g.port(80);
-    // Six requests at once, each held 1s by the echo: one runs, one waits, four overflow.
+    // Six requests at once, each held 2s by the echo: one runs, one waits, four overflow.
     let calls: Vec<_> = (0..6)
         .map(|_| std::thread::spawn(move || get(addr, "/?delay=1s", &[])))
         .collect();

@@ -1,0 +1,242 @@
+//! L4: TCP proxying for TCP servers, TLS-terminated TCP, TLS passthrough by SNI and
+//! AUTO_PASSTHROUGH: a weighted cluster, an endpoint by the cluster's load balancer, connect and
+//! idle timeouts, `maxConnections`, half-close passed on, and an access log line per session.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mesh_model::plan::L4Route;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::compile::Compiled;
+use crate::errors::Failure;
+use crate::proxy::Downstream;
+use crate::state::State;
+
+/// `outbound_.<port>_.<subset>_.<host>` -> `outbound|<port>|<subset>|<host>`.
+pub fn auto_passthrough_cluster(sni: &str) -> Option<String> {
+    let parts: Vec<&str> = sni.splitn(4, "_.").collect();
+    match parts.as_slice() {
+        ["outbound", port, subset, host] if port.parse::<u32>().is_ok() && !host.is_empty() => {
+            Some(format!("outbound|{port}|{subset}|{host}"))
+        }
+        _ => None,
+    }
+}
+
+/// Proxies a session along `route` (None: no route, the connection is closed).
+pub async fn proxy<IO>(io: IO, route: Option<&L4Route>, compiled: &Arc<Compiled>, state: &State, down: &Downstream)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let cluster = route.and_then(|r| pick_weighted(&r.clusters));
+    match (route, cluster) {
+        (None, _) => log(state, down, SystemTime::now(), Instant::now(), "NR", "", "", (0, 0)),
+        (Some(_), cluster) => proxy_to_cluster(io, cluster, compiled, state, down).await,
+    }
+}
+
+fn pick_weighted(clusters: &[mesh_model::plan::WeightedCluster]) -> Option<&str> {
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    let mut r = fastrand::u64(0..total.max(1));
+    for c in clusters {
+        if r < u64::from(c.weight) || total == 0 {
+            return Some(&c.cluster);
+        }
+        r -= u64::from(c.weight);
+    }
+    clusters.first().map(|c| c.cluster.as_str())
+}
+
+/// Proxies a session to `cluster` (None: closed, NC).
+pub async fn proxy_to_cluster<IO>(
+    io: IO,
+    cluster: Option<&str>,
+    compiled: &Arc<Compiled>,
+    state: &State,
+    down: &Downstream,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (started_at, start) = (SystemTime::now(), Instant::now());
+    let name = cluster.unwrap_or("");
+    let Some(c) = cluster.and_then(|n| compiled.clusters.get(n)) else {
+        log(
+            state,
+            down,
+            started_at,
+            start,
+            Failure::NoCluster.flag(),
+            name,
+            "",
+            (0, 0),
+        );
+        return;
+    };
+    let Ok(_admission) = c.breakers.admit_now() else {
+        log(
+            state,
+            down,
+            started_at,
+            start,
+            Failure::Overflow.flag(),
+            name,
+            "",
+            (0, 0),
+        );
+        return;
+    };
+    let Some(i) = crate::upstream::pick(c, None, &[]) else {
+        log(
+            state,
+            down,
+            started_at,
+            start,
+            Failure::NoHealthyUpstream.flag(),
+            name,
+            "",
+            (0, 0),
+        );
+        return;
+    };
+    let endpoint = c.endpoints[i].clone();
+    let connect = tokio::time::timeout(c.cluster.policy.connect_timeout.as_std(), TcpStream::connect(&endpoint)).await;
+    let upstream = match connect {
+        Ok(Ok(s)) => s,
+        _ => {
+            let f = Failure::ConnectFailure("connection failure".into());
+            if let Some(o) = &c.outlier {
+                o.report(i, None, Some(&f));
+            }
+            log(state, down, started_at, start, f.flag(), name, &endpoint, (0, 0));
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if let Some(o) = &c.outlier {
+        o.report(i, Some(200), None);
+    }
+    let idle = idle_timeout(&c.cluster);
+    let (bytes, timed_out) = pump(io, upstream, idle).await;
+    log(
+        state,
+        down,
+        started_at,
+        start,
+        if timed_out { "SI" } else { "-" },
+        name,
+        &endpoint,
+        bytes,
+    );
+}
+
+/// connectionPool tcp.idleTimeout: default 1h; `0s` disables it.
+fn idle_timeout(c: &mesh_model::plan::Cluster) -> Option<Duration> {
+    let t = c
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.tcp.as_ref())
+        .and_then(|t| t.idle_timeout);
+    let t = t.map_or(Duration::from_secs(3600), |d| d.as_std());
+    (!t.is_zero()).then_some(t)
+}
+
+/// Copies both ways until both sides have closed; a side's EOF is passed on as a half-close.
+/// Returns (bytes from downstream, bytes from upstream) and whether the idle timeout ended it.
+pub async fn pump<A, B>(a: A, b: B, idle: Option<Duration>) -> ((u64, u64), bool)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let (mut buf_a, mut buf_b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut a_open, mut b_open) = (true, true);
+    let (mut up, mut back) = (0u64, 0u64);
+    let far = Duration::from_secs(86_400 * 365);
+    let mut deadline = tokio::time::Instant::now() + idle.unwrap_or(far);
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut buf_a), if a_open => match r {
+                Ok(0) | Err(_) => {
+                    a_open = false;
+                    let _ = bw.shutdown().await;
+                }
+                Ok(n) => {
+                    if bw.write_all(&buf_a[..n]).await.is_err() {
+                        break;
+                    }
+                    up += n as u64;
+                    deadline = tokio::time::Instant::now() + idle.unwrap_or(far);
+                }
+            },
+            r = br.read(&mut buf_b), if b_open => match r {
+                Ok(0) | Err(_) => {
+                    b_open = false;
+                    let _ = aw.shutdown().await;
+                }
+                Ok(n) => {
+                    if aw.write_all(&buf_b[..n]).await.is_err() {
+                        break;
+                    }
+                    back += n as u64;
+                    deadline = tokio::time::Instant::now() + idle.unwrap_or(far);
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => return ((up, back), true),
+        }
+    }
+    ((up, back), false)
+}
+
+/// Istio's access log line for a TCP session.
+#[allow(clippy::too_many_arguments)]
+fn log(
+    state: &State,
+    down: &Downstream,
+    started_at: SystemTime,
+    start: Instant,
+    flags: &str,
+    cluster: &str,
+    upstream: &str,
+    bytes: (u64, u64),
+) {
+    if !state.access_log.enabled() {
+        return;
+    }
+    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    state.access_log.write(&format!(
+        "[{}] \"- - -\" 0 {} - - \"-\" {} {} {} - \"-\" \"-\" \"-\" \"-\" \"{}\" {} - {} {} {} -",
+        mesh_model::time::rfc3339(started_at, true),
+        dash(flags),
+        bytes.0,
+        bytes.1,
+        start.elapsed().as_millis(),
+        dash(upstream),
+        dash(cluster),
+        down.local,
+        down.peer,
+        down.sni.as_deref().unwrap_or("-"),
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_passthrough_sni_names_the_cluster() {
+        assert_eq!(
+            auto_passthrough_cluster("outbound_.9080_.v1_.reviews.default.svc.cluster.local").as_deref(),
+            Some("outbound|9080|v1|reviews.default.svc.cluster.local")
+        );
+        assert_eq!(
+            auto_passthrough_cluster("outbound_.80_._.a.example.com").as_deref(),
+            Some("outbound|80||a.example.com")
+        );
+        assert_eq!(auto_passthrough_cluster("a.example.com"), None);
+        assert_eq!(auto_passthrough_cluster("outbound_.x_._.a"), None);
+    }
+}
