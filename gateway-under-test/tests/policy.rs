@@ -36,7 +36,7 @@ fn circuit_breaker_overflow_is_503_uo() {
     let addr = g.port(80);
     // Six requests at once, each held 2s by the echo: one runs, one waits, four overflow.
     let calls: Vec<_> = (0..6)
-        .map(|_| std::thread::spawn(move || get(addr, "/?delay=1s", &[])))
+        .map(|_| std::thread::spawn(move || get(addr, "/?delay=2s", &[])))
         .collect();
     let results: Vec<Resp> = calls.into_iter().map(|c| c.join().unwrap()).collect();
     let ok = results.iter().filter(|r| r.status == 200).count();
@@ -66,7 +66,7 @@ fn max_requests_overflows_at_once() {
     );
     let addr = g.port(80);
     let calls: Vec<_> = (0..5)
-        .map(|_| std::thread::spawn(move || get(addr, "/?delay=1s", &[]).status))
+        .map(|_| std::thread::spawn(move || get(addr, "/?delay=2s", &[]).status))
         .collect();
     let mut codes: Vec<u16> = calls.into_iter().map(|c| c.join().unwrap()).collect();
     codes.sort();
