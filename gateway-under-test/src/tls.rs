@@ -201,13 +201,129 @@ pub fn server_config(tls: &ServerTls, alpn: &[&[u8]], credentials: Option<&Path>
             if mode == ServerTlsMode::OptionalMutual {
                 v = v.allow_unauthenticated();
             }
-            builder.with_client_cert_verifier(v.build().map_err(|e| format!("client verification: {e}"))?)
+            let inner = v.build().map_err(|e| format!("client verification: {e}"))?;
+            let pins = Pins::new(tls);
+            if pins.is_empty() {
+                builder.with_client_cert_verifier(inner)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(Pinned { inner, pins }))
+            }
         }
         _ => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(Certs(keys)));
     config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// `subjectAltNames`, `verifyCertificateSpki` (base64 SHA-256 of the public key info) and
+/// `verifyCertificateHash` (hex SHA-256 of the certificate) for client certificates.
+#[derive(Debug, Default)]
+struct Pins {
+    sans: Vec<String>,
+    spki: Vec<String>,
+    hashes: Vec<String>,
+}
+
+impl Pins {
+    fn new(tls: &ServerTls) -> Pins {
+        let norm = |h: &String| h.replace(':', "").to_ascii_lowercase();
+        Pins {
+            sans: tls.subject_alt_names.clone(),
+            spki: tls.verify_certificate_spki.clone(),
+            hashes: tls.verify_certificate_hash.iter().map(norm).collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sans.is_empty() && self.spki.is_empty() && self.hashes.is_empty()
+    }
+
+    /// Why the certificate is refused, if it is.
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), String> {
+        let parsed =
+            webpki::EndEntityCert::try_from(cert).map_err(|e| format!("unparsable client certificate: {e}"))?;
+        if !self.sans.is_empty() {
+            let names: Vec<String> = parsed
+                .valid_dns_names()
+                .chain(parsed.valid_uri_names())
+                .map(str::to_string)
+                .collect();
+            if !names.iter().any(|n| self.sans.contains(n)) {
+                return Err(format!(
+                    "client certificate SANs {names:?} match none of subjectAltNames"
+                ));
+            }
+        }
+        if !self.spki.is_empty() || !self.hashes.is_empty() {
+            use base64::Engine;
+            let spki = ring::digest::digest(&ring::digest::SHA256, parsed.subject_public_key_info().as_ref());
+            let spki = base64::engine::general_purpose::STANDARD.encode(spki.as_ref());
+            let hash: String = ring::digest::digest(&ring::digest::SHA256, cert.as_ref())
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if !self.spki.contains(&spki) && !self.hashes.contains(&hash) {
+                return Err("client certificate matches no verifyCertificateSpki or verifyCertificateHash pin".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A client verifier that adds the pins to the CA verification.
+#[derive(Debug)]
+struct Pinned {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    pins: Pins,
+}
+
+impl rustls::server::danger::ClientCertVerifier for Pinned {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        self.pins.check(end_entity).map_err(rustls::Error::General)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// What the ClientHello says, read without consuming the connection's bytes.

@@ -464,3 +464,100 @@ fn tls_terminated_tcp_follows_tcp_routes() {
     }
     assert!(got.contains("Service=tcp-echo") && got.contains("Proto=TCP"), "{got}");
 }
+
+#[test]
+fn credential_names_and_client_certificate_pins() {
+    let dir = temp_dir("creds");
+    let ca = Ca::new(&dir, "main");
+    let (s_crt, s_key) = ca.issue("server", &["pin.example.com"]);
+    let (good_crt, good_key) = ca.issue("good", &["client.example.com"]);
+    let (other_crt, other_key) = ca.issue("other", &["other.example.com"]);
+    // Istio's secret layout: one folder per credential name.
+    let creds = dir.join("creds");
+    std::fs::create_dir_all(creds.join("gw-cred")).unwrap();
+    std::fs::copy(&s_crt, creds.join("gw-cred/tls.crt")).unwrap();
+    std::fs::copy(&s_key, creds.join("gw-cred/tls.key")).unwrap();
+    std::fs::copy(ca.ca_file("main"), creds.join("gw-cred/ca.crt")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let other_der = rustls::pki_types::CertificateDer::from_pem_file(&other_crt).unwrap();
+    let other_hash: String = ring::digest::digest(&ring::digest::SHA256, other_der.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let e = echo("web", "v1");
+    let servers = format!(
+        "  - port: {{number: 443, name: san, protocol: HTTPS}}\n    hosts: ['*']\n    \
+         tls: {{mode: MUTUAL, credentialName: gw-cred, subjectAltNames: [client.example.com]}}\n  \
+         - port: {{number: 8443, name: hash, protocol: HTTPS}}\n    hosts: ['*']\n    \
+         tls: {{mode: MUTUAL, credentialName: gw-cred, verifyCertificateHash: ['{other_hash}']}}\n"
+    );
+    let g = gate_with(
+        &format!("{}{}", gateway(&servers), echo_registry(&e)),
+        &[443, 8443],
+        &["--credentials", creds.to_str().unwrap()],
+    );
+    let call = |port: u16, crt: &str, key: &str| {
+        curl(&[
+            "--cacert",
+            &ca.ca_file("main"),
+            "--resolve",
+            &format!("pin.example.com:{port}:127.0.0.1"),
+            "--cert",
+            crt,
+            "--key",
+            key,
+            &format!("https://pin.example.com:{port}/"),
+        ])
+        .0
+    };
+    let (san, hash) = (g.port(443).port(), g.port(8443).port());
+    assert_eq!(call(san, &good_crt, &good_key), 0, "the SAN matches: {}", g.stderr());
+    assert_ne!(call(san, &other_crt, &other_key), 0, "the SAN does not match");
+    assert_eq!(
+        call(hash, &other_crt, &other_key),
+        0,
+        "the pinned hash matches: {}",
+        g.stderr()
+    );
+    assert_ne!(call(hash, &good_crt, &good_key), 0, "not the pinned certificate");
+}
+
+#[test]
+fn an_rsa_and_an_ecdsa_certificate_on_one_server() {
+    let dir = temp_dir("dual");
+    let ca = Ca::new(&dir, "main");
+    let (ec_crt, ec_key) = ca.issue("ecdsa", &["dual.example.com"]);
+    let (rsa_crt, rsa_key) = (dir.join("rsa.crt"), dir.join("rsa.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=dual-rsa",
+        ])
+        .args(["-keyout", rsa_key.to_str().unwrap(), "-out", rsa_crt.to_str().unwrap()])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "openssl could not make an RSA certificate");
+    let e = echo("web", "v1");
+    let servers = format!(
+        "  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls:\n      mode: SIMPLE\n      tlsCertificates:\n      \
+         - {{serverCertificate: {}, privateKey: {}}}\n      - {{serverCertificate: {ec_crt}, privateKey: {ec_key}}}\n",
+        rsa_crt.display(),
+        rsa_key.display()
+    );
+    let g = gate(&format!("{}{}", gateway(&servers), echo_registry(&e)), &[443]);
+    let rsa = s_client(g.port(443), &["-sigalgs", "rsa_pss_rsae_sha256:RSA+SHA256"]);
+    assert_eq!(subject_cn(&rsa).as_deref(), Some("dual-rsa"), "{rsa}");
+    let ec = s_client(g.port(443), &["-sigalgs", "ECDSA+SHA256"]);
+    assert_eq!(subject_cn(&ec).as_deref(), Some("dual.example.com"), "{ec}");
+}
