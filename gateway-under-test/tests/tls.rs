@@ -561,3 +561,53 @@ fn an_rsa_and_an_ecdsa_certificate_on_one_server() {
     let ec = s_client(g.port(443), &["-sigalgs", "ECDSA+SHA256"]);
     assert_eq!(subject_cn(&ec).as_deref(), Some("dual.example.com"), "{ec}");
 }
+
+#[test]
+fn auto_passthrough_takes_the_cluster_from_the_sni() {
+    let dir = temp_dir("auto");
+    let ca = Ca::new(&dir, "backends");
+    let (c1, k1) = ca.issue("b1", &["b1.internal"]);
+    let a1 = tls_backend(&c1, &k1, "auto");
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: b1, namespace: default}}\nspec:\n  \
+         hosts: [b1.internal]\n  resolution: STATIC\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n---\n",
+        gateway("  - port: {number: 15443, name: tls, protocol: TLS}\n    hosts: ['*.internal']\n    tls: {mode: AUTO_PASSTHROUGH}\n"),
+        a1.port()
+    );
+    let g = gate(&yaml, &[15443]);
+    let out = s_client(
+        g.port(15443),
+        &["-servername", "outbound_.443_._.b1.internal", "-ign_eof"],
+    );
+    assert_eq!(subject_cn(&out).as_deref(), Some("b1.internal"), "{out}");
+    assert!(out.contains("backend=auto"), "{out}");
+}
+
+#[test]
+fn tcp_max_connections_closes_the_overflow() {
+    let (v1, v2) = tcp_echoes();
+    let yaml = tcp_config(
+        &v1,
+        &v2,
+        "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ['*']\n",
+    )
+    .replace(
+        "host: tcp-echo\n  subsets:",
+        "host: tcp-echo\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}\n  subsets:",
+    );
+    let g = gate(&yaml, &[31400]);
+    // The first session holds the only connection (it reads the echo's greeting to be sure).
+    let mut first = std::net::TcpStream::connect(g.port(31400)).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(first.read(&mut buf).unwrap() > 0);
+    // A second session is closed at once: EOF with no bytes.
+    let mut second = std::net::TcpStream::connect(g.port(31400)).unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let _ = second.read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(g.access_log().contains("\"- - -\" 0 UO "), "{}", g.access_log());
+    drop(first);
+}
