@@ -131,6 +131,8 @@ pub struct UpstreamCluster {
     /// Ring of (hash, endpoint index), sorted, for consistent hashing.
     pub ring: Vec<(u64, usize)>,
     pub client: Client,
+    /// The TLS this cluster originates (DestinationRule `tls`), or why it cannot.
+    pub origination: Result<Option<crate::origination::Origination>, String>,
     pub breakers: crate::breaker::Breakers,
     pub outlier: Option<crate::breaker::Outlier>,
 }
@@ -278,7 +280,8 @@ pub fn hash_key(s: &str) -> u64 {
 }
 
 impl UpstreamCluster {
-    fn compile(c: &Cluster) -> UpstreamCluster {
+    fn compile(c: &Cluster, credentials: Option<&std::path::Path>) -> UpstreamCluster {
+        let origination = crate::origination::for_cluster(c, credentials);
         let endpoints: Vec<String> = c
             .endpoints
             .iter()
@@ -310,7 +313,8 @@ impl UpstreamCluster {
             next: AtomicUsize::new(0),
             lb,
             ring,
-            client: Client::new(c),
+            client: Client::new(c, &origination),
+            origination,
             breakers: crate::breaker::Breakers::new(c),
             outlier: crate::breaker::Outlier::new(c),
             cluster: c.clone(),
@@ -370,7 +374,7 @@ pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) 
     let clusters = plan
         .clusters
         .iter()
-        .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c))))
+        .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c, credentials))))
         .collect();
     Ok(Compiled {
         warnings,

@@ -177,6 +177,9 @@ pub(crate) async fn forward(
     let mut resp = match result {
         Ok(resp) => resp,
         Err((f, retried)) => {
+            if let Failure::ConnectFailure(reason) = &f {
+                out.transport_failure = reason.clone();
+            }
             out.flags = f.retried_flag(retried);
             out.details = f.details();
             return reply(&f, grpc);
@@ -411,8 +414,11 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
         headers.remove(hop);
     }
     let target = match &a.cluster.client {
-        // HTTP/2: the authority travels in the URI (:authority); the connector dials the endpoint.
+        crate::upstream::Client::Broken(reason) => return Err(Failure::ConnectFailure(reason.clone())),
+        // The authority travels in the URI (:authority, Host, TLS server name); the connector
+        // dials the endpoint.
         crate::upstream::Client::H2(_) => format!("http://{}{}", a.authority, a.path),
+        crate::upstream::Client::Tls(_) => format!("https://{}{}", a.authority, a.path),
         crate::upstream::Client::H1(_) => {
             if let Ok(v) = HeaderValue::from_str(a.authority) {
                 headers.insert("host", v);
@@ -432,6 +438,11 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
             None => return Err(Failure::NoHealthyUpstream),
         },
         crate::upstream::Client::H1(c) => c.request(req).await,
+        crate::upstream::Client::Tls(clients) => match clients.get(endpoint) {
+            Some(c) => c.request(req).await,
+            None => return Err(Failure::NoHealthyUpstream),
+        },
+        crate::upstream::Client::Broken(reason) => return Err(Failure::ConnectFailure(reason.clone())),
     };
     match result {
         Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),

@@ -101,24 +101,43 @@ pub async fn proxy_to_cluster<IO>(
         return;
     };
     let endpoint = c.endpoints[i].clone();
-    let connect = tokio::time::timeout(c.cluster.policy.connect_timeout.as_std(), TcpStream::connect(&endpoint)).await;
-    let upstream = match connect {
-        Ok(Ok(s)) => s,
-        _ => {
+    let timeout = c.cluster.policy.connect_timeout.as_std();
+    let idle = idle_timeout(&c.cluster);
+    let report = |ok: bool| {
+        if let Some(o) = &c.outlier {
             let f = Failure::ConnectFailure("connection failure".into());
-            if let Some(o) = &c.outlier {
-                o.report(i, None, Some(&f));
-            }
-            log(state, down, started_at, start, f.flag(), name, &endpoint, (0, 0));
-            return;
+            o.report(i, ok.then_some(200), (!ok).then_some(&f));
         }
     };
-    let _ = upstream.set_nodelay(true);
-    if let Some(o) = &c.outlier {
-        o.report(i, Some(200), None);
-    }
-    let idle = idle_timeout(&c.cluster);
-    let (bytes, timed_out) = pump(io, upstream, idle).await;
+    let (bytes, timed_out) = match &c.origination {
+        Err(_) => {
+            log(state, down, started_at, start, "UF", name, &endpoint, (0, 0));
+            return;
+        }
+        Ok(Some(o)) => match crate::origination::connect(o, &endpoint, &c.cluster.service, timeout).await {
+            Ok(tls) => {
+                report(true);
+                pump(io, tls, idle).await
+            }
+            Err(_) => {
+                report(false);
+                log(state, down, started_at, start, "UF", name, &endpoint, (0, 0));
+                return;
+            }
+        },
+        Ok(None) => match tokio::time::timeout(timeout, TcpStream::connect(&endpoint)).await {
+            Ok(Ok(upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                report(true);
+                pump(io, upstream, idle).await
+            }
+            _ => {
+                report(false);
+                log(state, down, started_at, start, "UF", name, &endpoint, (0, 0));
+                return;
+            }
+        },
+    };
     log(
         state,
         down,

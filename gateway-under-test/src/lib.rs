@@ -11,6 +11,7 @@ pub mod forward;
 pub mod l4;
 pub mod local;
 pub mod matching;
+pub mod origination;
 pub mod proxy;
 pub mod server;
 pub mod state;

@@ -58,6 +58,8 @@ pub struct Outcome {
     pub cluster: String,
     pub upstream_host: String,
     pub upstream_ms: Option<u128>,
+    /// Why the upstream connection failed (TLS errors among them), for the access log.
+    pub transport_failure: String,
 }
 
 /// The whole request path after phase 1. Never fails: every failure becomes a response.

@@ -216,7 +216,7 @@ impl RequestLine {
         let upstream_time = out.upstream_ms.map_or("-".into(), |m| m.to_string());
         let bytes_sent = resp.body().size_hint().exact().map_or("-".into(), |n| n.to_string());
         format!(
-            "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {}",
+            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
             mesh_model::time::rfc3339(started_at, true),
             self.method,
             self.path,
@@ -224,6 +224,7 @@ impl RequestLine {
             resp.status().as_u16(),
             dash(&out.flags),
             out.details,
+            dash(&out.transport_failure),
             self.bytes_received,
             bytes_sent,
             start.elapsed().as_millis(),
@@ -236,6 +237,7 @@ impl RequestLine {
             dash(&out.cluster),
             down.local,
             down.peer,
+            down.sni.as_deref().unwrap_or("-"),
             dash(&out.route),
         )
     }

@@ -24,10 +24,14 @@ type Pooled<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
 pub enum Client {
     H1(Pooled<HttpConnector>),
     H2(Vec<Pooled<FixedConnector>>),
+    /// TLS origination: per endpoint, the server name from the request's authority (or `sni`).
+    Tls(Vec<Pooled<crate::origination::TlsConnector>>),
+    /// The cluster's TLS settings cannot work; every request fails with this reason (UF).
+    Broken(String),
 }
 
 impl Client {
-    pub fn new(c: &Cluster) -> Client {
+    pub fn new(c: &Cluster, origination: &Result<Option<crate::origination::Origination>, String>) -> Client {
         let timeout = c.policy.connect_timeout.as_std();
         let per_connection = c
             .policy
@@ -46,6 +50,26 @@ impl Client {
             }
             b
         };
+        match origination {
+            Err(e) => return Client::Broken(e.clone()),
+            Ok(Some(o)) => {
+                let h2 = c.protocol.is_http2();
+                let clients = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let connector = crate::origination::TlsConnector {
+                            addr: join(&e.address, e.port),
+                            timeout,
+                            origination: o.clone(),
+                        };
+                        builder(h2).build(connector)
+                    })
+                    .collect();
+                return Client::Tls(clients);
+            }
+            Ok(None) => {}
+        }
         if c.protocol.is_http2() {
             let clients = c
                 .endpoints

@@ -1,0 +1,243 @@
+//! Egress gateway with TLS origination (DestinationRule `tls`): plain HTTP in, TLS to an
+//! "external" HTTPS service on loopback with its own CA; SIMPLE and MUTUAL succeed; a wrong CA, a
+//! wrong SAN and an expired certificate fail with 503 UF; DISABLE against a TLS port fails.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a failure should panic.
+
+mod support;
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use support::*;
+
+struct Pki {
+    dir: std::path::PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path, name: &str) -> Pki {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} CA"));
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
+        Pki {
+            dir: dir.to_path_buf(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn ca(&self, name: &str) -> String {
+        self.dir.join(format!("{name}-ca.pem")).display().to_string()
+    }
+
+    fn issue(&self, file: &str, names: &[&str], expired: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{file}.crt")),
+            self.dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    }
+}
+
+/// An "external" HTTPS service; answers `external sni=<sni> host=<host>`. `client_ca`: require
+/// client certificates from that CA.
+fn external(crt: &str, key: &str, client_ca: Option<&str>) -> std::net::SocketAddr {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(crt).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls::pki_types::CertificateDer::from_pem_file(ca).unwrap())
+                .unwrap();
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else { return };
+                    let sni = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string();
+                        let body = format!("external sni={sni} host={host}\n");
+                        async move {
+                            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                                body,
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// The egress gateway of Istio's "egress gateway with TLS origination" task: plain HTTP for
+/// api.example.com on port 80, routed to port 443 of the ServiceEntry, TLS originated there.
+fn egress(port: u16, tls: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: egress, namespace: istio-system}}\nspec:\n  \
+         selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [api.example.com]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
+         hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 443, name: https, protocol: HTTPS}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{https: {port}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
+         hosts: [api.example.com]\n  gateways: [egress]\n  http:\n  - route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
+         host: api.example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      tls: {tls}\n---\n"
+    )
+}
+
+fn call(g: &Gate) -> Resp {
+    get(g.port(80), "/", &[("Host", "api.example.com")])
+}
+
+fn egress_gate(yaml: &str) -> Gate {
+    gate_with(yaml, &[80], &["--labels", "istio=egressgateway"])
+}
+
+#[test]
+fn simple_origination_verifies_the_external_service() {
+    let dir = temp_dir("orig");
+    let pki = Pki::new(&dir, "ext");
+    let (crt, key) = pki.issue("api", &["api.example.com"], false);
+    let port = external(&crt, &key, None).port();
+    let g = egress_gate(&egress(
+        port,
+        &format!("{{mode: SIMPLE, caCertificates: {}}}", pki.ca("ext")),
+    ));
+    let r = call(&g);
+    assert_eq!(r.status, 200, "{}", g.stderr());
+    assert_eq!(r.body, "external sni=api.example.com host=api.example.com\n");
+    // An explicit sni and the SAN the certificate carries.
+    let g = egress_gate(&egress(
+        port,
+        &format!(
+            "{{mode: SIMPLE, caCertificates: {}, sni: api.example.com, subjectAltNames: [api.example.com]}}",
+            pki.ca("ext")
+        ),
+    ));
+    assert_eq!(call(&g).status, 200);
+}
+
+#[test]
+fn wrong_ca_wrong_san_and_expired_certificates_fail_with_uf() {
+    let dir = temp_dir("origbad");
+    let pki = Pki::new(&dir, "ext");
+    let other = Pki::new(&dir, "other");
+    let (crt, key) = pki.issue("api", &["api.example.com"], false);
+    let (old_crt, old_key) = pki.issue("old", &["api.example.com"], true);
+    let good = external(&crt, &key, None).port();
+    let expired = external(&old_crt, &old_key, None).port();
+    let cases = [
+        (
+            good,
+            format!("{{mode: SIMPLE, caCertificates: {}}}", other.ca("other")),
+            "wrong CA",
+        ),
+        (
+            good,
+            format!(
+                "{{mode: SIMPLE, caCertificates: {}, subjectAltNames: [spiffe-other.example.com]}}",
+                pki.ca("ext")
+            ),
+            "wrong SAN",
+        ),
+        (
+            expired,
+            format!("{{mode: SIMPLE, caCertificates: {}}}", pki.ca("ext")),
+            "expired",
+        ),
+    ];
+    for (port, tls, what) in cases {
+        let g = egress_gate(&egress(port, &tls));
+        let r = call(&g);
+        assert_eq!(r.status, 503, "{what}: {}", r.body);
+        assert!(r.body.contains("TLS error"), "{what}: {}", r.body);
+        assert!(
+            g.access_log().contains(" 503 URX,UF ") || g.access_log().contains(" 503 UF "),
+            "{what}: {}",
+            g.access_log()
+        );
+        assert!(
+            g.access_log().contains("TLS error"),
+            "{what}: the transport failure reason is logged: {}",
+            g.access_log()
+        );
+    }
+}
+
+#[test]
+fn mutual_origination_and_disable_against_a_tls_port() {
+    let dir = temp_dir("origm");
+    let pki = Pki::new(&dir, "ext");
+    let (crt, key) = pki.issue("api", &["api.example.com"], false);
+    let (c_crt, c_key) = pki.issue("client", &["egress.example.com"], false);
+    let port = external(&crt, &key, Some(&pki.ca("ext"))).port();
+    let ca = pki.ca("ext");
+    let g = egress_gate(&egress(
+        port,
+        &format!("{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {c_crt}, privateKey: {c_key}}}"),
+    ));
+    assert_eq!(call(&g).status, 200, "{}", g.stderr());
+    let g = egress_gate(&egress(port, &format!("{{mode: SIMPLE, caCertificates: {ca}}}")));
+    assert_eq!(
+        call(&g).status,
+        503,
+        "the external service requires a client certificate"
+    );
+    let g = egress_gate(&egress(port, "{mode: DISABLE}"));
+    let r = call(&g);
+    assert_ne!(r.status, 200, "plain HTTP to a TLS port cannot succeed: {}", r.body);
+}
