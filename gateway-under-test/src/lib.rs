@@ -14,6 +14,7 @@ pub mod matching;
 pub mod origination;
 pub mod proxy;
 pub mod server;
+pub mod sidecar;
 pub mod state;
 pub mod tls;
 pub mod upstream;
@@ -30,6 +31,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::state::{AccessLog, State};
+
+/// What this meshgate plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// A gateway: listeners from the Gateways that select `--labels`.
+    Gateway,
+    /// A sidecar's outbound side: an explicit HTTP proxy (absolute-form requests and CONNECT) on
+    /// `--outbound`, applying VirtualServices bound to `mesh` and `outboundTrafficPolicy`.
+    Sidecar,
+}
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -72,6 +83,11 @@ pub struct Args {
     /// (the key names of Istio's secrets).
     #[arg(long)]
     pub credentials: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "gateway")]
+    pub role: Role,
+    /// The sidecar role's outbound listener (Istio's outbound port is 15001).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    pub outbound: SocketAddr,
     /// Worker threads (like Envoy's --concurrency); default: one per core.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -114,6 +130,7 @@ pub fn load_plan(args: &Args) -> Result<mesh_model::plan::Plan, String> {
         &PlanOptions {
             labels: Some(labels),
             namespace: args.namespace.clone(),
+            sidecar: args.role == Role::Sidecar,
         },
     );
     Ok(plan)
@@ -314,6 +331,18 @@ pub async fn run(args: Args) -> u8 {
             stop,
         });
         listeners.ensure().await?;
+        if args.role == Role::Sidecar {
+            let l = TcpListener::bind(args.outbound)
+                .await
+                .map_err(|e| format!("cannot listen on {} (outbound): {e}", args.outbound))?;
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            if let Ok(mut b) = state.bound.lock() {
+                // The outbound listener is reported under Istio's outbound port.
+                b.insert(15001, addr);
+            }
+            eprintln!("meshgate: outbound (sidecar) listener on {addr}");
+            tokio::spawn(sidecar::serve(l, state.clone(), listeners.stop.subscribe()));
+        }
         let admin_listener = TcpListener::bind(args.admin)
             .await
             .map_err(|e| format!("cannot listen on {} (admin): {e}", args.admin))?;

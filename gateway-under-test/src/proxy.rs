@@ -47,6 +47,8 @@ pub struct Downstream {
     pub table: Option<String>,
     /// The SNI the client sent (TLS).
     pub sni: Option<String>,
+    /// The sidecar role's outbound listener (an explicit proxy).
+    pub outbound: bool,
 }
 
 /// What the access log and stats need to know about one request.

@@ -73,6 +73,7 @@ async fn connection(
     };
     let io = tls::Rewind::new(prefix, stream);
     let mut down = Downstream {
+        outbound: false,
         peer,
         local,
         port,
@@ -119,7 +120,7 @@ async fn connection(
     }
 }
 
-async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, mut stop: watch::Receiver<bool>)
+pub async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, mut stop: watch::Receiver<bool>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -143,13 +144,17 @@ where
     }
 }
 
-async fn one_request(state: &State, down: &Downstream, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn one_request(state: &Arc<State>, down: &Downstream, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
     let start = Instant::now();
     proxy::prepare_downstream_headers(req.headers_mut(), down);
     let started_at = SystemTime::now();
     let line = state.access_log.enabled().then(|| RequestLine::of(&req));
     let compiled = state.current.load_full();
-    let (resp, out) = proxy::handle(compiled, down, req).await;
+    let (resp, out) = if down.outbound {
+        crate::sidecar::handle(state.clone(), compiled, down, req).await
+    } else {
+        proxy::handle(compiled, down, req).await
+    };
     state
         .stats
         .record(resp.status().as_u16(), &out.cluster, out.upstream_ms);

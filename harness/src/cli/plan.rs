@@ -22,6 +22,9 @@ pub struct Args {
     /// The gateway's config namespace (first in DestinationRule lookup).
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Plan the sidecar role (outbound routing of VirtualServices bound to `mesh`).
+    #[arg(long)]
+    pub sidecar: bool,
     /// `json` or `yaml`.
     #[arg(long, short, value_enum, default_value = "json")]
     pub output: Output,
@@ -60,6 +63,7 @@ pub fn run(args: &Args) -> u8 {
     let opts = PlanOptions {
         labels: (!args.labels.is_empty()).then_some(labels),
         namespace: args.namespace.clone(),
+        sidecar: args.sidecar,
     };
     let (plan, plan_diags) = plan::build(&loaded.config, &opts);
     diags.extend(plan_diags);

@@ -19,6 +19,9 @@ pub struct PlanOptions {
     /// The gateway's config namespace; default: the namespace of the first selected Gateway, or
     /// MeshConfig's root namespace.
     pub namespace: Option<String>,
+    /// Plan the sidecar role (outbound routing of VirtualServices bound to `mesh`) instead of
+    /// Gateway listeners.
+    pub sidecar: bool,
 }
 
 /// State shared while building: the config, registry and the current gateway and port.
@@ -53,7 +56,12 @@ impl<'a> Ctx<'a> {
     /// VirtualServices bound to the current gateway and visible to it, in Istio's order: those
     /// in the gateway's namespace first, then the others; each group by creation time, name, namespace.
     pub fn virtual_services_for_gateway(&self) -> Vec<&'a Resource> {
-        let gw_ns = self.gateway.split('/').next().unwrap_or("");
+        // The sidecar role sees what is exported to its own namespace.
+        let gw_ns = if self.gateway == "mesh" {
+            self.proxy_ns.as_str()
+        } else {
+            self.gateway.split('/').next().unwrap_or("")
+        };
         let defaults = &self.config.mesh.default_virtual_service_export_to;
         let config: &'a Config = self.config;
         let mut list: Vec<&'a Resource> = config
@@ -119,7 +127,14 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
         default_retry: default_retry.clone(),
         diags: Vec::new(),
     };
-    let (listeners, route_tables) = listeners::build(&mut ctx, &gateways);
+    let (listeners, mut route_tables, outbound) = if opts.sidecar {
+        let (tables, outbound) = super::outbound::build(&mut ctx);
+        (Vec::new(), tables, Some(outbound))
+    } else {
+        let (l, t) = listeners::build(&mut ctx, &gateways);
+        (l, t, None)
+    };
+    route_tables.sort_by(|a, b| a.name.cmp(&b.name));
     let clusters = clusters(config, &registry, &proxy_ns);
     let plan = Plan {
         schema_version: PLAN_SCHEMA_VERSION,
@@ -132,6 +147,7 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
             domain_suffix: config.mesh.domain_suffix.clone(),
         },
         listeners,
+        outbound,
         route_tables,
         clusters,
     };

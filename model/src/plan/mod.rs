@@ -4,6 +4,7 @@
 
 mod build;
 mod listeners;
+mod outbound;
 pub mod policy;
 pub mod registry;
 mod routes;
@@ -34,8 +35,21 @@ pub struct Plan {
     pub namespace: String,
     pub mesh: MeshSettings,
     pub listeners: Vec<Listener>,
+    /// The sidecar role's outbound routing (explicit proxy): None for a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<Outbound>,
     pub route_tables: Vec<RouteTable>,
     pub clusters: Vec<Cluster>,
+}
+
+/// Outbound routing of the sidecar role: a route table per destination port, and the services
+/// reached as TCP/TLS (by CONNECT). Hosts in neither follow `mesh.outbound_traffic_policy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbound {
+    /// Destination port -> route table name.
+    pub route_tables: std::collections::BTreeMap<u32, String>,
+    /// `host:port` -> cluster, for non-HTTP ports.
+    pub tcp: std::collections::BTreeMap<String, String>,
 }
 
 impl Plan {

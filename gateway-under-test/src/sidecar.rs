@@ -1,0 +1,188 @@
+//! The sidecar role's outbound listener: an explicit HTTP proxy. Absolute-form requests are routed
+//! by the outbound route table of their port (VirtualServices bound to `mesh`, then the service's
+//! cluster); CONNECT opens a TCP tunnel to a registered TCP/TLS service. Hosts outside the
+//! registry follow `outboundTrafficPolicy`: ALLOW_ANY passes them to the original destination
+//! (PassthroughCluster), REGISTRY_ONLY answers 502 and opens no connection (BlackHoleCluster).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_model::api::mesh::OutboundTrafficMode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::compile::Compiled;
+use crate::proxy::{full, Body, Downstream, Outcome};
+use crate::state::State;
+
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+pub const BLACKHOLE: &str = "BlackHoleCluster";
+
+/// Accepts proxy connections until `stop`.
+pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let (state, stop) = (state.clone(), stop.clone());
+        state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let down = Downstream {
+                peer,
+                local,
+                port: 15001,
+                scheme: "http",
+                table: None,
+                sni: None,
+                outbound: true,
+            };
+            crate::server::serve_http(stream, down, state.clone(), stop).await;
+            state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+fn allow_any(c: &Compiled) -> bool {
+    c.plan.mesh.outbound_traffic_policy != OutboundTrafficMode::RegistryOnly
+}
+
+fn status(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = code;
+    r
+}
+
+/// One proxied request.
+pub async fn handle(
+    state: Arc<State>,
+    compiled: Arc<Compiled>,
+    down: &Downstream,
+    req: Request<hyper::body::Incoming>,
+) -> (Response<Body>, Outcome) {
+    let mut out = Outcome {
+        details: "via_upstream",
+        ..Default::default()
+    };
+    if req.method() == Method::CONNECT {
+        return (connect(state, compiled, down, req, &mut out), out);
+    }
+    let (Some(host), port) = (
+        req.uri().host().map(str::to_ascii_lowercase),
+        req.uri().port_u16().unwrap_or(80),
+    ) else {
+        out.details = "direct_response";
+        return (
+            status(
+                StatusCode::BAD_REQUEST,
+                "meshgate's outbound listener is an HTTP proxy: send absolute-form requests or CONNECT\n",
+            ),
+            out,
+        );
+    };
+    let outbound = compiled.plan.outbound.as_ref();
+    let table_name = outbound.and_then(|o| o.route_tables.get(&u32::from(port))).cloned();
+    let known = table_name
+        .as_ref()
+        .and_then(|t| compiled.tables.get(t))
+        .is_some_and(|t| t.vhost(&host).is_some());
+    if known {
+        let down = Downstream {
+            table: table_name,
+            ..down.clone()
+        };
+        return crate::proxy::handle(compiled, &down, req).await;
+    }
+    if !allow_any(&compiled) {
+        out.cluster = BLACKHOLE.into();
+        out.route = "block_all".into();
+        out.details = "direct_response";
+        return (status(StatusCode::BAD_GATEWAY, ""), out);
+    }
+    out.cluster = PASSTHROUGH.into();
+    (passthrough(req, &host, port, &mut out).await, out)
+}
+
+fn passthrough_client() -> &'static hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http())
+}
+
+/// ALLOW_ANY: the request goes to the host and port it names.
+async fn passthrough(req: Request<hyper::body::Incoming>, host: &str, port: u16, out: &mut Outcome) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return status(StatusCode::BAD_REQUEST, "bad request body\n");
+    };
+    let mut up = Request::new(Full::new(body));
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = parts.uri;
+    *up.headers_mut() = parts.headers;
+    up.headers_mut().remove("proxy-connection");
+    out.upstream_host = format!("{host}:{port}");
+    match passthrough_client().request(up).await {
+        Ok(resp) => resp.map(|b| b.boxed_unsync()),
+        Err(e) => {
+            out.flags = "UF".into();
+            out.transport_failure = e.to_string();
+            crate::errors::reply(&crate::errors::Failure::ConnectFailure(e.to_string()), false)
+        }
+    }
+}
+
+/// CONNECT host:port: a tunnel to a registered TCP/TLS service, to the original destination
+/// under ALLOW_ANY, or refused under REGISTRY_ONLY.
+fn connect(
+    state: Arc<State>,
+    compiled: Arc<Compiled>,
+    down: &Downstream,
+    mut req: Request<hyper::body::Incoming>,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let Some(authority) = req.uri().authority().map(|a| a.as_str().to_ascii_lowercase()) else {
+        return status(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+    };
+    let cluster = compiled
+        .plan
+        .outbound
+        .as_ref()
+        .and_then(|o| o.tcp.get(&authority))
+        .cloned();
+    if cluster.is_none() && !allow_any(&compiled) {
+        out.cluster = BLACKHOLE.into();
+        out.details = "direct_response";
+        return status(StatusCode::BAD_GATEWAY, "");
+    }
+    out.cluster = cluster.clone().unwrap_or_else(|| PASSTHROUGH.into());
+    let upgrade = hyper::upgrade::on(&mut req);
+    let down = down.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let io = TokioIo::new(upgraded);
+        match cluster {
+            Some(c) => crate::l4::proxy_to_cluster(io, Some(&c), &compiled, &state, &down).await,
+            None => {
+                if let Ok(Ok(up)) = tokio::time::timeout(
+                    compiled.plan.mesh.connect_timeout.as_std(),
+                    tokio::net::TcpStream::connect(&authority),
+                )
+                .await
+                {
+                    let _ = crate::l4::pump(io, up, None).await;
+                }
+            }
+        }
+    });
+    status(StatusCode::OK, "")
+}
