@@ -14,6 +14,7 @@ fn plan_for(yaml: &str, labels: Option<&[(&str, &str)]>) -> (Plan, Vec<Diagnosti
         &PlanOptions {
             labels,
             namespace: None,
+            sidecar: false,
         },
     )
 }
@@ -145,6 +146,7 @@ fn bookinfo_gateway_routes_in_order_to_productpage() {
         &PlanOptions {
             labels: Some(labels),
             namespace: None,
+            sidecar: false,
         },
     );
     assert_eq!(p.listeners[0].name, "0.0.0.0_8080");
@@ -679,4 +681,39 @@ fn without_headers_and_presence_matches_compile_as_istio_does() {
         ]
     );
     assert_eq!(m.query_params[0].value, None);
+}
+
+#[test]
+fn sidecar_role_routes_by_port_with_mesh_virtual_services() {
+    let yaml = format!(
+        "{SVC}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: apps}}\nspec:\n  \
+         hosts: [web]\n  http:\n  - match: [{{uri: {{prefix: /v2}}}}]\n    route: [{{destination: {{host: web, port: {{number: 80}}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: db, namespace: apps}}\nspec:\n  \
+         hosts: [db.example.com]\n  addresses: [240.0.0.1]\n  resolution: STATIC\n  ports: [{{number: 5432, name: pg, protocol: TCP}}]\n  \
+         endpoints: [{{address: 127.0.0.1}}]\n---\n"
+    );
+    let loaded = crate::load_str("t.yaml", &yaml);
+    let (p, _) = build(
+        &loaded.config,
+        &PlanOptions {
+            labels: None,
+            namespace: Some("apps".into()),
+            sidecar: true,
+        },
+    );
+    assert!(p.listeners.is_empty());
+    let out = p.outbound.as_ref().expect("outbound");
+    assert_eq!(out.route_tables.get(&80).map(String::as_str), Some("outbound.80"));
+    assert_eq!(
+        out.tcp.get("db.example.com:5432").map(String::as_str),
+        Some("outbound|5432||db.example.com")
+    );
+    let r80 = routes(&p, "outbound.80", "web.apps.svc.cluster.local");
+    assert_eq!(r80.len(), 1, "the mesh VirtualService's rule");
+    assert_eq!(r80[0].virtual_service, "apps/web");
+    // HTTPS is reached by CONNECT (TLS from the application), like TCP.
+    assert_eq!(
+        out.tcp.get("web.apps.svc.cluster.local:443").map(String::as_str),
+        Some("outbound|443||web.apps.svc.cluster.local")
+    );
 }
