@@ -67,22 +67,8 @@ fn sidecar(yaml: &str, mode: &str) -> Gate {
     )
 }
 
-/// A request through the proxy (absolute-form).
 fn via(g: &Gate, url: &str) -> Resp {
-    let mut s = std::net::TcpStream::connect(g.port(15001)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let host = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    s.write_all(format!("GET {url} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Resp {
-        status,
-        headers: Vec::new(),
-        body: body.to_string(),
-    }
+    proxy_get(g.port(15001), url)
 }
 
 /// CONNECT through the proxy; returns the status and, on 200, what the tunnel gave back for `msg`.

@@ -241,3 +241,61 @@ fn mutual_origination_and_disable_against_a_tls_port() {
     let r = call(&g);
     assert_ne!(r.status, 200, "plain HTTP to a TLS port cannot succeed: {}", r.body);
 }
+
+#[test]
+fn two_hops_app_sidecar_egress_gateway_tls_to_the_external_service() {
+    let dir = temp_dir("twohop");
+    let pki = Pki::new(&dir, "ext");
+    let (crt, key) = pki.issue("api", &["api.example.com"], false);
+    let ext = external(&crt, &key, None).port();
+    // One config for both roles, as in Istio's task: the VirtualService binds to the egress
+    // gateway and to `mesh`, and `match.gateways` tells the two hops apart.
+    let common = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: egress, namespace: istio-system}}\nspec:\n  \
+         selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [api.example.com]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
+         hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 443, name: https, protocol: HTTPS}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{https: {ext}, http: 9}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
+         hosts: [api.example.com]\n  gateways: [egress, mesh]\n  http:\n  \
+         - match: [{{gateways: [mesh], port: 80}}]\n    route: [{{destination: {{host: egressgw.internal, port: {{number: 80}}}}}}]\n  \
+         - match: [{{gateways: [egress], port: 80}}]\n    route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
+         host: api.example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      \
+         tls: {{mode: SIMPLE, caCertificates: {}}}\n---\n",
+        pki.ca("ext")
+    );
+    let gw = egress_gate(&common);
+    let registry = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: egressgw, namespace: istio-system}}\nspec:\n  \
+         hosts: [egressgw.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n",
+        gw.port(80).port()
+    );
+    let sidecar = gate_with(
+        &format!("{common}{registry}"),
+        &[],
+        &[
+            "--role",
+            "sidecar",
+            "--outbound",
+            "127.0.0.1:0",
+            "--namespace",
+            "istio-system",
+        ],
+    );
+    let r = proxy_get(sidecar.port(15001), "http://api.example.com/data");
+    assert_eq!(r.status, 200, "{} / {}", sidecar.stderr(), gw.stderr());
+    assert_eq!(r.body, "external sni=api.example.com host=api.example.com\n");
+    assert!(
+        sidecar.access_log().contains("outbound|80||egressgw.internal"),
+        "{}",
+        sidecar.access_log()
+    );
+    assert!(
+        gw.access_log().contains("outbound|443||api.example.com"),
+        "{}",
+        gw.access_log()
+    );
+}
