@@ -611,3 +611,100 @@ fn tcp_max_connections_closes_the_overflow() {
     assert!(g.access_log().contains("\"- - -\" 0 UO "), "{}", g.access_log());
     drop(first);
 }
+
+#[test]
+fn istio_mutual_is_refused_and_a_fake_cipher_suite_is_dropped() {
+    let dir = temp_dir("refuse");
+    let ca = Ca::new(&dir, "main");
+    let (crt, key) = ca.issue("s", &["ok.example.com"]);
+    let e = echo("web", "v1");
+    let servers = format!(
+        "  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [ok.example.com]\n    \
+         tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}, cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256, fake-suite]}}\n  \
+         - port: {{number: 443, name: mesh, protocol: HTTPS}}\n    hosts: [mesh.example.com]\n    tls: {{mode: ISTIO_MUTUAL}}\n"
+    );
+    let g = gate(&format!("{}{}", gateway(&servers), echo_registry(&e)), &[443]);
+    assert!(
+        g.stderr().contains("ISTIO_MUTUAL needs the mesh's workload identity"),
+        "{}",
+        g.stderr()
+    );
+    let (code, out) = curl(&[
+        "--cacert",
+        &ca.ca_file("main"),
+        "--tls-max",
+        "1.2",
+        "--resolve",
+        &format!("ok.example.com:{}:127.0.0.1", g.port(443).port()),
+        &format!("https://ok.example.com:{}/", g.port(443).port()),
+    ]);
+    assert_eq!(code, 0, "TLS 1.2 with the one valid suite: {out}");
+}
+
+#[test]
+fn grpc_over_tls_with_a_real_grpc_client() {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct EchoRequest {
+        #[prost(string, tag = "1")]
+        message: String,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct EchoResponse {
+        #[prost(string, tag = "1")]
+        message: String,
+    }
+    let dir = temp_dir("grpctls");
+    let ca = Ca::new(&dir, "main");
+    let (crt, key) = ca.issue("g", &["grpc.example.com"]);
+    let e = grpc_echo("echo", "v1");
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: echo, namespace: default}}\nspec:\n  \
+         hosts: [echo.example.com]\n  resolution: STATIC\n  ports: [{{number: 7070, name: grpc, protocol: GRPC}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{grpc: {}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: echo, namespace: default}}\nspec:\n  \
+         hosts: [grpc.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: echo.example.com}}}}]\n---\n",
+        gateway(&format!(
+            "  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [grpc.example.com]\n    tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}}}\n"
+        )),
+        e.grpc[0].port()
+    );
+    let g = gate(&yaml, &[443]);
+    let ca_pem = std::fs::read_to_string(ca.ca_file("main")).unwrap();
+    let port = g.port(443).port();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = rt.block_on(async move {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca_pem))
+            .domain_name("grpc.example.com");
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .origin("https://grpc.example.com".parse().unwrap())
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<EchoRequest, EchoResponse>::default();
+        let path = http::uri::PathAndQuery::from_static("/proto.EchoTestService/Echo");
+        grpc.unary(
+            tonic::Request::new(EchoRequest {
+                message: "over tls".into(),
+            }),
+            path,
+            codec,
+        )
+        .await
+        .map(|r| r.into_inner().message)
+    });
+    let text = text.expect("gRPC call");
+    assert!(
+        text.contains("Echo=over tls") && text.contains("Host=grpc.example.com"),
+        "{text}"
+    );
+    assert!(g.access_log().contains("HTTP/2"), "{}", g.access_log());
+}
