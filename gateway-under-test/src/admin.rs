@@ -144,7 +144,8 @@ fn clusters(state: &State) -> String {
             let _ = writeln!(o, "{name}::{ep}::health_flags::{flags}");
             let times = cl.outlier.as_ref().map_or(0, |od| od.times_ejected(i));
             let _ = writeln!(o, "{name}::{ep}::outlier_ejections::{times}");
-            let _ = writeln!(o, "{name}::{ep}::weight::{}", cl.cluster.endpoints[i].weight);
+            let weight = cl.cluster.endpoints.get(i).map_or(1, |e| e.weight);
+            let _ = writeln!(o, "{name}::{ep}::weight::{weight}");
         }
     }
     o

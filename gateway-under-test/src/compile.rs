@@ -135,6 +135,24 @@ pub struct UpstreamCluster {
     pub origination: Result<Option<crate::origination::Origination>, String>,
     pub breakers: crate::breaker::Breakers,
     pub outlier: Option<crate::breaker::Outlier>,
+    /// resolution NONE: connect to the host the request names, on the cluster's port.
+    pub original_dst: bool,
+}
+
+impl UpstreamCluster {
+    /// `host:port` of endpoint `i`; for an original-destination cluster, `host` (from the request's
+    /// authority or SNI, its port dropped) with the cluster's port.
+    pub fn address(&self, i: usize, host: &str) -> String {
+        if self.original_dst {
+            let h = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+                .map_or(host, |(h, _)| h);
+            crate::upstream::join(h.trim_start_matches('[').trim_end_matches(']'), self.cluster.port)
+        } else {
+            self.endpoints.get(i).cloned().unwrap_or_default()
+        }
+    }
 }
 
 /// Anchored, whole-string RE2 semantics.
@@ -282,11 +300,17 @@ pub fn hash_key(s: &str) -> u64 {
 impl UpstreamCluster {
     fn compile(c: &Cluster, credentials: Option<&std::path::Path>) -> UpstreamCluster {
         let origination = crate::origination::for_cluster(c, credentials);
-        let endpoints: Vec<String> = c
+        // resolution NONE without endpoints: traffic goes to its original destination.
+        let original_dst = c.resolution == mesh_model::api::service_entry::Resolution::None && c.endpoints.is_empty();
+        let mut endpoints: Vec<String> = c
             .endpoints
             .iter()
             .map(|e| crate::upstream::join(&e.address, e.port))
             .collect();
+        if original_dst {
+            // One pseudo-endpoint: the address is the request's own host and the cluster's port.
+            endpoints.push(String::new());
+        }
         let lb = c.policy.load_balancer.simple.unwrap_or(SimpleLb::LeastRequest);
         let ring = match &c.policy.load_balancer.consistent_hash {
             Some(ch) if !endpoints.is_empty() => {
@@ -314,6 +338,7 @@ impl UpstreamCluster {
             lb,
             ring,
             client: Client::new(c, &origination),
+            original_dst,
             origination,
             breakers: crate::breaker::Breakers::new(c),
             outlier: crate::breaker::Outlier::new(c),

@@ -284,14 +284,25 @@ async fn upgrade(
     let Some(i) = crate::upstream::pick(cluster, None, &[]) else {
         return fail(Failure::NoHealthyUpstream, false, out);
     };
-    out.upstream_host = cluster.endpoints[i].clone();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    out.upstream_host = cluster.address(i, &authority);
     let crate::upstream::Client::H1(client) = &cluster.client else {
         return fail(Failure::NoCluster, false, out);
     };
     let (mut parts, _) = req.into_parts();
     let path = rewritten_path(r, &parts.uri);
     apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
-    let target = format!("http://{}{path}", cluster.endpoints[i]);
+    let target = format!("http://{}{path}", out.upstream_host);
     let Ok(uri) = target.parse::<Uri>() else {
         return fail(Failure::BadRequest(format!("bad upstream URI {target}")), false, out);
     };
@@ -381,7 +392,7 @@ async fn one_attempt(
     let exclude: &[usize] = if policy.retry_previous_hosts { tried } else { &[] };
     let i = crate::upstream::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
     tried.push(i);
-    out.upstream_host = a.cluster.endpoints[i].clone();
+    out.upstream_host = a.cluster.address(i, a.authority);
     let admission = a.cluster.breakers.admit().await?;
     a.cluster.active[i].fetch_add(1, Ordering::Relaxed);
     let call = send(a, i);
@@ -423,7 +434,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
             if let Ok(v) = HeaderValue::from_str(a.authority) {
                 headers.insert("host", v);
             }
-            format!("http://{}{}", a.cluster.endpoints[endpoint], a.path)
+            format!("http://{}{}", a.cluster.address(endpoint, a.authority), a.path)
         }
     };
     let mut req = Request::new(Full::new(a.body.clone()));

@@ -100,7 +100,12 @@ pub async fn proxy_to_cluster<IO>(
         );
         return;
     };
-    let endpoint = c.endpoints[i].clone();
+    let original = down
+        .original_dst
+        .clone()
+        .or_else(|| down.sni.clone())
+        .unwrap_or_default();
+    let endpoint = c.address(i, &original);
     let timeout = c.cluster.policy.connect_timeout.as_std();
     let idle = idle_timeout(&c.cluster);
     let report = |ok: bool| {

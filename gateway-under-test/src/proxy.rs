@@ -49,6 +49,8 @@ pub struct Downstream {
     pub sni: Option<String>,
     /// The sidecar role's outbound listener (an explicit proxy).
     pub outbound: bool,
+    /// The destination a client asked for (CONNECT host:port), for original-destination clusters.
+    pub original_dst: Option<String>,
 }
 
 /// What the access log and stats need to know about one request.

@@ -74,6 +74,7 @@ async fn connection(
     let io = tls::Rewind::new(prefix, stream);
     let mut down = Downstream {
         outbound: false,
+        original_dst: None,
         peer,
         local,
         port,

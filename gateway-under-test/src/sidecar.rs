@@ -47,6 +47,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
                 table: None,
                 sni: None,
                 outbound: true,
+                original_dst: None,
             };
             crate::server::serve_http(stream, down, state.clone(), stop).await;
             state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
@@ -166,7 +167,10 @@ fn connect(
     }
     out.cluster = cluster.clone().unwrap_or_else(|| PASSTHROUGH.into());
     let upgrade = hyper::upgrade::on(&mut req);
-    let down = down.clone();
+    let down = Downstream {
+        original_dst: Some(authority.clone()),
+        ..down.clone()
+    };
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let io = TokioIo::new(upgraded);

@@ -151,3 +151,23 @@ fn allow_any_passes_unregistered_hosts_to_the_original_destination() {
     assert!(out.ends_with("direct\n"), "{out}");
     assert_eq!(via(&g, "http://registered.example.com/teapot").status, 418);
 }
+
+#[test]
+fn resolution_none_goes_to_the_original_destination() {
+    let (addr, count) = counting_server();
+    // `localhost` is registered with resolution NONE: no endpoints, the request's own host is used.
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: local, namespace: default}}\nspec:\n  \
+         hosts: [localhost]\n  resolution: NONE\n  ports: [{{number: {}, name: http, protocol: HTTP}}]\n---\n",
+        addr.port()
+    );
+    let g = sidecar(&yaml, "REGISTRY_ONLY");
+    let r = via(&g, &format!("http://localhost:{}/", addr.port()));
+    assert_eq!((r.status, r.body.as_str()), (200, "original\n"), "{}", g.stderr());
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+    assert!(
+        g.access_log().contains(&format!("outbound|{}||localhost", addr.port())),
+        "{}",
+        g.access_log()
+    );
+}
