@@ -70,7 +70,10 @@ pub(crate) async fn local_actions(
     if let Some(a) = fault.abort.as_ref().filter(|a| chance(a.percentage)) {
         let f = Failure::FaultAbort {
             http: a.http_status,
-            grpc: a.grpc_status.as_deref().map(grpc_code),
+            grpc: a
+                .grpc_status
+                .as_deref()
+                .map(mesh_model::api::virtual_service::grpc_status_code),
         };
         out.flags = if out.flags.is_empty() {
             "FI".into()
@@ -86,29 +89,6 @@ pub(crate) async fn local_actions(
 
 pub(crate) fn chance(percentage: f64) -> bool {
     percentage >= 100.0 || fastrand::f64() * 100.0 < percentage
-}
-
-pub(crate) fn grpc_code(name: &str) -> u16 {
-    let names = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    names.iter().position(|n| *n == name).map_or(2, |p| p as u16)
 }
 
 /// Istio's redirect: scheme, host, port rules, path or prefix rewrite, query kept.

@@ -7,56 +7,10 @@
 mod support;
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use support::*;
-
-struct Pki {
-    dir: std::path::PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new(dir: &Path, name: &str) -> Pki {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} CA"));
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
-        Pki {
-            dir: dir.to_path_buf(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn ca(&self, name: &str) -> String {
-        self.dir.join(format!("{name}-ca.pem")).display().to_string()
-    }
-
-    fn issue(&self, file: &str, names: &[&str], expired: bool) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (
-            self.dir.join(format!("{file}.crt")),
-            self.dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c.display().to_string(), k.display().to_string())
-    }
-}
 
 /// An "external" HTTPS service; answers `external sni=<sni> host=<host>`. `client_ca`: require
 /// client certificates from that CA.
@@ -150,12 +104,12 @@ fn egress_gate(yaml: &str) -> Gate {
 #[test]
 fn simple_origination_verifies_the_external_service() {
     let dir = temp_dir("orig");
-    let pki = Pki::new(&dir, "ext");
-    let (crt, key) = pki.issue("api", &["api.example.com"], false);
+    let pki = Ca::new(&dir, "ext");
+    let (crt, key) = pki.issue("api", &["api.example.com"]);
     let port = external(&crt, &key, None).port();
     let g = egress_gate(&egress(
         port,
-        &format!("{{mode: SIMPLE, caCertificates: {}}}", pki.ca("ext")),
+        &format!("{{mode: SIMPLE, caCertificates: {}}}", pki.ca_file("ext")),
     ));
     let r = call(&g);
     assert_eq!(r.status, 200, "{}", g.stderr());
@@ -165,7 +119,7 @@ fn simple_origination_verifies_the_external_service() {
         port,
         &format!(
             "{{mode: SIMPLE, caCertificates: {}, sni: api.example.com, subjectAltNames: [api.example.com]}}",
-            pki.ca("ext")
+            pki.ca_file("ext")
         ),
     ));
     assert_eq!(call(&g).status, 200);
@@ -174,29 +128,29 @@ fn simple_origination_verifies_the_external_service() {
 #[test]
 fn wrong_ca_wrong_san_and_expired_certificates_fail_with_uf() {
     let dir = temp_dir("origbad");
-    let pki = Pki::new(&dir, "ext");
-    let other = Pki::new(&dir, "other");
-    let (crt, key) = pki.issue("api", &["api.example.com"], false);
-    let (old_crt, old_key) = pki.issue("old", &["api.example.com"], true);
+    let pki = Ca::new(&dir, "ext");
+    let other = Ca::new(&dir, "other");
+    let (crt, key) = pki.issue("api", &["api.example.com"]);
+    let (old_crt, old_key) = pki.issue_expired("old", &["api.example.com"]);
     let good = external(&crt, &key, None).port();
     let expired = external(&old_crt, &old_key, None).port();
     let cases = [
         (
             good,
-            format!("{{mode: SIMPLE, caCertificates: {}}}", other.ca("other")),
+            format!("{{mode: SIMPLE, caCertificates: {}}}", other.ca_file("other")),
             "wrong CA",
         ),
         (
             good,
             format!(
                 "{{mode: SIMPLE, caCertificates: {}, subjectAltNames: [spiffe-other.example.com]}}",
-                pki.ca("ext")
+                pki.ca_file("ext")
             ),
             "wrong SAN",
         ),
         (
             expired,
-            format!("{{mode: SIMPLE, caCertificates: {}}}", pki.ca("ext")),
+            format!("{{mode: SIMPLE, caCertificates: {}}}", pki.ca_file("ext")),
             "expired",
         ),
     ];
@@ -221,11 +175,11 @@ fn wrong_ca_wrong_san_and_expired_certificates_fail_with_uf() {
 #[test]
 fn mutual_origination_and_disable_against_a_tls_port() {
     let dir = temp_dir("origm");
-    let pki = Pki::new(&dir, "ext");
-    let (crt, key) = pki.issue("api", &["api.example.com"], false);
-    let (c_crt, c_key) = pki.issue("client", &["egress.example.com"], false);
-    let port = external(&crt, &key, Some(&pki.ca("ext"))).port();
-    let ca = pki.ca("ext");
+    let pki = Ca::new(&dir, "ext");
+    let (crt, key) = pki.issue("api", &["api.example.com"]);
+    let (c_crt, c_key) = pki.issue("client", &["egress.example.com"]);
+    let port = external(&crt, &key, Some(&pki.ca_file("ext"))).port();
+    let ca = pki.ca_file("ext");
     let g = egress_gate(&egress(
         port,
         &format!("{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {c_crt}, privateKey: {c_key}}}"),
@@ -245,8 +199,8 @@ fn mutual_origination_and_disable_against_a_tls_port() {
 #[test]
 fn two_hops_app_sidecar_egress_gateway_tls_to_the_external_service() {
     let dir = temp_dir("twohop");
-    let pki = Pki::new(&dir, "ext");
-    let (crt, key) = pki.issue("api", &["api.example.com"], false);
+    let pki = Ca::new(&dir, "ext");
+    let (crt, key) = pki.issue("api", &["api.example.com"]);
     let ext = external(&crt, &key, None).port();
     // One config for both roles, as in Istio's task: the VirtualService binds to the egress
     // gateway and to `mesh`, and `match.gateways` tells the two hops apart.
@@ -264,7 +218,7 @@ fn two_hops_app_sidecar_egress_gateway_tls_to_the_external_service() {
          apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
          host: api.example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      \
          tls: {{mode: SIMPLE, caCertificates: {}}}\n---\n",
-        pki.ca("ext")
+        pki.ca_file("ext")
     );
     let gw = egress_gate(&common);
     let registry = format!(

@@ -6,55 +6,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-
-/// A CA that issues server and client certificates into a directory.
-struct Ca {
-    dir: PathBuf,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} CA"));
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
-        Ca {
-            dir: dir.to_path_buf(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn ca_file(&self, name: &str) -> String {
-        self.dir.join(format!("{name}-ca.pem")).display().to_string()
-    }
-
-    /// Writes `<file>.crt` and `<file>.key` for `names` (CN = the first name).
-    fn issue(&self, file: &str, names: &[&str]) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (crt, k) = (
-            self.dir.join(format!("{file}.crt")),
-            self.dir.join(format!("{file}.key")),
-        );
-        std::fs::write(&crt, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (crt.display().to_string(), k.display().to_string())
-    }
-}
 
 fn echo_registry(e: &EchoThread) -> String {
     format!(

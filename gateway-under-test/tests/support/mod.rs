@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -269,5 +269,61 @@ pub fn proxy_get(proxy: SocketAddr, url: &str) -> Resp {
         status,
         headers,
         body: body.to_string(),
+    }
+}
+
+/// A CA that issues server and client certificates into a directory.
+pub struct Ca {
+    dir: PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    pub fn new(dir: &Path, name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("{name} CA"));
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join(format!("{name}-ca.pem")), cert.pem()).unwrap();
+        Ca {
+            dir: dir.to_path_buf(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    pub fn ca_file(&self, name: &str) -> String {
+        self.dir.join(format!("{name}-ca.pem")).display().to_string()
+    }
+
+    /// Writes `<file>.crt` and `<file>.key` for `names` (CN = the first name).
+    pub fn issue(&self, file: &str, names: &[&str]) -> (String, String) {
+        self.issue_with(file, names, false)
+    }
+
+    /// The same, valid only in 2020.
+    pub fn issue_expired(&self, file: &str, names: &[&str]) -> (String, String) {
+        self.issue_with(file, names, true)
+    }
+
+    fn issue_with(&self, file: &str, names: &[&str], expired: bool) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (crt, k) = (
+            self.dir.join(format!("{file}.crt")),
+            self.dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (crt.display().to_string(), k.display().to_string())
     }
 }

@@ -255,3 +255,32 @@ pub struct L4MatchAttributes {
     pub gateways: Vec<String>,
     pub source_namespace: Option<String>,
 }
+
+/// gRPC status names Istio accepts for `abort.grpcStatus`, indexed by their code.
+pub const GRPC_STATUS_NAMES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The gRPC status code of a name (`UNAVAILABLE` -> 14); unknown names are UNKNOWN (2).
+pub fn grpc_status_code(name: &str) -> u16 {
+    GRPC_STATUS_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map_or(2, |p| p as u16)
+}

@@ -3,6 +3,7 @@
 
 use super::common;
 use super::Sink;
+use crate::api::virtual_service::GRPC_STATUS_NAMES;
 use crate::api::virtual_service::{
     CorsPolicy, HeaderOperations, Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
     HttpRetry, HttpRewrite, HttpRoute,
@@ -471,27 +472,6 @@ fn direct_response(s: &mut Sink, path: &str, d: &HttpDirectResponse) {
         );
     }
 }
-
-/// gRPC status names Istio accepts for `abort.grpcStatus`.
-pub const GRPC_STATUS_NAMES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
 
 fn fault(s: &mut Sink, path: &str, f: &HttpFaultInjection) {
     if f.abort.is_none() && f.delay.is_none() {
