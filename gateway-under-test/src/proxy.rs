@@ -66,16 +66,23 @@ pub struct Outcome {
     pub transport_failure: String,
 }
 
+impl Outcome {
+    /// The outcome of a request that is still on its way upstream.
+    pub fn new() -> Outcome {
+        Outcome {
+            details: "via_upstream",
+            ..Default::default()
+        }
+    }
+}
+
 /// The whole request path after phase 1. Never fails: every failure becomes a response.
 pub async fn handle(
     compiled: Arc<Compiled>,
     down: &Downstream,
     req: Request<hyper::body::Incoming>,
 ) -> (Response<Body>, Outcome) {
-    let mut out = Outcome {
-        details: "via_upstream",
-        ..Default::default()
-    };
+    let mut out = Outcome::new();
     let grpc = is_grpc(req.headers());
     let host = request_host(&req);
     let table = down.table.as_ref().and_then(|t| compiled.tables.get(t));

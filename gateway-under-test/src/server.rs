@@ -18,9 +18,14 @@ use crate::proxy::{self, Body, Downstream, Outcome};
 use crate::state::State;
 use crate::{l4, tls};
 
-/// Accepts connections until `stop` turns true; then each open connection finishes its in-flight
-/// requests and closes (HTTP/1.1: after the current response; h2: GOAWAY).
-pub async fn serve(listener: TcpListener, port: u32, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+/// Accepts connections until `stop` turns true, each run by `conn` (counted as active while it
+/// runs); then each open connection finishes its in-flight requests and closes (HTTP/1.1: after
+/// the current response; h2: GOAWAY).
+pub async fn accept_loop<F, Fut>(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>, conn: F)
+where
+    F: Fn(TcpStream, SocketAddr, SocketAddr, Arc<State>, watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -31,13 +36,27 @@ pub async fn serve(listener: TcpListener, port: u32, state: Arc<State>, mut stop
         };
         let Ok((stream, peer)) = accepted else { continue };
         let _ = stream.set_nodelay(true);
-        let (state, stop) = (state.clone(), stop.clone());
         state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
+        let work = conn(stream, peer, local, state.clone(), stop.clone());
+        let state = state.clone();
         tokio::spawn(async move {
-            connection(stream, peer, local, port, &state, stop).await;
+            work.await;
             state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// A Plan listener's accept loop.
+pub async fn serve(listener: TcpListener, port: u32, state: Arc<State>, stop: watch::Receiver<bool>) {
+    accept_loop(
+        listener,
+        state,
+        stop,
+        move |stream, peer, local, state, stop| async move {
+            connection(stream, peer, local, port, &state, stop).await;
+        },
+    )
+    .await;
 }
 
 /// How long a client may take to send its ClientHello.

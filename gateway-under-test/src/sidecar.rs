@@ -4,8 +4,6 @@
 //! registry follow `outboundTrafficPolicy`: ALLOW_ANY passes them to the original destination
 //! (PassthroughCluster), REGISTRY_ONLY answers 502 and opens no connection (BlackHoleCluster).
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -25,34 +23,21 @@ pub const PASSTHROUGH: &str = "PassthroughCluster";
 pub const BLACKHOLE: &str = "BlackHoleCluster";
 
 /// Accepts proxy connections until `stop`.
-pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
+pub async fn serve(listener: TcpListener, state: Arc<State>, stop: watch::Receiver<bool>) {
+    crate::server::accept_loop(listener, state, stop, |stream, peer, local, state, stop| async move {
+        let down = Downstream {
+            peer,
+            local,
+            port: 15001,
+            scheme: "http",
+            table: None,
+            sni: None,
+            outbound: true,
+            original_dst: None,
         };
-        let Ok((stream, peer)) = accepted else { continue };
-        let _ = stream.set_nodelay(true);
-        let (state, stop) = (state.clone(), stop.clone());
-        state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let down = Downstream {
-                peer,
-                local,
-                port: 15001,
-                scheme: "http",
-                table: None,
-                sni: None,
-                outbound: true,
-                original_dst: None,
-            };
-            crate::server::serve_http(stream, down, state.clone(), stop).await;
-            state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
+        crate::server::serve_http(stream, down, state, stop).await;
+    })
+    .await;
 }
 
 fn allow_any(c: &Compiled) -> bool {
@@ -72,10 +57,7 @@ pub async fn handle(
     down: &Downstream,
     req: Request<hyper::body::Incoming>,
 ) -> (Response<Body>, Outcome) {
-    let mut out = Outcome {
-        details: "via_upstream",
-        ..Default::default()
-    };
+    let mut out = Outcome::new();
     if req.method() == Method::CONNECT {
         return (connect(state, compiled, down, req, &mut out), out);
     }

@@ -70,6 +70,21 @@ pub fn run(cli: Cli) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Loads config paths (and a mesh file) and validates them: the config and every diagnostic.
+/// Err: the exit code, after saying why a path could not be read.
+pub fn load_validated(
+    paths: &[std::path::PathBuf],
+    mesh: Option<&std::path::Path>,
+) -> Result<(mesh_model::Config, Vec<Diagnostic>), u8> {
+    let loaded = mesh_model::load_paths(paths, mesh).map_err(|e| {
+        eprintln!("error: cannot read {e}");
+        exit::IO
+    })?;
+    let mut diags = loaded.diagnostics;
+    diags.extend(mesh_model::validate::validate(&loaded.config));
+    Ok((loaded.config, diags))
+}
+
 /// Diagnostics in file and line order (stable for the same input).
 pub fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
     diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));

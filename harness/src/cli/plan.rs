@@ -51,21 +51,16 @@ pub fn run(args: &Args) -> u8 {
             return exit::INVALID;
         }
     };
-    let loaded = match mesh_model::load_paths(&args.paths, args.mesh.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot read {e}");
-            return exit::IO;
-        }
+    let (config, mut diags) = match super::load_validated(&args.paths, args.mesh.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    let mut diags = loaded.diagnostics;
-    diags.extend(mesh_model::validate::validate(&loaded.config));
     let opts = PlanOptions {
         labels: (!args.labels.is_empty()).then_some(labels),
         namespace: args.namespace.clone(),
         sidecar: args.sidecar,
     };
-    let (plan, plan_diags) = plan::build(&loaded.config, &opts);
+    let (plan, plan_diags) = plan::build(&config, &opts);
     diags.extend(plan_diags);
     let diags = sorted(diags);
     let (errors, _) = counts(&diags);

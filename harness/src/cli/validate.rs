@@ -29,18 +29,13 @@ struct Report<'a> {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let loaded = match mesh_model::load_paths(&args.paths, args.mesh.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot read {e}");
-            return exit::IO;
-        }
+    let (config, diags) = match super::load_validated(&args.paths, args.mesh.as_deref()) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    let mut diags = loaded.diagnostics;
-    diags.extend(mesh_model::validate::validate(&loaded.config));
     let diags = sorted(diags);
     let (errors, warnings) = counts(&diags);
-    let resources = loaded.config.resources.len();
+    let resources = config.resources.len();
     match args.output {
         Output::Json => {
             let report = Report {
