@@ -9,9 +9,9 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   echo "ci/test.sh: rustfmt or clippy is missing; trying rustup" >&2
   rustup component add rustfmt clippy
 fi
-# curl is the real HTTP client of the network tests.
-if ! command -v curl >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+# curl and openssl are the real HTTP and TLS clients of the network tests.
+if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl >/dev/null
 fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
