@@ -198,58 +198,91 @@ fn mutual_origination_and_disable_against_a_tls_port() {
 
 #[test]
 fn two_hops_app_sidecar_egress_gateway_tls_to_the_external_service() {
+    two_hops(false);
+}
+
+#[test]
+fn two_hops_with_mutual_tls_between_sidecar_and_egress_gateway() {
+    two_hops(true);
+}
+
+/// Istio's "egress gateway with TLS origination" task: app -> sidecar (plain HTTP to
+/// api.example.com) -> egress gateway (plain, or mutual TLS) -> TLS to the external service.
+fn two_hops(mtls: bool) {
     let dir = temp_dir("twohop");
     let pki = Ca::new(&dir, "ext");
     let (crt, key) = pki.issue("api", &["api.example.com"]);
     let ext = external(&crt, &key, None).port();
-    // One config for both roles, as in Istio's task: the VirtualService binds to the egress
-    // gateway and to `mesh`, and `match.gateways` tells the two hops apart.
+    let mesh_ca = Ca::new(&dir, "mesh");
+    let (gw_crt, gw_key) = mesh_ca.issue("egressgw", &["api.example.com"]);
+    let (sc_crt, sc_key) = mesh_ca.issue("sidecar", &["sidecar.example.com"]);
+    let (hop_port, server) = if mtls {
+        let tls = format!(
+            "{{mode: MUTUAL, serverCertificate: {gw_crt}, privateKey: {gw_key}, caCertificates: {}}}",
+            mesh_ca.ca_file("mesh")
+        );
+        (443, format!("  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [api.example.com]\n    tls: {tls}\n"))
+    } else {
+        (
+            80,
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [api.example.com]\n".to_string(),
+        )
+    };
+    // One config for both roles: the VirtualService binds to the egress gateway and to `mesh`,
+    // and `match.gateways` tells the two hops apart.
     let common = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: egress, namespace: istio-system}}\nspec:\n  \
-         selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [api.example.com]\n---\n\
+         selector: {{istio: egressgateway}}\n  servers:\n{server}---\n\
          apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
          hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  \
          ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 443, name: https, protocol: HTTPS}}]\n  \
          endpoints: [{{address: 127.0.0.1, ports: {{https: {ext}, http: 9}}}}]\n---\n\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
          hosts: [api.example.com]\n  gateways: [egress, mesh]\n  http:\n  \
-         - match: [{{gateways: [mesh], port: 80}}]\n    route: [{{destination: {{host: egressgw.internal, port: {{number: 80}}}}}}]\n  \
-         - match: [{{gateways: [egress], port: 80}}]\n    route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]\n---\n\
+         - match: [{{gateways: [mesh], port: 80}}]\n    route: [{{destination: {{host: egressgw.internal, port: {{number: {hop_port}}}}}}}]\n  \
+         - match: [{{gateways: [egress], port: {hop_port}}}]\n    route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]\n---\n\
          apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: istio-system}}\nspec:\n  \
          host: api.example.com\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      \
          tls: {{mode: SIMPLE, caCertificates: {}}}\n---\n",
         pki.ca_file("ext")
     );
-    let gw = egress_gate(&common);
-    let registry = format!(
+    let gw = gate_with(&common, &[hop_port], &["--labels", "istio=egressgateway"]);
+    let mut registry = format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: egressgw, namespace: istio-system}}\nspec:\n  \
-         hosts: [egressgw.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+         hosts: [egressgw.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: {hop_port}, name: http, protocol: HTTP}}]\n  \
          endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n",
-        gw.port(80).port()
+        gw.port(hop_port).port()
     );
-    let sidecar = gate_with(
-        &format!("{common}{registry}"),
-        &[],
-        &[
-            "--role",
-            "sidecar",
-            "--outbound",
-            "127.0.0.1:0",
-            "--namespace",
-            "istio-system",
-        ],
-    );
+    if mtls {
+        registry.push_str(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: egressgw, namespace: istio-system}}\nspec:\n  \
+             host: egressgw.internal\n  trafficPolicy:\n    tls: {{mode: MUTUAL, clientCertificate: {sc_crt}, privateKey: {sc_key}, caCertificates: {}, sni: api.example.com}}\n---\n",
+            mesh_ca.ca_file("mesh")
+        ));
+    }
+    let args = [
+        "--role",
+        "sidecar",
+        "--outbound",
+        "127.0.0.1:0",
+        "--namespace",
+        "istio-system",
+    ];
+    let sidecar = gate_with(&format!("{common}{registry}"), &[], &args);
     let r = proxy_get(sidecar.port(15001), "http://api.example.com/data");
     assert_eq!(r.status, 200, "{} / {}", sidecar.stderr(), gw.stderr());
     assert_eq!(r.body, "external sni=api.example.com host=api.example.com\n");
     assert!(
-        sidecar.access_log().contains("outbound|80||egressgw.internal"),
+        sidecar
+            .access_log()
+            .contains(&format!("outbound|{hop_port}||egressgw.internal")),
         "{}",
         sidecar.access_log()
     );
-    assert!(
-        gw.access_log().contains("outbound|443||api.example.com"),
-        "{}",
-        gw.access_log()
-    );
+    let gw_log = gw.access_log();
+    assert!(gw_log.contains("outbound|443||api.example.com"), "{gw_log}");
+    if mtls {
+        // The egress gateway terminated the sidecar's mutual TLS: its log line carries the SNI.
+        assert!(gw_log.contains(" api.example.com "), "{gw_log}");
+    }
 }
