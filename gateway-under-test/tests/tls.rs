@@ -303,11 +303,7 @@ fn passthrough_routes_by_sni_and_the_backend_certificate_reaches_the_client() {
         assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
         assert!(out.contains(body), "{out}");
     }
-    assert!(
-        g.access_log().contains("outbound|443||b2.internal"),
-        "{}",
-        g.access_log()
-    );
+    g.wait_log("outbound|443||b2.internal");
 }
 
 fn tcp_config(v1: &EchoThread, v2: &EchoThread, server: &str) -> String {
@@ -377,11 +373,7 @@ fn tcp_weighted_80_20_over_500_connections_with_half_close() {
         .count();
     // Binomial(500, 0.2): mean 100, sd ~8.9; ±45 is 5 sd.
     assert!((55..=145).contains(&v2_count), "v2 got {v2_count} of {n}");
-    assert!(
-        g.access_log().contains("\"- - -\" 0 - - - \"-\" 1 "),
-        "{}",
-        g.access_log()
-    );
+    g.wait_log("\"- - -\" 0 - - - \"-\" 1 ");
 }
 
 #[test]
@@ -551,7 +543,10 @@ fn tcp_max_connections_closes_the_overflow() {
     .replace(
         "host: tcp-echo\n  subsets:",
         "host: tcp-echo\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}\n  subsets:",
-    );
+    )
+    // Circuit breakers are per cluster: send every session to one subset.
+    .replace("weight: 80", "weight: 100")
+    .replace("weight: 20", "weight: 0");
     let g = gate(&yaml, &[31400]);
     // The first session holds the only connection (it reads the echo's greeting to be sure).
     let mut first = std::net::TcpStream::connect(g.port(31400)).unwrap();
@@ -564,7 +559,7 @@ fn tcp_max_connections_closes_the_overflow() {
     let mut got = Vec::new();
     let _ = second.read_to_end(&mut got);
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
-    assert!(g.access_log().contains("\"- - -\" 0 UO "), "{}", g.access_log());
+    g.wait_log("\"- - -\" 0 UO ");
     drop(first);
 }
 
@@ -663,4 +658,38 @@ fn grpc_over_tls_with_a_real_grpc_client() {
         "{text}"
     );
     assert!(g.access_log().contains("HTTP/2"), "{}", g.access_log());
+}
+
+#[test]
+fn passthrough_egress_for_a_wildcard_service_entry_host() {
+    let dir = temp_dir("wild");
+    let ca = Ca::new(&dir, "wiki");
+    let (crt, key) = ca.issue("wiki", &["*.wiki.example.com"]);
+    let backend = tls_backend(&crt, &key, "wiki");
+    // Istio's wildcard egress task, on an egress gateway: PASSTHROUGH for *.wiki.example.com.
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  \
+         selector: {{istio: egressgateway}}\n  servers:\n  - port: {{number: 443, name: tls, protocol: TLS}}\n    \
+         hosts: ['*.wiki.example.com']\n    tls: {{mode: PASSTHROUGH}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: wiki, namespace: istio-system}}\nspec:\n  \
+         hosts: ['*.wiki.example.com']\n  resolution: STATIC\n  ports: [{{number: 443, name: tls, protocol: TLS}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: wiki, namespace: istio-system}}\nspec:\n  \
+         hosts: ['*.wiki.example.com']\n  gateways: [gw]\n  tls:\n  - match: [{{sniHosts: ['*.wiki.example.com']}}]\n    \
+         route: [{{destination: {{host: '*.wiki.example.com', port: {{number: 443}}}}}}]\n---\n",
+        backend.port()
+    );
+    let g = gate_with(&yaml, &[443], &["--labels", "istio=egressgateway"]);
+    for sni in ["en.wiki.example.com", "de.wiki.example.com"] {
+        let out = s_client(
+            g.port(443),
+            &["-servername", sni, "-CAfile", &ca.ca_file("wiki"), "-ign_eof"],
+        );
+        assert!(out.contains("backend=wiki"), "{sni}: {out}");
+    }
+    let out = s_client(g.port(443), &["-servername", "wiki.example.com", "-ign_eof"]);
+    assert!(
+        !out.contains("backend=wiki"),
+        "the apex is not covered by the wildcard: {out}"
+    );
 }
