@@ -93,7 +93,7 @@ fn ten_reloads_under_load_drop_no_request() {
     let addr = g.port(80);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..4)
+    let load: Vec<_> = (0..2)
         .map(|_| {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             std::thread::spawn(move || {

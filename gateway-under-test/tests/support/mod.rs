@@ -158,7 +158,7 @@ impl Gate {
 
     /// Polls until the config version is at least `v`.
     pub fn wait_version(&self, v: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.version() < v {
             assert!(
                 Instant::now() < deadline,
