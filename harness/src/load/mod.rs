@@ -303,7 +303,7 @@ impl Progress {
             (None, Some(n)) => indicatif::ProgressBar::new(n),
             (None, None) => indicatif::ProgressBar::no_length(),
         };
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}") {
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}, {eta} left") {
             bar.set_style(style);
         }
         Progress {
