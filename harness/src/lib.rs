@@ -2,5 +2,6 @@
 //! planning, the load generator, and run reports.
 
 pub mod cli;
+pub mod conform;
 pub mod load;
 pub mod meta;

@@ -11,6 +11,9 @@ mod grpc;
 mod http_echo;
 mod tcp;
 
+/// Reads `EchoResponse.message` (protobuf field 1) from a gRPC message.
+pub use grpc::decode_string_field1 as decode_message;
+
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

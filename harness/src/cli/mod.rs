@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
+pub mod conform;
 pub mod echo;
 pub mod load;
 pub mod merge;
@@ -35,6 +36,11 @@ pub enum Command {
     Merge(merge::Args),
     /// Render a saved run report.
     Report(report::Args),
+    /// The main job. Today: the built-in conformance suites against the reference gateway
+    /// (load scenarios and other targets join as they are built). Same options as `conform`.
+    Run(conform::Args),
+    /// Run conformance suites against a target, case by case.
+    Conform(conform::Args),
     /// Run an echo workload (HTTP/1.1 + h2c, gRPC, TCP) answering in Istio's echo format.
     Echo(echo::Args),
 }
@@ -66,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Merge(args) => merge::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Echo(args) => echo::run(&args),
+        Command::Conform(args) | Command::Run(args) => conform::run(&args),
     };
     ExitCode::from(code)
 }

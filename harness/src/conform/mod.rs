@@ -1,0 +1,7 @@
+//! Conformance: suites of cases run against a target, reported case by case (terminal, JSON,
+//! JUnit), with each target's known differences.
+
+pub mod junit;
+pub mod run;
+pub mod suite;
+pub mod target;

@@ -1,0 +1,488 @@
+//! Runs a suite against a target: starts the echo workloads, registers them (ServiceEntry +
+//! WorkloadEntries), brings the target up, sends each case's requests and checks what came back.
+//! Every failure says what was expected, what was observed, and the request that showed it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use meshbench_report::{CaseOutcome, CaseResult, SuiteResult};
+
+use super::suite::{Case, Request, Suite};
+use super::target::Target;
+
+/// Echo workloads of a suite, and the registry documents that describe them.
+#[allow(missing_debug_implementations)] // Holds running echo servers.
+pub struct Workloads {
+    _echoes: Vec<mesh_echo::Echo>,
+    pub registry: String,
+}
+
+/// Starts one echo per version (and replica) on loopback and writes their registry.
+pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
+    let mut echoes = Vec::new();
+    let mut registry = String::new();
+    for w in &suite.workloads {
+        let ns = w.namespace.clone().unwrap_or_else(|| "default".into());
+        let protocol = w.protocol.clone().unwrap_or_else(|| "http".into());
+        let (port_name, istio_protocol) = match protocol.as_str() {
+            "grpc" => ("grpc", "GRPC"),
+            "tcp" => ("tcp", "TCP"),
+            _ => ("http", "HTTP"),
+        };
+        let host = format!("{}.{ns}.svc.cluster.local", w.service);
+        let _ = write!(
+            registry,
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec:\n  \
+             hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+             ports: [{{number: {port}, name: {port_name}, protocol: {istio_protocol}}}]\n  workloadSelector: {{labels: {{app: {svc}}}}}\n---\n",
+            svc = w.service,
+            port = w.port
+        );
+        for v in &w.versions {
+            for r in 0..w.replicas.unwrap_or(1).max(1) {
+                let b = mesh_echo::Echo::builder(&w.service)
+                    .version(v)
+                    .namespace(&ns)
+                    .hostname(&format!("{}-{v}-{r}", w.service));
+                let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+                let b = match protocol.as_str() {
+                    "grpc" => b.grpc(loopback),
+                    "tcp" => b.tcp(loopback),
+                    _ => b.http(loopback),
+                };
+                let echo = b
+                    .start()
+                    .await
+                    .map_err(|e| format!("cannot start echo {}/{v}: {e}", w.service))?;
+                let port = echo
+                    .http
+                    .first()
+                    .or(echo.grpc.first())
+                    .or(echo.tcp.first())
+                    .map_or(0, |a| a.port());
+                let _ = write!(
+                    registry,
+                    "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {svc}-{v}-{r}, namespace: {ns}}}\nspec:\n  \
+                     address: 127.0.0.1\n  ports: {{{port_name}: {port}}}\n  labels: {{app: {svc}, version: {v}}}\n---\n",
+                    svc = w.service
+                );
+                echoes.push(echo);
+            }
+        }
+    }
+    Ok(Workloads {
+        _echoes: echoes,
+        registry,
+    })
+}
+
+/// What one request showed.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    pub status: u16,
+    pub grpc_status: Option<u16>,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
+    pub elapsed: Duration,
+    pub error: Option<String>,
+}
+
+impl Observation {
+    pub fn field(&self, key: &str) -> Option<String> {
+        mesh_echo::parse_fields(&self.body)
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    pub fn saw_header(&self, name: &str) -> Option<String> {
+        mesh_echo::parse_fields(&self.body)
+            .into_iter()
+            .filter(|(k, _)| k == "RequestHeader")
+            .find_map(|(_, v)| {
+                v.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.to_string())
+            })
+    }
+}
+
+/// Sends one request of a case.
+pub async fn send(addr: SocketAddr, r: &Request) -> Observation {
+    let start = Instant::now();
+    let protocol = r.protocol.as_deref().unwrap_or("h1");
+    let result = match protocol {
+        "tcp" => tcp(addr, r).await,
+        _ => http(addr, r, protocol).await,
+    };
+    let mut o = result.unwrap_or_else(|e| Observation {
+        error: Some(e),
+        ..Default::default()
+    });
+    o.elapsed = start.elapsed();
+    o
+}
+
+async fn tcp(addr: SocketAddr, r: &Request) -> Result<Observation, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    s.write_all(r.body.as_deref().unwrap_or("").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    s.shutdown().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(Observation {
+        body: String::from_utf8_lossy(&out).into_owned(),
+        ..Default::default()
+    })
+}
+
+async fn http(addr: SocketAddr, r: &Request, protocol: &str) -> Result<Observation, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let authority = r.authority.clone().unwrap_or_else(|| addr.to_string());
+    let path = r.path.clone().unwrap_or_else(|| "/".into());
+    let grpc = protocol == "grpc";
+    let mut builder = http::Request::builder()
+        .method(r.method.as_deref().unwrap_or(if grpc { "POST" } else { "GET" }))
+        .uri(if protocol == "h1" {
+            path.clone()
+        } else {
+            format!("http://{authority}{path}")
+        });
+    if protocol == "h1" {
+        builder = builder.header("host", &authority);
+    }
+    for (k, v) in &r.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let body = if grpc {
+        builder = builder
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        crate::load::client::h2::grpc_frame(&crate::load::client::h2::echo_request(
+            r.body.as_deref().unwrap_or("").as_bytes(),
+        ))
+    } else {
+        Bytes::from(r.body.clone().unwrap_or_default())
+    };
+    let req = builder.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = if protocol == "h1" {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    let status = resp.status().as_u16();
+    let mut headers: BTreeMap<String, String> = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let collected = resp.into_body().collect().await.map_err(|e| e.to_string())?;
+    if let Some(t) = collected.trailers() {
+        headers.extend(t.iter().map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        }));
+    }
+    let bytes = collected.to_bytes();
+    let body = if grpc && bytes.len() > 5 {
+        mesh_echo::decode_message(&bytes[5..]).unwrap_or_default()
+    } else {
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let grpc_status = headers.get("grpc-status").and_then(|s| s.parse().ok());
+    Ok(Observation {
+        status,
+        grpc_status,
+        headers,
+        body,
+        ..Default::default()
+    })
+}
+
+/// The failures of one observation against the case's expectations (distribution aside).
+pub fn check(case: &Case, o: &Observation) -> Vec<String> {
+    let e = &case.expect;
+    let mut f = Vec::new();
+    if let Some(err) = &o.error {
+        f.push(format!("the request failed: {err}"));
+        return f;
+    }
+    let mut want = |what: &str, expected: &str, observed: Option<&str>| {
+        if observed != Some(expected) {
+            f.push(format!(
+                "{what}: expected {expected:?}, observed {}",
+                observed.map_or("nothing".into(), |s| format!("{s:?}"))
+            ));
+        }
+    };
+    if let Some(s) = e.status {
+        want("status", &s.to_string(), Some(&o.status.to_string()));
+    }
+    if let Some(g) = e.grpc_status {
+        want(
+            "grpc-status",
+            &g.to_string(),
+            o.grpc_status.map(|s| s.to_string()).as_deref(),
+        );
+    }
+    if let Some(b) = &e.body {
+        want("body", b, Some(&o.body));
+    }
+    if let Some(l) = &e.location {
+        want("location", l, o.headers.get("location").map(String::as_str));
+    }
+    for (k, v) in &e.headers {
+        want(
+            &format!("response header {k}"),
+            v,
+            o.headers.get(&k.to_ascii_lowercase()).map(String::as_str),
+        );
+    }
+    if let Some(w) = &e.workload {
+        if let Some(s) = &w.service {
+            want("answered by service", s, o.field("Service").as_deref());
+        }
+        if let Some(v) = &w.version {
+            want("answered by version", v, o.field("ServiceVersion").as_deref());
+        }
+    }
+    for (k, v) in &e.saw {
+        want(&format!("the workload saw {k}"), v, o.field(k).as_deref());
+    }
+    for (k, v) in &e.saw_headers {
+        want(&format!("the workload saw header {k}"), v, o.saw_header(k).as_deref());
+    }
+    for k in &e.headers_absent {
+        if let Some(v) = o.headers.get(&k.to_ascii_lowercase()) {
+            f.push(format!("response header {k}: expected absent, observed {v:?}"));
+        }
+    }
+    for k in &e.saw_headers_absent {
+        if let Some(v) = o.saw_header(k) {
+            f.push(format!("the workload saw header {k}: expected absent, observed {v:?}"));
+        }
+    }
+    if let Some(min) = e.latency_at_least {
+        if o.elapsed < min.as_std() {
+            f.push(format!(
+                "latency: expected at least {:?}, observed {:?}",
+                min.as_std(),
+                o.elapsed
+            ));
+        }
+    }
+    if e.echo == Some(true) && !o.body.ends_with(case.request.body.as_deref().unwrap_or("")) {
+        f.push(format!(
+            "echo: expected the body to end with {:?}, observed {:?}",
+            case.request.body, o.body
+        ));
+    }
+    f
+}
+
+/// Five standard deviations: a correct target fails a distribution case about once in 1.7
+/// million runs, one off by 10 points at n = 400 almost always.
+pub const TOLERANCE_SD: f64 = 5.0;
+
+/// Distribution check: the share of each version against Binomial(n, p) within 5 sd.
+pub fn check_distribution(expected: &BTreeMap<String, f64>, seen: &BTreeMap<String, u32>, n: u32) -> Vec<String> {
+    let mut f = Vec::new();
+    for (version, pct) in expected {
+        let p = pct / 100.0;
+        let k = f64::from(seen.get(version).copied().unwrap_or(0));
+        let mean = f64::from(n) * p;
+        let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
+        let ok = if sd == 0.0 {
+            (k - mean).abs() < 0.5
+        } else {
+            (k - mean).abs() <= TOLERANCE_SD * sd
+        };
+        if !ok {
+            f.push(format!(
+                "distribution: expected {version} at {pct}% of {n} ({mean:.0} ± {:.0}), observed {k:.0} ({seen:?})",
+                TOLERANCE_SD * sd
+            ));
+        }
+    }
+    f
+}
+
+/// Runs one case: one request, or `count` for a distribution.
+pub async fn run_case(case: &Case, ports: &BTreeMap<u32, SocketAddr>) -> (CaseOutcome, Option<String>, Duration) {
+    let start = Instant::now();
+    let Some(addr) = ports.get(&case.request.port).copied() else {
+        return (
+            CaseOutcome::Fail,
+            Some(format!("the target has no port {}", case.request.port)),
+            start.elapsed(),
+        );
+    };
+    let count = case.request.count.unwrap_or(1).max(1);
+    let mut failures = Vec::new();
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..count {
+        let o = send(addr, &case.request).await;
+        let f = check(case, &o);
+        if let Some(v) = o.field("ServiceVersion") {
+            *seen.entry(v).or_insert(0) += 1;
+        }
+        if !f.is_empty() && failures.is_empty() {
+            failures.extend(f);
+        }
+    }
+    if !case.expect.distribution.is_empty() {
+        failures.extend(check_distribution(&case.expect.distribution, &seen, count));
+    }
+    if failures.is_empty() {
+        (CaseOutcome::Pass, None, start.elapsed())
+    } else {
+        let r = &case.request;
+        let req = format!(
+            "request: {} {} {} port {} authority {:?} headers {:?}",
+            r.protocol.as_deref().unwrap_or("h1"),
+            r.method.as_deref().unwrap_or("GET"),
+            r.path.as_deref().unwrap_or("/"),
+            r.port,
+            r.authority,
+            r.headers
+        );
+        (
+            CaseOutcome::Fail,
+            Some(format!("{}; {req}", failures.join("; "))),
+            start.elapsed(),
+        )
+    }
+}
+
+/// Known differences of a target: `suite/case` -> reason.
+pub type Known = BTreeMap<String, String>;
+
+/// Runs a whole suite against `target`.
+pub async fn run_suite(
+    suite: &Suite,
+    target: &mut dyn Target,
+    work_dir: &std::path::Path,
+    known: &Known,
+    filter: Option<&str>,
+) -> Result<SuiteResult, String> {
+    let workloads = start_workloads(suite).await?;
+    let dir = work_dir.join(&suite.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("config.yaml"), &suite.config).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("registry.yaml"), &workloads.registry).map_err(|e| e.to_string())?;
+    let mesh = match &suite.mesh {
+        Some(m) => {
+            let p = work_dir.join(format!("{}.mesh.yaml", suite.name));
+            std::fs::write(&p, m).map_err(|e| e.to_string())?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut labels = suite.labels.clone();
+    if labels.is_empty() {
+        labels.insert("istio".into(), "ingressgateway".into());
+    }
+    let ports = target.start(&dir, mesh.as_deref(), &labels, &suite.ports)?;
+    let mut cases = Vec::new();
+    for case in &suite.cases {
+        let id = format!("{}/{}", suite.name, case.id);
+        if filter.is_some_and(|f| !glob(f, &id)) {
+            continue;
+        }
+        let (outcome, message, took) = run_case(case, &ports).await;
+        let (outcome, message) = match (outcome, known.get(&id)) {
+            (CaseOutcome::Fail, Some(reason)) => (
+                CaseOutcome::ExpectedFailure,
+                Some(format!("known difference: {reason}; {}", message.unwrap_or_default())),
+            ),
+            (CaseOutcome::Pass, Some(reason)) => (
+                CaseOutcome::UnexpectedPass,
+                Some(format!("listed as a known difference ({reason}) but passed")),
+            ),
+            (outcome, _) => (outcome, message),
+        };
+        cases.push(CaseResult {
+            id: case.id.clone(),
+            outcome,
+            message,
+            duration_ms: took.as_secs_f64() * 1000.0,
+        });
+    }
+    target.stop();
+    Ok(SuiteResult {
+        suite: suite.name.clone(),
+        target: target.name().to_string(),
+        cases,
+    })
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, tail)) => {
+            s.starts_with(head)
+                && (0..=s.len() - head.len()).any(|i| s.get(head.len() + i..).is_some_and(|rest| glob(tail, rest)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_bounds() {
+        let want: BTreeMap<String, f64> = [("v1".into(), 80.0), ("v2".into(), 20.0)].into();
+        let seen = |a: u32, b: u32| -> BTreeMap<String, u32> { [("v1".into(), a), ("v2".into(), b)].into() };
+        assert!(check_distribution(&want, &seen(320, 80), 400).is_empty());
+        assert!(
+            check_distribution(&want, &seen(300, 100), 400).is_empty(),
+            "within 5 sd (8 each)"
+        );
+        assert_eq!(
+            check_distribution(&want, &seen(280, 120), 400).len(),
+            2,
+            "off by 10 points"
+        );
+        let zero: BTreeMap<String, f64> = [("v3".into(), 0.0)].into();
+        assert_eq!(check_distribution(&zero, &[("v3".into(), 1)].into(), 400).len(), 1);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("http-routing/*", "http-routing/redirect"));
+        assert!(glob("*redirect*", "http-routing/redirect-port"));
+        assert!(!glob("tcp-*", "http-routing/x"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Conformance suite files: Istio config, the workloads behind it, and the cases with their
+//! expectations. Read through mesh-model's YAML loader, so a mistake names its file and line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mesh_model::api::Duration;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Suite {
+    pub name: String,
+    pub description: String,
+    pub features: Vec<String>,
+    /// Istio config documents (multi-document YAML as a block string).
+    pub config: String,
+    /// MeshConfig for the run (YAML as a block string).
+    pub mesh: Option<String>,
+    pub workloads: Vec<Workload>,
+    /// The gateway's labels (default `istio: ingressgateway`).
+    pub labels: BTreeMap<String, String>,
+    /// Gateway ports the cases use.
+    pub ports: Vec<u32>,
+    pub cases: Vec<Case>,
+}
+
+/// A service with one echo workload per version, registered by a ServiceEntry and WorkloadEntries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Workload {
+    pub service: String,
+    pub namespace: Option<String>,
+    pub versions: Vec<String>,
+    /// Echo instances per version.
+    pub replicas: Option<u32>,
+    /// `http` (HTTP/1.1 + h2c), `grpc` or `tcp`.
+    pub protocol: Option<String>,
+    /// The service port (ServiceEntry port number).
+    pub port: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Case {
+    pub id: String,
+    pub description: Option<String>,
+    pub request: Request,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Request {
+    /// `h1`, `h2c`, `grpc`, `tcp` (default h1).
+    pub protocol: Option<String>,
+    /// The gateway port.
+    pub port: u32,
+    pub authority: Option<String>,
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    /// Requests sent (for distributions).
+    pub count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Expect {
+    pub status: Option<u16>,
+    pub grpc_status: Option<u16>,
+    pub body: Option<String>,
+    /// Response headers that must have these values.
+    pub headers: BTreeMap<String, String>,
+    pub headers_absent: Vec<String>,
+    /// Which workload answered (`service`, `version`).
+    pub workload: Option<WorkloadMatch>,
+    /// What the workload saw: its echo fields (`URL`, `Host`) and request headers.
+    pub saw: BTreeMap<String, String>,
+    pub saw_headers: BTreeMap<String, String>,
+    pub saw_headers_absent: Vec<String>,
+    pub location: Option<String>,
+    /// Share of requests per version, in percent; checked with `tolerance` standard deviations.
+    pub distribution: BTreeMap<String, f64>,
+    pub latency_at_least: Option<Duration>,
+    /// TCP: the bytes sent come back (the echo).
+    pub echo: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WorkloadMatch {
+    pub service: Option<String>,
+    pub version: Option<String>,
+}
+
+/// The suites built into the binary (`suites/conformance/*.yaml`).
+pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "http-routing",
+        include_str!("../../../suites/conformance/http-routing.yaml"),
+    ),
+    (
+        "weighted-splits",
+        include_str!("../../../suites/conformance/weighted-splits.yaml"),
+    ),
+];
+
+/// Parses a suite, with `file:line` for every mistake.
+pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
+    let sources = mesh_model::load::parse_str(file, text);
+    if let Some(p) = sources.problems.first() {
+        return Err(format!("{}:{}: {}", p.file, p.line, p.message));
+    }
+    let doc = sources
+        .documents
+        .first()
+        .ok_or_else(|| format!("{file}: empty suite"))?;
+    let (suite, problems) = mesh_model::decode::decode_lenient::<Suite>(doc.root.to_json(), "");
+    if !problems.is_empty() {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{file}:{}: {}: {}{}",
+                    doc.root.line_of(&p.path),
+                    p.path,
+                    p.message,
+                    p.hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+                )
+            })
+            .collect();
+        return Err(lines.join("\n"));
+    }
+    if suite.name.is_empty() {
+        return Err(format!("{file}: the suite needs a name"));
+    }
+    Ok(suite)
+}
+
+pub fn read(path: &Path) -> Result<Suite, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&path.display().to_string(), &text)
+}

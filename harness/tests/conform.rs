@@ -1,0 +1,188 @@
+//! `meshbench conform`: the built-in suites pass against meshgate, and the harness can fail:
+//! a plain echo server and a gateway with one rule changed fail the right cases with useful text.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a failure should panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn meshbench(args: &[&str]) -> Output {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_meshbench"));
+    let meshgate = bin.parent().unwrap().join("meshgate");
+    Command::new(&bin)
+        .args(args)
+        .arg("--meshgate")
+        .arg(meshgate)
+        .output()
+        .expect("run meshbench")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meshbench-conform-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn suite_text(name: &str) -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../suites/conformance/{name}.yaml")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
+    let out_dir = tmp("out");
+    let o = meshbench(&["conform", "--out", out_dir.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("suite http-routing against reference: 22 passed, 0 failed"),
+        "{t}"
+    );
+    assert!(
+        t.contains("suite weighted-splits against reference: 6 passed, 0 failed"),
+        "{t}"
+    );
+    let report: meshbench_report::RunReport =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("conformance.json")).unwrap()).unwrap();
+    assert_eq!(report.conformance.len(), 2);
+    let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("<testsuite name=\"http-routing\" tests=\"22\" failures=\"0\""),
+        "{junit}"
+    );
+}
+
+#[test]
+fn a_plain_echo_server_fails_the_routing_cases() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let echo = rt
+        .block_on(mesh_echo::Echo::builder("imposter").http_loopback().start())
+        .unwrap();
+    let addr = echo.http[0];
+    let _guard = rt.enter();
+    let handle = std::thread::spawn(move || {
+        let o = meshbench(&[
+            "conform",
+            "--target",
+            "external",
+            "--address",
+            &format!("80={addr}"),
+            "--suite",
+            "http-routing",
+        ]);
+        (o.status.code(), text(&o))
+    });
+    // Keep the runtime (and the echo) alive while meshbench runs.
+    let (code, t) = loop {
+        if handle.is_finished() {
+            break handle.join().unwrap();
+        }
+        rt.block_on(tokio::time::sleep(std::time::Duration::from_millis(20)));
+    };
+    assert_eq!(code, Some(1), "{t}");
+    assert!(
+        t.contains("FAIL  http-routing/no-route-is-404\n      status: expected \"404\", observed \"200\""),
+        "{t}"
+    );
+    assert!(t.contains("FAIL  http-routing/redirect-keeps-query"), "{t}");
+    assert!(
+        t.contains("request: h1 GET /foo?key=value port 80"),
+        "the failing request is shown: {t}"
+    );
+}
+
+#[test]
+fn one_changed_rule_fails_its_case_and_known_differences_apply() {
+    let broken = suite_text("http-routing").replacen(
+        "route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]",
+        "route: [{destination: {host: reviews, subset: v1, port: {number: 9080}}}]",
+        1,
+    );
+    let path = tmp("broken.yaml");
+    std::fs::write(&path, broken).unwrap();
+    let o = meshbench(&[
+        "conform",
+        "--suite",
+        path.to_str().unwrap(),
+        "--filter",
+        "http-routing/header-*",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "FAIL  http-routing/header-exact-match\n      answered by version: expected \"v2\", observed \"v1\""
+        ),
+        "{t}"
+    );
+    assert!(t.contains("PASS  http-routing/header-operations-route-wins"), "{t}");
+    // Listed as a known difference: an expected failure, and the run passes.
+    let known = tmp("known.yaml");
+    std::fs::write(
+        &known,
+        "http-routing/header-exact-match: a deliberate change for this test\n",
+    )
+    .unwrap();
+    let o = meshbench(&[
+        "conform",
+        "--suite",
+        path.to_str().unwrap(),
+        "--filter",
+        "http-routing/header-*",
+        "--known-differences",
+        known.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("XFAIL http-routing/header-exact-match"));
+    // A listed case that passes is reported, and fails the run.
+    std::fs::write(
+        &known,
+        "http-routing/header-operations-route-wins: not really different\n",
+    )
+    .unwrap();
+    let o = meshbench(&[
+        "conform",
+        "--suite",
+        "http-routing",
+        "--filter",
+        "http-routing/header-operations-*",
+        "--known-differences",
+        known.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("XPASS http-routing/header-operations-route-wins"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_bad_suite_file_exits_2_with_file_and_line() {
+    let path = tmp("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\ncases:\n- id: x\n  request: {port: 80}\n  expect: {stauts: 200}\n",
+    )
+    .unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("bad.yaml:5: cases[0].expect.stauts: unknown field `stauts` (did you mean `status`?"),
+        "{}",
+        text(&o)
+    );
+}
