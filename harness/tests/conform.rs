@@ -54,7 +54,15 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     );
     let report: meshbench_report::RunReport =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("conformance.json")).unwrap()).unwrap();
-    assert_eq!(report.conformance.len(), 2);
+    assert!(
+        t.contains("suite tcp-routing against reference: 3 passed, 0 failed"),
+        "{t}"
+    );
+    assert!(
+        t.contains("suite grpc-routing against reference: 6 passed, 0 failed"),
+        "{t}"
+    );
+    assert_eq!(report.conformance.len(), 4);
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
         junit.contains("<testsuite name=\"http-routing\" tests=\"22\" failures=\"0\""),

@@ -105,6 +105,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "weighted-splits",
         include_str!("../../../suites/conformance/weighted-splits.yaml"),
     ),
+    (
+        "tcp-routing",
+        include_str!("../../../suites/conformance/tcp-routing.yaml"),
+    ),
+    (
+        "grpc-routing",
+        include_str!("../../../suites/conformance/grpc-routing.yaml"),
+    ),
 ];
 
 /// Parses a suite, with `file:line` for every mistake.
