@@ -62,7 +62,11 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         t.contains("suite grpc-routing against reference: 6 passed, 0 failed"),
         "{t}"
     );
-    assert_eq!(report.conformance.len(), 4);
+    assert!(
+        t.contains("suite tls-termination against reference: 13 passed, 0 failed"),
+        "{t}"
+    );
+    assert_eq!(report.conformance.len(), 5);
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
         junit.contains("<testsuite name=\"http-routing\" tests=\"22\" failures=\"0\""),

@@ -5,3 +5,4 @@ pub mod junit;
 pub mod run;
 pub mod suite;
 pub mod target;
+pub mod tls;

@@ -89,6 +89,8 @@ pub struct Observation {
     pub body: String,
     pub elapsed: Duration,
     pub error: Option<String>,
+    /// TLS facts: version, alpn, san.
+    pub tls: BTreeMap<String, String>,
 }
 
 impl Observation {
@@ -111,13 +113,29 @@ impl Observation {
     }
 }
 
-/// Sends one request of a case.
-pub async fn send(addr: SocketAddr, r: &Request) -> Observation {
+/// Sends one request of a case. `certs`: the suite's certificates (for TLS requests).
+pub async fn send(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Observation {
     let start = Instant::now();
     let protocol = r.protocol.as_deref().unwrap_or("h1");
-    let result = match protocol {
-        "tcp" => tcp(addr, r).await,
-        _ => http(addr, r, protocol).await,
+    let result = match &r.tls {
+        Some(t) => match super::tls::connect(addr, t, certs).await {
+            Ok((stream, facts)) => {
+                let h2 = facts.get("alpn").map(String::as_str) == Some("h2");
+                let o = match protocol {
+                    "tcp" => tcp(stream, r).await,
+                    _ => http(stream, addr, r, if h2 { "h2" } else { "h1" }).await,
+                };
+                o.map(|o| Observation { tls: facts, ..o })
+            }
+            Err(e) => Err(e),
+        },
+        None => match tokio::net::TcpStream::connect(addr).await {
+            Err(e) => Err(format!("connect: {e}")),
+            Ok(stream) => match protocol {
+                "tcp" => tcp(stream, r).await,
+                _ => http(stream, addr, r, protocol).await,
+            },
+        },
     };
     let mut o = result.unwrap_or_else(|e| Observation {
         error: Some(e),
@@ -127,11 +145,11 @@ pub async fn send(addr: SocketAddr, r: &Request) -> Observation {
     o
 }
 
-async fn tcp(addr: SocketAddr, r: &Request) -> Result<Observation, String> {
+async fn tcp<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    r: &Request,
+) -> Result<Observation, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
     s.write_all(r.body.as_deref().unwrap_or("").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
@@ -147,10 +165,10 @@ async fn tcp(addr: SocketAddr, r: &Request) -> Result<Observation, String> {
     })
 }
 
-async fn http(addr: SocketAddr, r: &Request, protocol: &str) -> Result<Observation, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+async fn http<S>(stream: S, addr: SocketAddr, r: &Request, protocol: &str) -> Result<Observation, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = hyper_util::rt::TokioIo::new(stream);
     let authority = r.authority.clone().unwrap_or_else(|| addr.to_string());
     let path = r.path.clone().unwrap_or_else(|| "/".into());
@@ -232,6 +250,22 @@ async fn http(addr: SocketAddr, r: &Request, protocol: &str) -> Result<Observati
 pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     let e = &case.expect;
     let mut f = Vec::new();
+    if let Some(kind) = &e.error {
+        // `refused`: no response at all (TLS 1.3 refuses a client certificate after the
+        // handshake, on the first read); other kinds name the failure (`handshake`, `connect`).
+        let failed_as_expected = o
+            .error
+            .as_deref()
+            .is_some_and(|err| kind == "refused" || err.starts_with(&format!("{kind}:")));
+        if !failed_as_expected {
+            let observed = o
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("a response with status {}", o.status));
+            f.push(format!("expected a {kind} failure, observed {observed}"));
+        }
+        return f;
+    }
     if let Some(err) = &o.error {
         f.push(format!("the request failed: {err}"));
         return f;
@@ -280,6 +314,9 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     }
     for (k, v) in &e.saw_headers {
         want(&format!("the workload saw header {k}"), v, o.saw_header(k).as_deref());
+    }
+    for (k, v) in &e.tls {
+        want(&format!("TLS {k}"), v, o.tls.get(k).map(String::as_str));
     }
     for k in &e.headers_absent {
         if let Some(v) = o.headers.get(&k.to_ascii_lowercase()) {
@@ -337,7 +374,11 @@ pub fn check_distribution(expected: &BTreeMap<String, f64>, seen: &BTreeMap<Stri
 }
 
 /// Runs one case: one request, or `count` for a distribution.
-pub async fn run_case(case: &Case, ports: &BTreeMap<u32, SocketAddr>) -> (CaseOutcome, Option<String>, Duration) {
+pub async fn run_case(
+    case: &Case,
+    ports: &BTreeMap<u32, SocketAddr>,
+    certs: &std::path::Path,
+) -> (CaseOutcome, Option<String>, Duration) {
     let start = Instant::now();
     let Some(addr) = ports.get(&case.request.port).copied() else {
         return (
@@ -350,7 +391,7 @@ pub async fn run_case(case: &Case, ports: &BTreeMap<u32, SocketAddr>) -> (CaseOu
     let mut failures = Vec::new();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..count {
-        let o = send(addr, &case.request).await;
+        let o = send(addr, &case.request, certs).await;
         let f = check(case, &o);
         if let Some(v) = o.field("ServiceVersion") {
             *seen.entry(v).or_insert(0) += 1;
@@ -398,7 +439,10 @@ pub async fn run_suite(
     let dir = work_dir.join(&suite.name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("config.yaml"), &suite.config).map_err(|e| e.to_string())?;
+    let certs = work_dir.join(format!("{}-certs", suite.name));
+    super::tls::make_certificates(&suite.certificates, &certs)?;
+    let config = suite.config.replace("${certs}", &certs.display().to_string());
+    std::fs::write(dir.join("config.yaml"), config).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("registry.yaml"), &workloads.registry).map_err(|e| e.to_string())?;
     let mesh = match &suite.mesh {
         Some(m) => {
@@ -419,7 +463,7 @@ pub async fn run_suite(
         if filter.is_some_and(|f| !glob(f, &id)) {
             continue;
         }
-        let (outcome, message, took) = run_case(case, &ports).await;
+        let (outcome, message, took) = run_case(case, &ports, &certs).await;
         let (outcome, message) = match (outcome, known.get(&id)) {
             (CaseOutcome::Fail, Some(reason)) => (
                 CaseOutcome::ExpectedFailure,

@@ -22,7 +22,19 @@ pub struct Suite {
     pub labels: BTreeMap<String, String>,
     /// Gateway ports the cases use.
     pub ports: Vec<u32>,
+    /// Certificates made for the run (rcgen); `${certs}` in `config` is their directory.
+    pub certificates: Vec<Certificate>,
     pub cases: Vec<Case>,
+}
+
+/// A certificate written as `${certs}/<name>.crt` and `.key`, signed by `${certs}/<ca>-ca.pem`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Certificate {
+    pub name: String,
+    pub hosts: Vec<String>,
+    /// The CA that signs it (default `main`).
+    pub ca: Option<String>,
 }
 
 /// A service with one echo workload per version, registered by a ServiceEntry and WorkloadEntries.
@@ -63,6 +75,22 @@ pub struct Request {
     pub body: Option<String>,
     /// Requests sent (for distributions).
     pub count: Option<u32>,
+    /// TLS to the gateway (HTTPS: `h1` or `h2` by ALPN; `tcp` over TLS).
+    pub tls: Option<TlsRequest>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TlsRequest {
+    /// Server name to send; none: no SNI.
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    /// CA to verify the server with (`${certs}/<ca>-ca.pem`, default `main`).
+    pub ca: Option<String>,
+    /// A client certificate from `certificates`.
+    pub client_cert: Option<String>,
+    /// Only this TLS version: `1.2` or `1.3`.
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,6 +114,11 @@ pub struct Expect {
     pub latency_at_least: Option<Duration>,
     /// TCP: the bytes sent come back (the echo).
     pub echo: Option<bool>,
+    /// TLS facts: `version` (`TLSv1_3`), `alpn`, `cn` (the served certificate's common name).
+    pub tls: BTreeMap<String, String>,
+    /// The request must fail: `handshake` (the TLS handshake fails), `connect`, or `refused` (no
+    /// response at all, whatever the reason).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -96,23 +129,13 @@ pub struct WorkloadMatch {
 }
 
 /// The suites built into the binary (`suites/conformance/*.yaml`).
+#[rustfmt::skip]
 pub const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "http-routing",
-        include_str!("../../../suites/conformance/http-routing.yaml"),
-    ),
-    (
-        "weighted-splits",
-        include_str!("../../../suites/conformance/weighted-splits.yaml"),
-    ),
-    (
-        "tcp-routing",
-        include_str!("../../../suites/conformance/tcp-routing.yaml"),
-    ),
-    (
-        "grpc-routing",
-        include_str!("../../../suites/conformance/grpc-routing.yaml"),
-    ),
+    ("http-routing", include_str!("../../../suites/conformance/http-routing.yaml")),
+    ("weighted-splits", include_str!("../../../suites/conformance/weighted-splits.yaml")),
+    ("tcp-routing", include_str!("../../../suites/conformance/tcp-routing.yaml")),
+    ("grpc-routing", include_str!("../../../suites/conformance/grpc-routing.yaml")),
+    ("tls-termination", include_str!("../../../suites/conformance/tls-termination.yaml")),
 ];
 
 /// Parses a suite, with `file:line` for every mistake.
