@@ -66,7 +66,15 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         t.contains("suite tls-termination against reference: 13 passed, 0 failed"),
         "{t}"
     );
-    assert_eq!(report.conformance.len(), 5);
+    assert!(
+        t.contains("suite egress-control against reference: 8 passed, 0 failed"),
+        "{t}"
+    );
+    assert!(
+        t.contains("suite egress-allow-any against reference: 4 passed, 0 failed"),
+        "{t}"
+    );
+    assert_eq!(report.conformance.len(), 7);
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
         junit.contains("<testsuite name=\"http-routing\" tests=\"22\" failures=\"0\""),
@@ -183,6 +191,32 @@ fn one_changed_rule_fails_its_case_and_known_differences_apply() {
 }
 
 #[test]
+fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
+    let text_ = suite_text("egress-control");
+    // Cut the cases naming hosts outside loopback: under ALLOW_ANY they would go out for real.
+    let (kept, _) = text_.split_once("- id: unregistered-host-blocked").unwrap();
+    let open = kept.replacen("{mode: REGISTRY_ONLY}", "{mode: ALLOW_ANY}", 1);
+    let path = tmp("open-egress.yaml");
+    std::fs::write(&path, open).unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    // The unregistered echo answers, where REGISTRY_ONLY must refuse.
+    assert!(
+        t.contains(
+            "FAIL  egress-control/unregistered-address-blocked\n      status: expected \"502\", observed \"200\""
+        ),
+        "{t}"
+    );
+    assert!(t.contains("PASS  egress-control/registered-internal-service"), "{t}");
+    assert!(t.contains("PASS  egress-control/mesh-route-header-match"), "{t}");
+    assert!(
+        t.contains("suite egress-control against reference: 5 passed, 1 failed"),
+        "{t}"
+    );
+}
+
+#[test]
 fn a_bad_suite_file_exits_2_with_file_and_line() {
     let path = tmp("bad.yaml");
     std::fs::write(
@@ -194,6 +228,14 @@ fn a_bad_suite_file_exits_2_with_file_and_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o).contains("bad.yaml:5: cases[0].expect.stauts: unknown field `stauts` (did you mean `status`?"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&path, "name: bad\nrole: ingress\ncases: []\n").unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("bad.yaml:2: role: unknown role \"ingress\" (use gateway or sidecar)"),
         "{}",
         text(&o)
     );

@@ -19,13 +19,17 @@ use super::target::Target;
 pub struct Workloads {
     _echoes: Vec<mesh_echo::Echo>,
     pub registry: String,
+    /// Each service's first echo, for `${addr:<service>}`.
+    pub addresses: BTreeMap<String, SocketAddr>,
 }
 
 /// Starts one echo per version (and replica) on loopback and writes their registry.
 pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
     let mut echoes = Vec::new();
     let mut registry = String::new();
+    let mut addresses = BTreeMap::new();
     for w in &suite.workloads {
+        let registered = w.registered.unwrap_or(true);
         let ns = w.namespace.clone().unwrap_or_else(|| "default".into());
         let protocol = w.protocol.clone().unwrap_or_else(|| "http".into());
         let (port_name, istio_protocol) = match protocol.as_str() {
@@ -33,15 +37,21 @@ pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
             "tcp" => ("tcp", "TCP"),
             _ => ("http", "HTTP"),
         };
-        let host = format!("{}.{ns}.svc.cluster.local", w.service);
-        let _ = write!(
+        let host = w
+            .host
+            .clone()
+            .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
+        let location = w.location.as_deref().unwrap_or("MESH_INTERNAL");
+        if registered {
+            let _ = write!(
             registry,
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec:\n  \
-             hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+             hosts: [{host}]\n  location: {location}\n  resolution: STATIC\n  \
              ports: [{{number: {port}, name: {port_name}, protocol: {istio_protocol}}}]\n  workloadSelector: {{labels: {{app: {svc}}}}}\n---\n",
             svc = w.service,
             port = w.port
         );
+        }
         for v in &w.versions {
             for r in 0..w.replicas.unwrap_or(1).max(1) {
                 let b = mesh_echo::Echo::builder(&w.service)
@@ -64,12 +74,17 @@ pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
                     .or(echo.grpc.first())
                     .or(echo.tcp.first())
                     .map_or(0, |a| a.port());
-                let _ = write!(
+                addresses
+                    .entry(w.service.clone())
+                    .or_insert(SocketAddr::from(([127, 0, 0, 1], port)));
+                if registered {
+                    let _ = write!(
                     registry,
                     "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {svc}-{v}-{r}, namespace: {ns}}}\nspec:\n  \
                      address: 127.0.0.1\n  ports: {{{port_name}: {port}}}\n  labels: {{app: {svc}, version: {v}}}\n---\n",
                     svc = w.service
                 );
+                }
                 echoes.push(echo);
             }
         }
@@ -77,6 +92,7 @@ pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
     Ok(Workloads {
         _echoes: echoes,
         registry,
+        addresses,
     })
 }
 
@@ -175,7 +191,7 @@ where
     let grpc = protocol == "grpc";
     let mut builder = http::Request::builder()
         .method(r.method.as_deref().unwrap_or(if grpc { "POST" } else { "GET" }))
-        .uri(if protocol == "h1" {
+        .uri(if protocol == "h1" && !r.proxy.unwrap_or(false) {
             path.clone()
         } else {
             format!("http://{authority}{path}")
@@ -456,14 +472,16 @@ pub async fn run_suite(
     if labels.is_empty() {
         labels.insert("istio".into(), "ingressgateway".into());
     }
-    let ports = target.start(&dir, mesh.as_deref(), &labels, &suite.ports)?;
+    let role = suite.role.as_deref().unwrap_or("gateway");
+    let ports = target.start(&dir, mesh.as_deref(), &labels, &suite.ports, role)?;
     let mut cases = Vec::new();
     for case in &suite.cases {
         let id = format!("{}/{}", suite.name, case.id);
         if filter.is_some_and(|f| !glob(f, &id)) {
             continue;
         }
-        let (outcome, message, took) = run_case(case, &ports, &certs).await;
+        let case = with_addresses(case, &workloads.addresses);
+        let (outcome, message, took) = run_case(&case, &ports, &certs).await;
         let (outcome, message) = match (outcome, known.get(&id)) {
             (CaseOutcome::Fail, Some(reason)) => (
                 CaseOutcome::ExpectedFailure,
@@ -488,6 +506,22 @@ pub async fn run_suite(
         target: target.name().to_string(),
         cases,
     })
+}
+
+/// The case with `${addr:<service>}` in its authority and headers replaced by that service's echo
+/// address (for workloads outside the registry).
+fn with_addresses(case: &Case, addresses: &BTreeMap<String, SocketAddr>) -> Case {
+    let fill = |s: &str| {
+        addresses.iter().fold(s.to_string(), |s, (svc, a)| {
+            s.replace(&format!("${{addr:{svc}}}"), &a.to_string())
+        })
+    };
+    let mut case = case.clone();
+    case.request.authority = case.request.authority.as_deref().map(fill);
+    for v in case.request.headers.values_mut() {
+        *v = fill(v);
+    }
+    case
 }
 
 /// `*` matches any run of characters.

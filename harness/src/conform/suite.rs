@@ -20,8 +20,12 @@ pub struct Suite {
     pub workloads: Vec<Workload>,
     /// The gateway's labels (default `istio: ingressgateway`).
     pub labels: BTreeMap<String, String>,
-    /// Gateway ports the cases use.
+    /// Gateway ports the cases use. A sidecar's outbound proxy is port 15001.
     pub ports: Vec<u32>,
+    /// `gateway` (default: an ingress/egress gateway) or `sidecar` (the outbound side of a workload's
+    /// proxy: requests go to port 15001 as an explicit HTTP proxy, VirtualServices bound to `mesh`
+    /// and `outboundTrafficPolicy` apply).
+    pub role: Option<String>,
     /// Certificates made for the run (rcgen); `${certs}` in `config` is their directory.
     pub certificates: Vec<Certificate>,
     pub cases: Vec<Case>,
@@ -50,6 +54,13 @@ pub struct Workload {
     pub protocol: Option<String>,
     /// The service port (ServiceEntry port number).
     pub port: u32,
+    /// The service's host (default `<service>.<namespace>.svc.cluster.local`).
+    pub host: Option<String>,
+    /// `MESH_INTERNAL` (default) or `MESH_EXTERNAL`.
+    pub location: Option<String>,
+    /// `false`: no ServiceEntry is written; the echo is an address outside the registry, named in
+    /// cases as `${addr:<service>}`.
+    pub registered: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -77,6 +88,9 @@ pub struct Request {
     pub count: Option<u32>,
     /// TLS to the gateway (HTTPS: `h1` or `h2` by ALPN; `tcp` over TLS).
     pub tls: Option<TlsRequest>,
+    /// HTTP/1.1 in absolute form (`GET http://authority/path`), as a client of an explicit proxy
+    /// (the sidecar role) sends it.
+    pub proxy: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -136,6 +150,8 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("tcp-routing", include_str!("../../../suites/conformance/tcp-routing.yaml")),
     ("grpc-routing", include_str!("../../../suites/conformance/grpc-routing.yaml")),
     ("tls-termination", include_str!("../../../suites/conformance/tls-termination.yaml")),
+    ("egress-control", include_str!("../../../suites/conformance/egress-control.yaml")),
+    ("egress-allow-any", include_str!("../../../suites/conformance/egress-allow-any.yaml")),
 ];
 
 /// Parses a suite, with `file:line` for every mistake.
@@ -166,6 +182,12 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
     }
     if suite.name.is_empty() {
         return Err(format!("{file}: the suite needs a name"));
+    }
+    if let Some(role) = suite.role.as_deref().filter(|r| !matches!(*r, "gateway" | "sidecar")) {
+        return Err(format!(
+            "{file}:{}: role: unknown role {role:?} (use gateway or sidecar)",
+            doc.root.line_of("role")
+        ));
     }
     Ok(suite)
 }

@@ -19,6 +19,7 @@ pub trait Target {
         mesh: Option<&Path>,
         labels: &BTreeMap<String, String>,
         ports: &[u32],
+        role: &str,
     ) -> Result<BTreeMap<u32, SocketAddr>, String>;
     /// Tears down (also on drop).
     fn stop(&mut self);
@@ -70,6 +71,7 @@ impl Target for Reference {
         mesh: Option<&Path>,
         labels: &BTreeMap<String, String>,
         ports: &[u32],
+        role: &str,
     ) -> Result<BTreeMap<u32, SocketAddr>, String> {
         self.stop();
         let ready = config_dir.with_extension("ready.json");
@@ -85,7 +87,11 @@ impl Target for Reference {
         if let Some(m) = mesh {
             cmd.arg("--mesh").arg(m);
         }
-        for p in ports {
+        if role == "sidecar" {
+            // The outbound proxy is reported under Istio's outbound port, 15001.
+            cmd.args(["--role", "sidecar", "--outbound", "127.0.0.1:0"]);
+        }
+        for p in ports.iter().filter(|p| role != "sidecar" || **p != 15001) {
             cmd.args(["--port-map", &format!("{p}=127.0.0.1:0")]);
         }
         let stderr = std::fs::File::create(config_dir.with_extension("stderr.log")).map_err(|e| e.to_string())?;
@@ -156,6 +162,7 @@ impl Target for External {
         _: Option<&Path>,
         _: &BTreeMap<String, String>,
         ports: &[u32],
+        _: &str,
     ) -> Result<BTreeMap<u32, SocketAddr>, String> {
         match ports.iter().find(|p| !self.addresses.contains_key(p)) {
             Some(p) => Err(format!("port {p} has no address: add --address {p}=HOST:PORT")),
