@@ -67,7 +67,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     assert!(
-        t.contains("suite egress-control against reference: 8 passed, 0 failed"),
+        t.contains("suite egress-control against reference: 13 passed, 0 failed"),
         "{t}"
     );
     assert!(
@@ -212,6 +212,23 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
     assert!(t.contains("PASS  egress-control/mesh-route-header-match"), "{t}");
     assert!(
         t.contains("suite egress-control against reference: 5 passed, 1 failed"),
+        "{t}"
+    );
+    // Without its DestinationRule the sidecar sends plain HTTP to the HTTPS service.
+    let no_origination =
+        suite_text("egress-control").replacen("host: secure.example.com\n", "host: elsewhere.example.com\n", 1);
+    std::fs::write(&path, no_origination).unwrap();
+    let o = meshbench(&[
+        "conform",
+        "--suite",
+        path.to_str().unwrap(),
+        "--filter",
+        "egress-control/tls-origination-simple",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL  egress-control/tls-origination-simple\n      status: expected \"200\""),
         "{t}"
     );
 }

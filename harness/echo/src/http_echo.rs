@@ -14,21 +14,61 @@ use tokio::net::TcpListener;
 
 use crate::{canonical_header, parse_delay, pick_code, Identity};
 
-pub async fn serve(listener: TcpListener, id: Arc<Identity>, counter: Arc<AtomicU64>) {
+pub async fn serve(
+    listener: TcpListener,
+    id: Arc<Identity>,
+    counter: Arc<AtomicU64>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (id, counter) = (id.clone(), counter.clone());
+        let (id, counter, tls) = (id.clone(), counter.clone(), tls.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| respond(req, id.clone(), counter.clone(), peer, port));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
+            let Some(tls) = tls else {
+                return serve_conn(stream, id, counter, peer, port, None).await;
+            };
+            // A failed handshake (wrong CA at the client, no client certificate) just closes.
+            let Ok(stream) = tls.accept(stream).await else { return };
+            let (_, conn) = stream.get_ref();
+            let facts = TlsFacts {
+                sni: conn.server_name().unwrap_or_default().to_string(),
+                client_cert: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
+            };
+            serve_conn(stream, id, counter, peer, port, Some(facts)).await;
         });
     }
+}
+
+/// What a TLS connection showed, reported as `TLS-SNI=` and `TLS-ClientCert=` echo lines.
+#[derive(Debug, Clone)]
+struct TlsFacts {
+    sni: String,
+    client_cert: bool,
+}
+
+async fn serve_conn<I>(
+    io: I,
+    id: Arc<Identity>,
+    counter: Arc<AtomicU64>,
+    peer: SocketAddr,
+    port: u16,
+    tls: Option<TlsFacts>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        if let Some(t) = &tls {
+            req.extensions_mut().insert(t.clone());
+        }
+        respond(req, id.clone(), counter.clone(), peer, port)
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await;
 }
 
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
@@ -66,6 +106,10 @@ pub fn echo_lines(id: &Identity, port: u16, req: &http::request::Parts, peer: So
     let _ = writeln!(b, "Method={}", req.method);
     let _ = writeln!(b, "Proto={proto}");
     let _ = writeln!(b, "IP={}", peer.ip());
+    if let Some(t) = req.extensions.get::<TlsFacts>() {
+        let _ = writeln!(b, "TLS-SNI={}", t.sni);
+        let _ = writeln!(b, "TLS-ClientCert={}", t.client_cert);
+    }
     let mut headers: Vec<(String, String)> = req
         .headers
         .iter()

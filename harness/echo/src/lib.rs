@@ -1,7 +1,8 @@
 //! mesh-echo: the workloads behind a gateway under test. Answers in Istio's echo format
 //! (`Key=Value` lines: ServiceVersion, ServicePort, Host, URL, Method, Proto, IP, RequestHeader,
 //! Hostname, Service) over HTTP/1.1 and h2c on one port, gRPC (`proto.EchoTestService/Echo` and
-//! the standard health service), and raw TCP (identity lines, then every byte echoed).
+//! the standard health service), and raw TCP (identity lines, then every byte echoed). HTTP ports
+//! can serve over TLS (`tls`), adding `TLS-SNI` and `TLS-ClientCert` lines.
 //!
 //! Query controls on HTTP: `?delay=250ms`, `?codes=500:1,200:1` (cycled), `?headers=name:value,…`
 //! (added to the response), `?size=N` (a body of N bytes). gRPC takes `delay` and `codes` (gRPC
@@ -38,6 +39,7 @@ pub struct EchoBuilder {
     http: Vec<SocketAddr>,
     grpc: Vec<SocketAddr>,
     tcp: Vec<SocketAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A running echo workload and the addresses it listens on.
@@ -74,6 +76,7 @@ impl Echo {
             http: Vec::new(),
             grpc: Vec::new(),
             tcp: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -114,6 +117,13 @@ impl EchoBuilder {
         self
     }
 
+    /// Serves the HTTP ports over TLS (HTTPS; ALPN as the acceptor's config says). The echo then
+    /// reports `TLS-SNI` and `TLS-ClientCert`.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// One HTTP port on a free loopback port (the usual test setup).
     pub fn http_loopback(self) -> Self {
         self.http(loopback())
@@ -140,11 +150,13 @@ impl EchoBuilder {
         for addr in self.http {
             let l = TcpListener::bind(addr).await?;
             echo.http.push(l.local_addr()?);
-            echo.tasks.push(tokio::spawn(http_echo::serve(
+            let serve = http_echo::serve(
                 l,
                 id.clone(),
                 Arc::new(AtomicU64::new(0)),
-            )));
+                self.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            );
+            echo.tasks.push(tokio::spawn(serve));
         }
         for addr in self.grpc {
             let l = TcpListener::bind(addr).await?;

@@ -48,6 +48,7 @@ fn http1_and_h2c_answer_in_istios_format() {
     );
     assert_eq!(field(&f, "Hostname"), Some("reviews-v2-0"));
     assert_eq!(field(&f, "Service"), Some("reviews"));
+    assert_eq!(field(&f, "TLS-SNI"), None, "plain HTTP has no TLS lines: {body}");
     let (head, body) = curl(&["--http2-prior-knowledge", &format!("http://127.0.0.1:{port}/h2")]);
     assert!(head.starts_with("HTTP/2 200"), "{head}");
     assert_eq!(field(&parse_fields(&body), "Proto"), Some("HTTP/2.0"));
@@ -149,4 +150,43 @@ fn grpc_echo_and_health_over_h2c() {
     let out = call("/no.Such/Method", &[]);
     assert!(out.contains("grpc-status: 12"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn https_reports_the_sni_and_the_client_certificate() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["echo.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("mesh-echo-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let echo = Echo::builder("secure")
+        .tls(std::sync::Arc::new(config))
+        .http_loopback()
+        .start_in_thread()
+        .expect("echo");
+    let port = echo.http[0].port();
+    let resolve = format!("echo.test:{port}:127.0.0.1");
+    let url = format!("https://echo.test:{port}/tls");
+    let (head, body) = curl(&["--cacert", ca.to_str().unwrap(), "--resolve", &resolve, &url]);
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    let f = parse_fields(&body);
+    assert_eq!(field(&f, "TLS-SNI"), Some("echo.test"), "{body}");
+    assert_eq!(field(&f, "TLS-ClientCert"), Some("false"), "{body}");
+    assert_eq!(field(&f, "Proto"), Some("HTTP/2.0"));
+    // Plain HTTP to the TLS port gets no answer in the echo format.
+    let (_, body) = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(field(&parse_fields(&body), "Service"), None, "{body}");
 }

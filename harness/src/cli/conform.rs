@@ -114,11 +114,13 @@ pub fn run(args: &Args) -> u8 {
     });
     for s in &suites {
         if args.print_config {
-            let registry = rt
-                .block_on(crate::conform::run::start_workloads(s))
+            let certs = work.join(format!("{}-certs", s.name));
+            let registry = crate::conform::tls::make_certificates(&s.certificates, &certs)
+                .and_then(|()| rt.block_on(crate::conform::run::start_workloads(s, &certs)))
                 .map(|w| w.registry)
                 .unwrap_or_default();
-            println!("# suite {}\n{}\n---\n{registry}", s.name, s.config.trim_end());
+            let config = s.config.replace("${certs}", &certs.display().to_string());
+            println!("# suite {}\n{}\n---\n{registry}", s.name, config.trim_end());
             continue;
         }
         for _ in 0..args.repeat.max(1) {
@@ -144,6 +146,15 @@ pub fn run(args: &Args) -> u8 {
                             c.id,
                             c.message.as_deref().map(|m| format!("\n      {m}")).unwrap_or_default()
                         );
+                    }
+                    if let Some(dir) = &args.out {
+                        // The target's access log and stderr, kept beside the report.
+                        let logs = dir.join("logs");
+                        let path = logs.join(format!("{}.{}.log", result.suite, result.target));
+                        let kept = std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&path, target.logs()));
+                        if let Err(e) = kept {
+                            eprintln!("warning: cannot write {}: {e}", path.display());
+                        }
                     }
                     report.conformance.push(result);
                 }

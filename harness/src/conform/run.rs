@@ -24,7 +24,7 @@ pub struct Workloads {
 }
 
 /// Starts one echo per version (and replica) on loopback and writes their registry.
-pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
+pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<Workloads, String> {
     let mut echoes = Vec::new();
     let mut registry = String::new();
     let mut addresses = BTreeMap::new();
@@ -58,6 +58,10 @@ pub async fn start_workloads(suite: &Suite) -> Result<Workloads, String> {
                     .version(v)
                     .namespace(&ns)
                     .hostname(&format!("{}-{v}-{r}", w.service));
+                let b = match &w.tls {
+                    Some(t) => b.tls(super::tls::server_config(certs, &t.cert, t.client_ca.as_deref())?),
+                    None => b,
+                };
                 let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
                 let b = match protocol.as_str() {
                     "grpc" => b.grpc(loopback),
@@ -307,6 +311,11 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     if let Some(b) = &e.body {
         want("body", b, Some(&o.body));
     }
+    if let Some(b) = &e.body_contains {
+        if !o.body.contains(b.as_str()) {
+            want("body containing", b, Some(&o.body));
+        }
+    }
     if let Some(l) = &e.location {
         want("location", l, o.headers.get("location").map(String::as_str));
     }
@@ -451,12 +460,12 @@ pub async fn run_suite(
     known: &Known,
     filter: Option<&str>,
 ) -> Result<SuiteResult, String> {
-    let workloads = start_workloads(suite).await?;
     let dir = work_dir.join(&suite.name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let certs = work_dir.join(format!("{}-certs", suite.name));
     super::tls::make_certificates(&suite.certificates, &certs)?;
+    let workloads = start_workloads(suite, &certs).await?;
     let config = suite.config.replace("${certs}", &certs.display().to_string());
     std::fs::write(dir.join("config.yaml"), config).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("registry.yaml"), &workloads.registry).map_err(|e| e.to_string())?;

@@ -61,6 +61,17 @@ pub struct Workload {
     /// `false`: no ServiceEntry is written; the echo is an address outside the registry, named in
     /// cases as `${addr:<service>}`.
     pub registered: Option<bool>,
+    /// The echo serves HTTP over TLS (what a DestinationRule's TLS origination talks to).
+    pub tls: Option<WorkloadTls>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WorkloadTls {
+    /// A certificate from `certificates`.
+    pub cert: String,
+    /// Require client certificates signed by this CA (`${certs}/<ca>-ca.pem`).
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -113,6 +124,8 @@ pub struct Expect {
     pub status: Option<u16>,
     pub grpc_status: Option<u16>,
     pub body: Option<String>,
+    /// Text the response body must contain.
+    pub body_contains: Option<String>,
     /// Response headers that must have these values.
     pub headers: BTreeMap<String, String>,
     pub headers_absent: Vec<String>,

@@ -42,6 +42,36 @@ pub fn make_certificates(certs: &[Certificate], dir: &Path) -> Result<(), String
     Ok(())
 }
 
+/// A server config for an echo workload: certificate `cert` from `dir`; with `client_ca`, client
+/// certificates from that CA are required.
+pub fn server_config(dir: &Path, cert: &str, client_ca: Option<&str>) -> Result<Arc<rustls::ServerConfig>, String> {
+    let crt = dir.join(format!("{cert}.crt"));
+    let chain = CertificateDer::pem_file_iter(&crt)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e} (is {cert} in the suite's certificates?)", crt.display()))?;
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{cert}.key"))).map_err(|e| e.to_string())?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let path = dir.join(format!("{ca}-ca.pem"));
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(&path).map_err(|e| format!("{}: {e}", path.display()))? {
+                roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
