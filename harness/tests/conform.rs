@@ -59,7 +59,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     assert!(
-        t.contains("suite grpc-routing against reference: 6 passed, 0 failed"),
+        t.contains("suite grpc-routing against reference: 8 passed, 0 failed"),
         "{t}"
     );
     assert!(

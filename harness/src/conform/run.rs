@@ -143,6 +143,8 @@ pub async fn send(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Obs
                 let h2 = facts.get("alpn").map(String::as_str) == Some("h2");
                 let o = match protocol {
                     "tcp" => tcp(stream, r).await,
+                    "grpc" if !h2 => Err("gRPC over TLS needs ALPN h2; the server chose none".to_string()),
+                    "grpc" => http(stream, addr, r, "grpc").await,
                     _ => http(stream, addr, r, if h2 { "h2" } else { "h1" }).await,
                 };
                 o.map(|o| Observation { tls: facts, ..o })
