@@ -74,7 +74,14 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         t.contains("suite egress-allow-any against reference: 4 passed, 0 failed"),
         "{t}"
     );
-    assert_eq!(report.conformance.len(), 7);
+    assert!(
+        t.contains("suite egress-gateway against reference: 3 passed, 0 failed"),
+        "{t}"
+    );
+    assert_eq!(report.conformance.len(), 8);
+    // Every gateway's log is kept, the extra egress gateway's too.
+    let log = std::fs::read_to_string(out_dir.join("logs/egress-gateway.egress.log")).unwrap();
+    assert!(log.contains("outbound|80||api.example.com"), "{log}");
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
         junit.contains("<testsuite name=\"http-routing\" tests=\"22\" failures=\"0\""),
@@ -234,6 +241,28 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
 }
 
 #[test]
+fn a_sidecar_that_skips_the_egress_gateway_fails_the_two_hop_case() {
+    let direct = suite_text("egress-gateway").replacen(
+        "route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]",
+        "route: [{destination: {host: api.example.com, port: {number: 80}}}]",
+        1,
+    );
+    let path = tmp("direct-egress.yaml");
+    std::fs::write(&path, direct).unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL  egress-gateway/two-hops-reach-the-external-service\n      the workload saw header X-Egress-Hop: expected \"gateway\", observed nothing"),
+        "{t}"
+    );
+    assert!(
+        t.contains("PASS  egress-gateway/egress-gateway-serves-its-host-directly"),
+        "{t}"
+    );
+}
+
+#[test]
 fn a_bad_suite_file_exits_2_with_file_and_line() {
     let path = tmp("bad.yaml");
     std::fs::write(
@@ -253,6 +282,18 @@ fn a_bad_suite_file_exits_2_with_file_and_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o).contains("bad.yaml:2: role: unknown role \"ingress\" (use gateway or sidecar)"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        &path,
+        "name: bad\nports: [80]\ngateways:\n- {name: egress, ports: [80]}\ncases: []\n",
+    )
+    .unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("bad.yaml:4: gateways[0].ports: port 80 is also the suite's"),
         "{}",
         text(&o)
     );

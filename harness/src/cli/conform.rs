@@ -130,6 +130,7 @@ pub fn run(args: &Args) -> u8 {
                 &work,
                 &known,
                 args.filter.as_deref(),
+                args.out.as_ref().map(|o| o.join("logs")).as_deref(),
             )) {
                 Ok(result) => {
                     for c in &result.cases {
@@ -146,15 +147,6 @@ pub fn run(args: &Args) -> u8 {
                             c.id,
                             c.message.as_deref().map(|m| format!("\n      {m}")).unwrap_or_default()
                         );
-                    }
-                    if let Some(dir) = &args.out {
-                        // The target's access log and stderr, kept beside the report.
-                        let logs = dir.join("logs");
-                        let path = logs.join(format!("{}.{}.log", result.suite, result.target));
-                        let kept = std::fs::create_dir_all(&logs).and_then(|()| std::fs::write(&path, target.logs()));
-                        if let Err(e) = kept {
-                            eprintln!("warning: cannot write {}: {e}", path.display());
-                        }
                     }
                     report.conformance.push(result);
                 }

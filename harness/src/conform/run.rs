@@ -461,16 +461,20 @@ pub async fn run_suite(
     work_dir: &std::path::Path,
     known: &Known,
     filter: Option<&str>,
+    logs: Option<&std::path::Path>,
 ) -> Result<SuiteResult, String> {
-    let dir = work_dir.join(&suite.name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let certs = work_dir.join(format!("{}-certs", suite.name));
     super::tls::make_certificates(&suite.certificates, &certs)?;
     let workloads = start_workloads(suite, &certs).await?;
     let config = suite.config.replace("${certs}", &certs.display().to_string());
-    std::fs::write(dir.join("config.yaml"), config).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("registry.yaml"), &workloads.registry).map_err(|e| e.to_string())?;
+    let write_config = |name: &str, registry: &str| -> Result<std::path::PathBuf, String> {
+        let dir = work_dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("config.yaml"), &config).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("registry.yaml"), registry).map_err(|e| e.to_string())?;
+        Ok(dir)
+    };
     let mesh = match &suite.mesh {
         Some(m) => {
             let p = work_dir.join(format!("{}.mesh.yaml", suite.name));
@@ -483,8 +487,25 @@ pub async fn run_suite(
     if labels.is_empty() {
         labels.insert("istio".into(), "ingressgateway".into());
     }
+    // Extra gateways first: the main one's registry names them.
+    let mut registry = workloads.registry.clone();
+    let mut ports = BTreeMap::new();
+    let mut extra = Vec::new();
+    for g in &suite.gateways {
+        let mut t = target.another()?;
+        let dir = write_config(&format!("{}-{}", suite.name, g.name), &workloads.registry)?;
+        let got = t
+            .start(&dir, mesh.as_deref(), &g.labels, &g.ports, "gateway")
+            .map_err(|e| format!("gateway {}: {e}", g.name))?;
+        if let Some(host) = &g.service {
+            registry.push_str(&gateway_registry(&g.name, host, &got));
+        }
+        ports.extend(got);
+        extra.push((g.name.clone(), t));
+    }
+    let dir = write_config(&suite.name, &registry)?;
     let role = suite.role.as_deref().unwrap_or("gateway");
-    let ports = target.start(&dir, mesh.as_deref(), &labels, &suite.ports, role)?;
+    ports.extend(target.start(&dir, mesh.as_deref(), &labels, &suite.ports, role)?);
     let mut cases = Vec::new();
     for case in &suite.cases {
         let id = format!("{}/{}", suite.name, case.id);
@@ -511,12 +532,47 @@ pub async fn run_suite(
             duration_ms: took.as_secs_f64() * 1000.0,
         });
     }
+    if let Some(logs) = logs {
+        // Every gateway's access log and stderr, kept beside the report.
+        let mut all = vec![(target.name().to_string(), target.logs())];
+        all.extend(extra.iter().map(|(n, t)| (n.clone(), t.logs())));
+        let kept = std::fs::create_dir_all(logs).and_then(|()| {
+            all.iter()
+                .try_for_each(|(n, text)| std::fs::write(logs.join(format!("{}.{n}.log", suite.name)), text))
+        });
+        if let Err(e) = kept {
+            eprintln!("warning: cannot keep logs in {}: {e}", logs.display());
+        }
+    }
+    for (_, t) in &mut extra {
+        t.stop();
+    }
     target.stop();
     Ok(SuiteResult {
         suite: suite.name.clone(),
         target: target.name().to_string(),
         cases,
     })
+}
+
+/// A MESH_INTERNAL ServiceEntry for an extra gateway: `host` on its ports (HTTP).
+fn gateway_registry(name: &str, host: &str, ports: &BTreeMap<u32, SocketAddr>) -> String {
+    let declared: Vec<String> = ports
+        .keys()
+        .map(|p| format!("{{number: {p}, name: http-{p}, protocol: HTTP}}"))
+        .collect();
+    let mapped: Vec<String> = ports.iter().map(|(p, a)| format!("http-{p}: {}", a.port())).collect();
+    let ip = ports
+        .values()
+        .next()
+        .map_or("127.0.0.1".to_string(), |a| a.ip().to_string());
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: gateway-{name}, namespace: istio-system}}\nspec:\n  \
+         hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{}]\n  \
+         endpoints: [{{address: {ip}, ports: {{{}}}}}]\n---\n",
+        declared.join(", "),
+        mapped.join(", ")
+    )
 }
 
 /// The case with `${addr:<service>}` in its authority and headers replaced by that service's echo

@@ -26,9 +26,26 @@ pub struct Suite {
     /// proxy: requests go to port 15001 as an explicit HTTP proxy, VirtualServices bound to `mesh`
     /// and `outboundTrafficPolicy` apply).
     pub role: Option<String>,
+    /// More gateways brought up before the main one, from the same config (an egress gateway for
+    /// the two-hop flow). Their ports join the suite's; each is registered under its `service`.
+    pub gateways: Vec<ExtraGateway>,
     /// Certificates made for the run (rcgen); `${certs}` in `config` is their directory.
     pub certificates: Vec<Certificate>,
     pub cases: Vec<Case>,
+}
+
+/// A gateway besides the one under test, e.g. `{name: egress, labels: {istio: egressgateway},
+/// ports: [80], service: istio-egressgateway.istio-system.svc.cluster.local}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ExtraGateway {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Its ports (HTTP), distinct from the suite's.
+    pub ports: Vec<u32>,
+    /// The host it is registered under (a MESH_INTERNAL ServiceEntry with these ports), so that
+    /// routes can name it as a destination.
+    pub service: Option<String>,
 }
 
 /// A certificate written as `${certs}/<name>.crt` and `.key`, signed by `${certs}/<ca>-ca.pem`.
@@ -165,6 +182,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("tls-termination", include_str!("../../../suites/conformance/tls-termination.yaml")),
     ("egress-control", include_str!("../../../suites/conformance/egress-control.yaml")),
     ("egress-allow-any", include_str!("../../../suites/conformance/egress-allow-any.yaml")),
+    ("egress-gateway", include_str!("../../../suites/conformance/egress-gateway.yaml")),
 ];
 
 /// Parses a suite, with `file:line` for every mistake.
@@ -195,6 +213,19 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
     }
     if suite.name.is_empty() {
         return Err(format!("{file}: the suite needs a name"));
+    }
+    for (i, g) in suite.gateways.iter().enumerate() {
+        let line = doc.root.line_of(&format!("gateways[{i}]"));
+        if g.name.is_empty() || g.ports.is_empty() {
+            return Err(format!(
+                "{file}:{line}: gateways[{i}]: a gateway needs a name and ports"
+            ));
+        }
+        if let Some(p) = g.ports.iter().find(|p| suite.ports.contains(p)) {
+            return Err(format!(
+                "{file}:{line}: gateways[{i}].ports: port {p} is also the suite's; give each gateway its own ports"
+            ));
+        }
     }
     if let Some(role) = suite.role.as_deref().filter(|r| !matches!(*r, "gateway" | "sidecar")) {
         return Err(format!(

@@ -21,6 +21,8 @@ pub trait Target {
         ports: &[u32],
         role: &str,
     ) -> Result<BTreeMap<u32, SocketAddr>, String>;
+    /// One more target of the same kind (for a suite's extra gateways).
+    fn another(&self) -> Result<Box<dyn Target>, String>;
     /// Tears down (also on drop).
     fn stop(&mut self);
     /// Output worth keeping (access log, stderr).
@@ -125,6 +127,10 @@ impl Target for Reference {
         }
     }
 
+    fn another(&self) -> Result<Box<dyn Target>, String> {
+        Ok(Box::new(Reference::new(Some(self.binary.clone()))?))
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -168,6 +174,13 @@ impl Target for External {
             Some(p) => Err(format!("port {p} has no address: add --address {p}=HOST:PORT")),
             None => Ok(self.addresses.clone()),
         }
+    }
+
+    /// Extra gateways are reached at the same `--address` map.
+    fn another(&self) -> Result<Box<dyn Target>, String> {
+        Ok(Box::new(External {
+            addresses: self.addresses.clone(),
+        }))
     }
 
     fn stop(&mut self) {}
