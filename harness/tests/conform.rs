@@ -262,6 +262,82 @@ fn a_sidecar_that_skips_the_egress_gateway_fails_the_two_hop_case() {
     );
 }
 
+/// Children of `pid` named `name`, from /proc.
+fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if comm.ends_with(&format!("({name}")) && ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_interrupted_run_stops_its_gateways() {
+    let path = tmp("slow.yaml");
+    std::fs::write(
+        &path,
+        "name: slow\nports: [80]\nworkloads:\n- {service: reviews, versions: [v1], port: 9080}\nconfig: |\n  \
+         apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: gw, namespace: istio-system}\n  \
+         spec:\n    servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n  ---\n  \
+         apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {name: r, namespace: default}\n  \
+         spec:\n    hosts: ['*']\n    gateways: [istio-system/gw]\n    \
+         http: [{route: [{destination: {host: reviews, port: {number: 9080}}}]}]\n\
+         cases:\n- id: slow\n  request: {port: 80, path: '/?delay=60s'}\n  expect: {status: 200}\n",
+    )
+    .unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_meshbench"));
+    let mut child = Command::new(&bin)
+        .args(["conform", "--suite", path.to_str().unwrap(), "--meshgate"])
+        .arg(bin.parent().unwrap().join("meshgate"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let gateways = loop {
+        let found = children_named(child.id(), "meshgate");
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "meshgate never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // Let the slow case start, then interrupt.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: gateways and workloads stopped"),
+        "{stderr}"
+    );
+    for pid in gateways {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "meshgate {pid} outlived the run"
+        );
+    }
+}
+
 #[test]
 fn a_bad_suite_file_exits_2_with_file_and_line() {
     let path = tmp("bad.yaml");

@@ -124,14 +124,30 @@ pub fn run(args: &Args) -> u8 {
             continue;
         }
         for _ in 0..args.repeat.max(1) {
-            match rt.block_on(crate::conform::run::run_suite(
+            let logs = args.out.as_ref().map(|o| o.join("logs"));
+            let run = crate::conform::run::run_suite(
                 s,
                 target.as_mut(),
                 &work,
                 &known,
                 args.filter.as_deref(),
-                args.out.as_ref().map(|o| o.join("logs")).as_deref(),
-            )) {
+                logs.as_deref(),
+            );
+            // Ctrl-C or SIGTERM drops the suite in flight: its workloads and extra gateways go
+            // with it, and the target is stopped below, so no meshgate outlives the run.
+            let outcome = rt.block_on(async {
+                tokio::select! {
+                    r = run => Some(r),
+                    () = interrupted() => None,
+                }
+            });
+            let Some(outcome) = outcome else {
+                target.stop();
+                let _ = std::fs::remove_dir_all(&work);
+                eprintln!("interrupted: gateways and workloads stopped");
+                return exit::INTERRUPTED;
+            };
+            match outcome {
                 Ok(result) => {
                     for c in &result.cases {
                         let label = match c.outcome {
@@ -195,5 +211,17 @@ pub fn run(args: &Args) -> u8 {
         exit::INVALID
     } else {
         exit::OK
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

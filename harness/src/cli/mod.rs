@@ -55,6 +55,8 @@ pub mod exit {
     pub const IO: u8 = 2;
     /// The command could not run as given (bad flags, unreachable target setup).
     pub const USAGE: u8 = 2;
+    /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
