@@ -45,7 +45,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(
-        t.contains("suite http-routing against reference: 22 passed, 0 failed"),
+        t.contains("suite http-routing against reference: 23 passed, 0 failed"),
         "{t}"
     );
     assert!(
@@ -84,7 +84,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     assert!(log.contains("outbound|80||api.example.com"), "{log}");
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
-        junit.contains("<testsuite name=\"http-routing\" tests=\"22\" failures=\"0\""),
+        junit.contains("<testsuite name=\"http-routing\" tests=\"23\" failures=\"0\""),
         "{junit}"
     );
 }
@@ -336,6 +336,22 @@ fn an_interrupted_run_stops_its_gateways() {
             "meshgate {pid} outlived the run"
         );
     }
+}
+
+#[test]
+fn requests_one_at_a_time_do_not_trip_the_circuit_breaker() {
+    let serial = suite_text("http-routing")
+        .replacen("count: 6, concurrency: 6}", "count: 6, concurrency: 1}", 1)
+        .replacen("/breaker?delay=2s", "/breaker?delay=10ms", 1);
+    let path = tmp("serial.yaml");
+    std::fs::write(&path, serial).unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", "*breaker*"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("status counts: expected {200: 2, 503: 4}, observed {200: 6}"),
+        "{t}"
+    );
 }
 
 #[test]

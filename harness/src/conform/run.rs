@@ -415,10 +415,29 @@ pub async fn run_case(
         );
     };
     let count = case.request.count.unwrap_or(1).max(1);
+    let concurrency = case.request.concurrency.unwrap_or(1).clamp(1, count);
+    // `concurrency` senders take requests from one counter until `count` are sent.
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (request, certs, next) = (case.request.clone(), certs.to_path_buf(), next.clone());
+        senders.spawn(async move {
+            let mut seen = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < count {
+                seen.push(send(addr, &request, &certs).await);
+            }
+            seen
+        });
+    }
+    let mut observations = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        observations.extend(done.unwrap_or_default());
+    }
     let mut failures = Vec::new();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
-    for _ in 0..count {
-        let o = send(addr, &case.request, certs).await;
+    let mut statuses: BTreeMap<u16, u32> = BTreeMap::new();
+    for o in observations {
+        *statuses.entry(o.status).or_insert(0) += 1;
         let f = check(case, &o);
         if let Some(v) = o.field("ServiceVersion") {
             *seen.entry(v).or_insert(0) += 1;
@@ -429,6 +448,12 @@ pub async fn run_case(
     }
     if !case.expect.distribution.is_empty() {
         failures.extend(check_distribution(&case.expect.distribution, &seen, count));
+    }
+    if !case.expect.status_counts.is_empty() && case.expect.status_counts != statuses {
+        failures.push(format!(
+            "status counts: expected {:?}, observed {statuses:?}",
+            case.expect.status_counts
+        ));
     }
     if failures.is_empty() {
         (CaseOutcome::Pass, None, start.elapsed())

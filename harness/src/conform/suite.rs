@@ -114,6 +114,8 @@ pub struct Request {
     pub body: Option<String>,
     /// Requests sent (for distributions).
     pub count: Option<u32>,
+    /// Requests in flight at once, each on its own connection (default 1).
+    pub concurrency: Option<u32>,
     /// TLS to the gateway (HTTPS: `h1` or `h2` by ALPN; `tcp` over TLS).
     pub tls: Option<TlsRequest>,
     /// HTTP/1.1 in absolute form (`GET http://authority/path`), as a client of an explicit proxy
@@ -155,6 +157,8 @@ pub struct Expect {
     pub location: Option<String>,
     /// Share of requests per version, in percent; checked with `tolerance` standard deviations.
     pub distribution: BTreeMap<String, f64>,
+    /// How many of the `count` requests got each status (circuit breakers: `{200: 2, 503: 4}`).
+    pub status_counts: BTreeMap<u16, u32>,
     pub latency_at_least: Option<Duration>,
     /// TCP: the bytes sent come back (the echo).
     pub echo: Option<bool>,
