@@ -67,11 +67,11 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     assert!(
-        t.contains("suite egress-control against reference: 13 passed, 0 failed"),
+        t.contains("suite egress-control against reference: 16 passed, 0 failed"),
         "{t}"
     );
     assert!(
-        t.contains("suite egress-allow-any against reference: 4 passed, 0 failed"),
+        t.contains("suite egress-allow-any against reference: 5 passed, 0 failed"),
         "{t}"
     );
     assert!(

@@ -35,6 +35,7 @@ pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<W
         let (port_name, istio_protocol) = match protocol.as_str() {
             "grpc" => ("grpc", "GRPC"),
             "tcp" => ("tcp", "TCP"),
+            "https" => ("https", "HTTPS"),
             _ => ("http", "HTTP"),
         };
         let host = w
@@ -136,35 +137,83 @@ impl Observation {
 /// Sends one request of a case. `certs`: the suite's certificates (for TLS requests).
 pub async fn send(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Observation {
     let start = Instant::now();
-    let protocol = r.protocol.as_deref().unwrap_or("h1");
-    let result = match &r.tls {
-        Some(t) => match super::tls::connect(addr, t, certs).await {
-            Ok((stream, facts)) => {
-                let h2 = facts.get("alpn").map(String::as_str) == Some("h2");
-                let o = match protocol {
-                    "tcp" => tcp(stream, r).await,
-                    "grpc" if !h2 => Err("gRPC over TLS needs ALPN h2; the server chose none".to_string()),
-                    "grpc" => http(stream, addr, r, "grpc").await,
-                    _ => http(stream, addr, r, if h2 { "h2" } else { "h1" }).await,
-                };
-                o.map(|o| Observation { tls: facts, ..o })
-            }
-            Err(e) => Err(e),
-        },
-        None => match tokio::net::TcpStream::connect(addr).await {
-            Err(e) => Err(format!("connect: {e}")),
-            Ok(stream) => match protocol {
-                "tcp" => tcp(stream, r).await,
-                _ => http(stream, addr, r, protocol).await,
-            },
-        },
-    };
-    let mut o = result.unwrap_or_else(|e| Observation {
+    let mut o = exchange(addr, r, certs).await.unwrap_or_else(|e| Observation {
         error: Some(e),
         ..Default::default()
     });
     o.elapsed = start.elapsed();
     o
+}
+
+async fn exchange(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Result<Observation, String> {
+    let protocol = r.protocol.as_deref().unwrap_or("h1");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    // Through an explicit proxy, TLS and TCP go in a CONNECT tunnel to the authority.
+    if r.proxy.unwrap_or(false) && (r.tls.is_some() || protocol == "tcp") {
+        let authority = r.authority.clone().unwrap_or_else(|| addr.to_string());
+        let status = connect_tunnel(&mut stream, &authority).await?;
+        if status != 200 {
+            return Ok(Observation {
+                status,
+                ..Default::default()
+            });
+        }
+    }
+    let Some(t) = &r.tls else {
+        return match protocol {
+            "tcp" => tcp(stream, r).await,
+            _ => http(stream, addr, r, protocol).await,
+        };
+    };
+    let (stream, facts) = super::tls::connect(stream, addr, t, certs).await?;
+    let h2 = facts.get("alpn").map(String::as_str) == Some("h2");
+    let o = match protocol {
+        "tcp" => tcp(stream, r).await,
+        "grpc" if !h2 => Err("gRPC over TLS needs ALPN h2; the server chose none".to_string()),
+        "grpc" => http(stream, addr, r, "grpc").await,
+        // In a tunnel the request is origin-form again: the tunnel's far end is the server.
+        _ => {
+            http(
+                stream,
+                addr,
+                &Request {
+                    proxy: None,
+                    ..r.clone()
+                },
+                if h2 { "h2" } else { "h1" },
+            )
+            .await
+        }
+    };
+    o.map(|o| Observation { tls: facts, ..o })
+}
+
+/// Sends `CONNECT authority` and reads the proxy's answer; returns its status.
+async fn connect_tunnel(s: &mut tokio::net::TcpStream, authority: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| format!("CONNECT: {e}"))?;
+    // Byte by byte up to the blank line, so nothing of the tunnel is consumed.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .map_err(|_| "CONNECT: no answer in 10s".to_string())?
+            .map_err(|e| format!("CONNECT: {e}"))?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Err("CONNECT: the proxy closed without a complete answer".into());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("CONNECT: bad answer {:?}", text.lines().next().unwrap_or("")))
 }
 
 async fn tcp<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(

@@ -67,7 +67,7 @@ pub struct Workload {
     pub versions: Vec<String>,
     /// Echo instances per version.
     pub replicas: Option<u32>,
-    /// `http` (HTTP/1.1 + h2c), `grpc` or `tcp`.
+    /// `http` (HTTP/1.1 + h2c), `https` (with `tls`: an HTTPS port), `grpc` or `tcp`.
     pub protocol: Option<String>,
     /// The service port (ServiceEntry port number).
     pub port: u32,

@@ -76,8 +76,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Connects with TLS as `t` asks; Err starts with `handshake:` when the handshake failed.
+/// TLS over `tcp` as `t` asks (`addr`: the server, for a request without SNI); Err starts with
+/// `handshake:` when the handshake failed.
 pub async fn connect(
+    tcp: tokio::net::TcpStream,
     addr: SocketAddr,
     t: &TlsRequest,
     certs: &Path,
@@ -124,9 +126,6 @@ pub async fn connect(
             .dangerous()
             .set_certificate_verifier(Arc::new(NoVerify(provider())));
     }
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
