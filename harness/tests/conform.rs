@@ -67,7 +67,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     assert!(
-        t.contains("suite egress-control against reference: 16 passed, 0 failed"),
+        t.contains("suite egress-control against reference: 17 passed, 0 failed"),
         "{t}"
     );
     assert!(

@@ -43,11 +43,13 @@ pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<W
             .clone()
             .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
         let location = w.location.as_deref().unwrap_or("MESH_INTERNAL");
+        let resolution = w.resolution.as_deref().unwrap_or("STATIC");
+        let address = w.address.as_deref().unwrap_or("127.0.0.1");
         if registered {
             let _ = write!(
             registry,
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec:\n  \
-             hosts: [{host}]\n  location: {location}\n  resolution: STATIC\n  \
+             hosts: [{host}]\n  location: {location}\n  resolution: {resolution}\n  \
              ports: [{{number: {port}, name: {port_name}, protocol: {istio_protocol}}}]\n  workloadSelector: {{labels: {{app: {svc}}}}}\n---\n",
             svc = w.service,
             port = w.port
@@ -86,7 +88,7 @@ pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<W
                     let _ = write!(
                     registry,
                     "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {svc}-{v}-{r}, namespace: {ns}}}\nspec:\n  \
-                     address: 127.0.0.1\n  ports: {{{port_name}: {port}}}\n  labels: {{app: {svc}, version: {v}}}\n---\n",
+                     address: {address}\n  ports: {{{port_name}: {port}}}\n  labels: {{app: {svc}, version: {v}}}\n---\n",
                     svc = w.service
                 );
                 }

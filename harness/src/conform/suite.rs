@@ -75,6 +75,11 @@ pub struct Workload {
     pub host: Option<String>,
     /// `MESH_INTERNAL` (default) or `MESH_EXTERNAL`.
     pub location: Option<String>,
+    /// The ServiceEntry's resolution: `STATIC` (default) or `DNS` (then `address` may be a name).
+    pub resolution: Option<String>,
+    /// The WorkloadEntries' address (default 127.0.0.1; the echo listens there): `localhost` with
+    /// `resolution: DNS` makes the gateway resolve it.
+    pub address: Option<String>,
     /// `false`: no ServiceEntry is written; the echo is an address outside the registry, named in
     /// cases as `${addr:<service>}`.
     pub registered: Option<bool>,
