@@ -218,7 +218,7 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
     assert!(t.contains("PASS  egress-control/registered-internal-service"), "{t}");
     assert!(t.contains("PASS  egress-control/mesh-route-header-match"), "{t}");
     assert!(
-        t.contains("suite egress-control against reference: 5 passed, 1 failed"),
+        t.contains("suite egress-control against reference: 6 passed, 1 failed"),
         "{t}"
     );
     // Without its DestinationRule the sidecar sends plain HTTP to the HTTPS service.
@@ -350,6 +350,30 @@ fn requests_one_at_a_time_do_not_trip_the_circuit_breaker() {
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(
         t.contains("status counts: expected {200: 2, 503: 4}, observed {200: 6}"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_split_ten_points_off_fails_its_distribution_case() {
+    let off = suite_text("weighted-splits")
+        .replacen(
+            "subset: v1, port: {number: 9080}}, weight: 80}",
+            "subset: v1, port: {number: 9080}}, weight: 70}",
+            1,
+        )
+        .replacen(
+            "subset: v2, port: {number: 9080}}, weight: 20}",
+            "subset: v2, port: {number: 9080}}, weight: 30}",
+            1,
+        );
+    let path = tmp("off.yaml");
+    std::fs::write(&path, off).unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", "*80-20"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("distribution: expected v1 at 80% of 1300 (965..=1110; a correct target falls outside less than once in 2000000), observed"),
         "{t}"
     );
 }

@@ -424,27 +424,56 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     f
 }
 
-/// Five standard deviations: a correct target fails a distribution case about once in 1.7
-/// million runs, one off by 10 points at n = 400 almost always.
-pub const TOLERANCE_SD: f64 = 5.0;
+/// The chance that a correct target fails a distribution case: one in a million, shared among
+/// the case's versions.
+pub const FALSE_ALARM: f64 = 1e-6;
 
-/// Distribution check: the share of each version against Binomial(n, p) within 5 sd.
+/// The counts of a version with share `p` among `n` requests that a correct target stays within
+/// with probability at least 1 - `alpha`: exact Binomial(n, p) quantiles, `alpha / 2` per tail.
+pub fn binomial_bounds(n: u32, p: f64, alpha: f64) -> (u32, u32) {
+    if p <= 0.0 {
+        return (0, 0);
+    }
+    if p >= 1.0 {
+        return (n, n);
+    }
+    // pmf in log space (n in the thousands underflows otherwise): P(k+1) = P(k) (n-k)/(k+1) p/(1-p).
+    let (nf, odds) = (f64::from(n), (p / (1.0 - p)).ln());
+    let mut log_pmf = nf * (1.0 - p).ln();
+    let mut pmf = Vec::with_capacity(n as usize + 1);
+    for k in 0..=n {
+        pmf.push(log_pmf.exp());
+        let kf = f64::from(k);
+        log_pmf += ((nf - kf) / (kf + 1.0)).ln() + odds;
+    }
+    let tail = alpha / 2.0;
+    let first_past = |ks: &mut dyn Iterator<Item = u32>| {
+        let mut mass = 0.0;
+        for k in ks {
+            mass += pmf[k as usize];
+            if mass > tail {
+                return Some(k);
+            }
+        }
+        None
+    };
+    let lo = first_past(&mut (0..=n)).unwrap_or(0);
+    let hi = first_past(&mut (0..=n).rev()).unwrap_or(n);
+    (lo, hi)
+}
+
+/// Each version's count against exact binomial bounds (see `binomial_bounds`, `FALSE_ALARM`).
 pub fn check_distribution(expected: &BTreeMap<String, f64>, seen: &BTreeMap<String, u32>, n: u32) -> Vec<String> {
+    let alpha = FALSE_ALARM / expected.len().max(1) as f64;
     let mut f = Vec::new();
     for (version, pct) in expected {
-        let p = pct / 100.0;
-        let k = f64::from(seen.get(version).copied().unwrap_or(0));
-        let mean = f64::from(n) * p;
-        let sd = (f64::from(n) * p * (1.0 - p)).sqrt();
-        let ok = if sd == 0.0 {
-            (k - mean).abs() < 0.5
-        } else {
-            (k - mean).abs() <= TOLERANCE_SD * sd
-        };
-        if !ok {
+        let k = seen.get(version).copied().unwrap_or(0);
+        let (lo, hi) = binomial_bounds(n, pct / 100.0, alpha);
+        if k < lo || k > hi {
             f.push(format!(
-                "distribution: expected {version} at {pct}% of {n} ({mean:.0} ± {:.0}), observed {k:.0} ({seen:?})",
-                TOLERANCE_SD * sd
+                "distribution: expected {version} at {pct}% of {n} ({lo}..={hi}; a correct target falls outside \
+                 less than once in {:.0}), observed {k} ({seen:?})",
+                1.0 / alpha
             ));
         }
     }
@@ -684,20 +713,39 @@ mod tests {
 
     #[test]
     fn distribution_bounds() {
+        // The n of the built-in 80/20 cases: a correct split passes, 10 points off fails.
         let want: BTreeMap<String, f64> = [("v1".into(), 80.0), ("v2".into(), 20.0)].into();
         let seen = |a: u32, b: u32| -> BTreeMap<String, u32> { [("v1".into(), a), ("v2".into(), b)].into() };
-        assert!(check_distribution(&want, &seen(320, 80), 400).is_empty());
+        assert!(check_distribution(&want, &seen(1040, 260), 1300).is_empty());
         assert!(
-            check_distribution(&want, &seen(300, 100), 400).is_empty(),
-            "within 5 sd (8 each)"
+            check_distribution(&want, &seen(980, 320), 1300).is_empty(),
+            "within bounds"
         );
         assert_eq!(
-            check_distribution(&want, &seen(280, 120), 400).len(),
+            check_distribution(&want, &seen(910, 390), 1300).len(),
             2,
             "off by 10 points"
         );
         let zero: BTreeMap<String, f64> = [("v3".into(), 0.0)].into();
         assert_eq!(check_distribution(&zero, &[("v3".into(), 1)].into(), 400).len(), 1);
+        let all: BTreeMap<String, f64> = [("v2".into(), 100.0)].into();
+        assert!(check_distribution(&all, &[("v2".into(), 50)].into(), 50).is_empty());
+        assert_eq!(check_distribution(&all, &[("v2".into(), 49)].into(), 50).len(), 1);
+    }
+
+    #[test]
+    fn binomial_bounds_are_exact_quantiles() {
+        // Binomial(1300, 0.8) and (1300, 0.2) at alpha 5e-7 (the values the suites' comments quote,
+        // computed independently in Python from the same definition).
+        assert_eq!(binomial_bounds(1300, 0.8, 5e-7), (965, 1110));
+        assert_eq!(binomial_bounds(1300, 0.2, 5e-7), (190, 335));
+        assert_eq!(binomial_bounds(1700, 0.5, 5e-7), (747, 953));
+        assert_eq!(binomial_bounds(900, 0.1, 5e-7), (48, 138));
+        // Symmetry, and the degenerate shares.
+        let (lo, hi) = binomial_bounds(1000, 0.3, 1e-3);
+        assert_eq!(binomial_bounds(1000, 0.7, 1e-3), (1000 - hi, 1000 - lo));
+        assert_eq!(binomial_bounds(10, 0.0, 1e-6), (0, 0));
+        assert_eq!(binomial_bounds(10, 1.0, 1e-6), (10, 10));
     }
 
     #[test]

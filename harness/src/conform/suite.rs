@@ -160,7 +160,7 @@ pub struct Expect {
     pub saw_headers: BTreeMap<String, String>,
     pub saw_headers_absent: Vec<String>,
     pub location: Option<String>,
-    /// Share of requests per version, in percent; checked with `tolerance` standard deviations.
+    /// Share of requests per version, in percent; checked against exact binomial bounds.
     pub distribution: BTreeMap<String, f64>,
     /// How many of the `count` requests got each status (circuit breakers: `{200: 2, 503: 4}`).
     pub status_counts: BTreeMap<u16, u32>,
