@@ -49,7 +49,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     assert!(
-        t.contains("suite weighted-splits against reference: 6 passed, 0 failed"),
+        t.contains("suite weighted-splits against reference: 7 passed, 0 failed"),
         "{t}"
     );
     let report: meshbench_report::RunReport =
@@ -63,7 +63,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     assert!(
-        t.contains("suite tls-termination against reference: 13 passed, 0 failed"),
+        t.contains("suite tls-termination against reference: 15 passed, 0 failed"),
         "{t}"
     );
     assert!(

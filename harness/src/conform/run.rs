@@ -386,6 +386,9 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
         if let Some(v) = &w.version {
             want("answered by version", v, o.field("ServiceVersion").as_deref());
         }
+        if let Some(i) = &w.instance {
+            want("answered by instance", i, o.field("Hostname").as_deref());
+        }
     }
     for (k, v) in &e.saw {
         want(&format!("the workload saw {k}"), v, o.field(k).as_deref());
@@ -395,6 +398,21 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     }
     for (k, v) in &e.tls {
         want(&format!("TLS {k}"), v, o.tls.get(k).map(String::as_str));
+    }
+    for k in &e.headers_present {
+        if !o.headers.contains_key(&k.to_ascii_lowercase()) {
+            f.push(format!("response header {k}: expected present, observed nothing"));
+        }
+    }
+    for (k, re) in &e.headers_match {
+        let observed = o.headers.get(&k.to_ascii_lowercase());
+        match regex::Regex::new(&format!("^(?:{re})$")) {
+            Err(err) => f.push(format!("response header {k}: bad regex {re:?}: {err}")),
+            Ok(r) if observed.is_some_and(|v| r.is_match(v)) => {}
+            Ok(_) => f.push(format!(
+                "response header {k}: expected to match {re:?}, observed {observed:?}"
+            )),
+        }
     }
     for k in &e.headers_absent {
         if let Some(v) = o.headers.get(&k.to_ascii_lowercase()) {
@@ -520,6 +538,10 @@ pub async fn run_case(
         *statuses.entry(o.status).or_insert(0) += 1;
         let f = check(case, &o);
         if let Some(v) = o.field("ServiceVersion") {
+            // Counted per version and per service and version (`reviews/v1`).
+            if let Some(s) = o.field("Service") {
+                *seen.entry(format!("{s}/{v}")).or_insert(0) += 1;
+            }
             *seen.entry(v).or_insert(0) += 1;
         }
         if !f.is_empty() && failures.is_empty() {
@@ -731,6 +753,41 @@ mod tests {
         let all: BTreeMap<String, f64> = [("v2".into(), 100.0)].into();
         assert!(check_distribution(&all, &[("v2".into(), 50)].into(), 50).is_empty());
         assert_eq!(check_distribution(&all, &[("v2".into(), 49)].into(), 50).len(), 1);
+    }
+
+    #[test]
+    fn header_presence_regex_and_instance_checks() {
+        let case: Case = serde_json::from_value(serde_json::json!({
+            "id": "x",
+            "expect": {
+                "headersPresent": ["date"],
+                "headersMatch": {"x-envoy-upstream-service-time": "[0-9]+"},
+                "workload": {"instance": "reviews-v2-0"}
+            }
+        }))
+        .unwrap();
+        let mut o = Observation {
+            status: 200,
+            headers: [
+                ("date".to_string(), "now".to_string()),
+                ("x-envoy-upstream-service-time".to_string(), "12".to_string()),
+            ]
+            .into(),
+            body: "Hostname=reviews-v2-0\n".into(),
+            ..Default::default()
+        };
+        assert_eq!(check(&case, &o), Vec::<String>::new());
+        o.headers.insert("x-envoy-upstream-service-time".into(), "12ms".into());
+        o.headers.remove("date");
+        o.body = "Hostname=reviews-v2-1\n".into();
+        assert_eq!(
+            check(&case, &o),
+            [
+                "answered by instance: expected \"reviews-v2-0\", observed \"reviews-v2-1\"",
+                "response header date: expected present, observed nothing",
+                "response header x-envoy-upstream-service-time: expected to match \"[0-9]+\", observed Some(\"12ms\")",
+            ]
+        );
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub struct Expect {
     /// Response headers that must have these values.
     pub headers: BTreeMap<String, String>,
     pub headers_absent: Vec<String>,
+    /// Response headers that must be there, whatever their value.
+    pub headers_present: Vec<String>,
+    /// Response headers whose value must match a regex (whole value, as Istio's `regex` matches).
+    pub headers_match: BTreeMap<String, String>,
     /// Which workload answered (`service`, `version`).
     pub workload: Option<WorkloadMatch>,
     /// What the workload saw: its echo fields (`URL`, `Host`) and request headers.
@@ -160,7 +164,8 @@ pub struct Expect {
     pub saw_headers: BTreeMap<String, String>,
     pub saw_headers_absent: Vec<String>,
     pub location: Option<String>,
-    /// Share of requests per version, in percent; checked against exact binomial bounds.
+    /// Share of requests per version (`v1`) or per service and version (`reviews/v1`), in percent;
+    /// checked against exact binomial bounds.
     pub distribution: BTreeMap<String, f64>,
     /// How many of the `count` requests got each status (circuit breakers: `{200: 2, 503: 4}`).
     pub status_counts: BTreeMap<u16, u32>,
@@ -179,6 +184,8 @@ pub struct Expect {
 pub struct WorkloadMatch {
     pub service: Option<String>,
     pub version: Option<String>,
+    /// The instance (the echo's `Hostname`, `<service>-<version>-<replica>`).
+    pub instance: Option<String>,
 }
 
 /// The suites built into the binary (`suites/conformance/*.yaml`).
