@@ -378,6 +378,74 @@ fn a_split_ten_points_off_fails_its_distribution_case() {
     );
 }
 
+/// The external workflow: print the config with fixed workload ports and kept certificates, have
+/// "someone else" (here: this test) run a gateway with it, then run the suite against that gateway.
+#[test]
+fn an_external_gateway_configured_from_print_config_passes() {
+    let certs = tmp("kept-certs");
+    let base = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().min(60000).to_string()
+    };
+    let placement = ["--workload-ports", &base, "--certs", certs.to_str().unwrap()];
+    let mut args = vec!["conform", "--suite", "tls-termination", "--print-config"];
+    args.extend(placement);
+    let o = meshbench(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let config_dir = tmp("external-config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("all.yaml"), &o.stdout).unwrap();
+    let ready = tmp("external.ready.json");
+    let ports = ["80", "443", "8443", "9443", "15443", "31400"];
+    let mut gate = Command::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_meshbench"))
+            .parent()
+            .unwrap()
+            .join("meshgate"),
+    );
+    gate.arg("-c")
+        .arg(&config_dir)
+        .args(["--labels", "istio=ingressgateway", "--ready-file"])
+        .arg(&ready);
+    for p in ports {
+        gate.args(["--port-map", &format!("{p}=127.0.0.1:0")]);
+    }
+    let mut gate = gate
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let listeners: serde_json::Value = loop {
+        if let Ok(t) = std::fs::read_to_string(&ready) {
+            break serde_json::from_str(&t).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "meshgate did not get ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut args = vec![
+        "conform".to_string(),
+        "--suite".into(),
+        "tls-termination".into(),
+        "--target".into(),
+        "external".into(),
+    ];
+    args.extend(placement.iter().map(|s| s.to_string()));
+    for p in ports {
+        args.push("--address".into());
+        args.push(format!("{p}={}", listeners["listeners"][p].as_str().unwrap()));
+    }
+    let o = meshbench(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = gate.kill();
+    let _ = gate.wait();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("suite tls-termination against external: 15 passed, 0 failed"),
+        "{t}"
+    );
+}
+
 #[test]
 fn a_bad_suite_file_exits_2_with_file_and_line() {
     let path = tmp("bad.yaml");

@@ -39,9 +39,20 @@ pub struct Args {
     /// suites/known-differences/<target>.yaml when it exists.
     #[arg(long)]
     pub known_differences: Option<PathBuf>,
-    /// Print the Istio YAML a suite needs (config plus its workloads' registry) and exit.
+    /// Print the Istio YAML a suite needs (config plus its workloads' registry) and exit. With an
+    /// external gateway, give `--workload-ports` (and `--workload-address`) here and in the run.
     #[arg(long)]
     pub print_config: bool,
+    /// The address echo workloads listen on and are registered with (one the gateway can reach).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub workload_address: std::net::IpAddr,
+    /// Fixed workload ports: the i-th echo of a suite listens on BASE + i (default: free ports).
+    #[arg(long, value_name = "BASE")]
+    pub workload_ports: Option<u16>,
+    /// Keep the suites' certificates in DIR/<suite> and reuse them on later runs (default: made
+    /// afresh in a temporary folder).
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
 }
 
 fn suites(args: &Args) -> Result<Vec<Suite>, String> {
@@ -112,13 +123,23 @@ pub fn run(args: &Args) -> u8 {
         address: None,
         version: None,
     });
+    let placement = crate::conform::run::Placement {
+        ip: args.workload_address,
+        base_port: args.workload_ports,
+        certs: args.certs.clone(),
+    };
     for s in &suites {
         if args.print_config {
-            let certs = work.join(format!("{}-certs", s.name));
+            let certs = placement.certs_dir(&work, &s.name);
             let registry = crate::conform::tls::make_certificates(&s.certificates, &certs)
-                .and_then(|()| rt.block_on(crate::conform::run::start_workloads(s, &certs)))
-                .map(|w| w.registry)
-                .unwrap_or_default();
+                .and_then(|()| rt.block_on(crate::conform::run::start_workloads(s, &certs, &placement)));
+            let registry = match registry {
+                Ok(w) => w.registry,
+                Err(e) => {
+                    eprintln!("error: suite {}: {e}", s.name);
+                    return exit::USAGE;
+                }
+            };
             let config = s.config.replace("${certs}", &certs.display().to_string());
             println!("# suite {}\n{}\n---\n{registry}", s.name, config.trim_end());
             continue;
@@ -132,6 +153,7 @@ pub fn run(args: &Args) -> u8 {
                 &known,
                 args.filter.as_deref(),
                 logs.as_deref(),
+                &placement,
             );
             // Ctrl-C or SIGTERM drops the suite in flight: its workloads and extra gateways go
             // with it, and the target is stopped below, so no meshgate outlives the run.

@@ -23,8 +23,46 @@ pub struct Workloads {
     pub addresses: BTreeMap<String, SocketAddr>,
 }
 
-/// Starts one echo per version (and replica) on loopback and writes their registry.
-pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<Workloads, String> {
+/// Where a suite's workloads and certificates live: an address a gateway can reach, optionally
+/// fixed ports (the i-th echo of a suite, in file order, on `base + i`) and a kept certificate
+/// folder, so that what `--print-config` printed for an external gateway stays true for a later
+/// run.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub ip: std::net::IpAddr,
+    pub base_port: Option<u16>,
+    /// Certificates go to `<certs>/<suite>` and are reused when already there; default: the
+    /// run's temporary folder.
+    pub certs: Option<std::path::PathBuf>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            base_port: None,
+            certs: None,
+        }
+    }
+}
+
+impl Placement {
+    /// The certificate folder of `suite`.
+    pub fn certs_dir(&self, work_dir: &std::path::Path, suite: &str) -> std::path::PathBuf {
+        match &self.certs {
+            Some(d) => d.join(suite),
+            None => work_dir.join(format!("{suite}-certs")),
+        }
+    }
+}
+
+/// Starts one echo per version (and replica) and writes their registry.
+pub async fn start_workloads(
+    suite: &Suite,
+    certs: &std::path::Path,
+    placement: &Placement,
+) -> Result<Workloads, String> {
+    let mut index: u16 = 0;
     let mut echoes = Vec::new();
     let mut registry = String::new();
     let mut addresses = BTreeMap::new();
@@ -44,7 +82,7 @@ pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<W
             .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
         let location = w.location.as_deref().unwrap_or("MESH_INTERNAL");
         let resolution = w.resolution.as_deref().unwrap_or("STATIC");
-        let address = w.address.as_deref().unwrap_or("127.0.0.1");
+        let address = w.address.clone().unwrap_or_else(|| placement.ip.to_string());
         if registered {
             let _ = write!(
             registry,
@@ -65,7 +103,14 @@ pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<W
                     Some(t) => b.tls(super::tls::server_config(certs, &t.cert, t.client_ca.as_deref())?),
                     None => b,
                 };
-                let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+                let port = match placement.base_port {
+                    Some(base) => base
+                        .checked_add(index)
+                        .ok_or_else(|| format!("--workload-ports {base}: too high for {} workloads", index + 1))?,
+                    None => 0,
+                };
+                index += 1;
+                let loopback = SocketAddr::new(placement.ip, port);
                 let b = match protocol.as_str() {
                     "grpc" => b.grpc(loopback),
                     "tcp" => b.tcp(loopback),
@@ -83,7 +128,7 @@ pub async fn start_workloads(suite: &Suite, certs: &std::path::Path) -> Result<W
                     .map_or(0, |a| a.port());
                 addresses
                     .entry(w.service.clone())
-                    .or_insert(SocketAddr::from(([127, 0, 0, 1], port)));
+                    .or_insert(SocketAddr::new(placement.ip, port));
                 if registered {
                     let _ = write!(
                     registry,
@@ -589,10 +634,11 @@ pub async fn run_suite(
     known: &Known,
     filter: Option<&str>,
     logs: Option<&std::path::Path>,
+    placement: &Placement,
 ) -> Result<SuiteResult, String> {
-    let certs = work_dir.join(format!("{}-certs", suite.name));
+    let certs = placement.certs_dir(work_dir, &suite.name);
     super::tls::make_certificates(&suite.certificates, &certs)?;
-    let workloads = start_workloads(suite, &certs).await?;
+    let workloads = start_workloads(suite, &certs, placement).await?;
     let config = suite.config.replace("${certs}", &certs.display().to_string());
     let write_config = |name: &str, registry: &str| -> Result<std::path::PathBuf, String> {
         let dir = work_dir.join(name);

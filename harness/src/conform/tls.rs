@@ -12,7 +12,18 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use super::suite::{Certificate, TlsRequest};
 
 /// Writes every certificate of a suite (and its CAs) into `dir`.
+/// When every file is already there (a kept `--certs` folder), they are reused as they are.
 pub fn make_certificates(certs: &[Certificate], dir: &Path) -> Result<(), String> {
+    let present = |name: String| dir.join(name).exists();
+    if !certs.is_empty()
+        && certs.iter().all(|c| {
+            present(format!("{}.crt", c.name))
+                && present(format!("{}.key", c.name))
+                && present(format!("{}-ca.pem", c.ca.as_deref().unwrap_or("main")))
+        })
+    {
+        return Ok(());
+    }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let mut cas: BTreeMap<String, rcgen::Issuer<'static, rcgen::KeyPair>> = BTreeMap::new();
     for c in certs {
