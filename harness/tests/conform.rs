@@ -45,7 +45,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(
-        t.contains("suite http-routing against reference: 23 passed, 0 failed"),
+        t.contains("suite http-routing against reference: 24 passed, 0 failed"),
         "{t}"
     );
     assert!(
@@ -84,7 +84,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     assert!(log.contains("outbound|80||api.example.com"), "{log}");
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
-        junit.contains("<testsuite name=\"http-routing\" tests=\"23\" failures=\"0\""),
+        junit.contains("<testsuite name=\"http-routing\" tests=\"24\" failures=\"0\""),
         "{junit}"
     );
 }
@@ -442,6 +442,23 @@ fn an_external_gateway_configured_from_print_config_passes() {
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(
         t.contains("suite tls-termination against external: 15 passed, 0 failed"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_route_without_its_mirror_fails_the_mirror_case() {
+    let unmirrored =
+        suite_text("http-routing").replacen("      mirror: {host: ratings, port: {number: 9080}}\n", "", 1);
+    let path = tmp("unmirrored.yaml");
+    std::fs::write(&path, unmirrored).unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", "*mirror*"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "requests received by workloads: expected {\"ratings\": 1, \"reviews\": 1}, observed {\"ratings\": 0, \"reviews\": 1}"
+        ),
         "{t}"
     );
 }

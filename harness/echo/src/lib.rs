@@ -50,6 +50,14 @@ pub struct Echo {
     pub grpc: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    requests: Arc<AtomicU64>,
+}
+
+impl Echo {
+    /// HTTP and gRPC requests answered so far, over all ports (a mirror's copies included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Drop for Echo {
@@ -146,6 +154,7 @@ impl EchoBuilder {
             grpc: Vec::new(),
             tcp: Vec::new(),
             tasks: Vec::new(),
+            requests: Arc::new(AtomicU64::new(0)),
         };
         for addr in self.http {
             let l = TcpListener::bind(addr).await?;
@@ -153,7 +162,7 @@ impl EchoBuilder {
             let serve = http_echo::serve(
                 l,
                 id.clone(),
-                Arc::new(AtomicU64::new(0)),
+                echo.requests.clone(),
                 self.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             );
             echo.tasks.push(tokio::spawn(serve));
@@ -162,7 +171,7 @@ impl EchoBuilder {
             let l = TcpListener::bind(addr).await?;
             echo.grpc.push(l.local_addr()?);
             echo.tasks
-                .push(tokio::spawn(grpc::serve(l, id.clone(), Arc::new(AtomicU64::new(0)))));
+                .push(tokio::spawn(grpc::serve(l, id.clone(), echo.requests.clone())));
         }
         for addr in self.tcp {
             let l = TcpListener::bind(addr).await?;

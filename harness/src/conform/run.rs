@@ -17,7 +17,7 @@ use super::target::Target;
 /// Echo workloads of a suite, and the registry documents that describe them.
 #[allow(missing_debug_implementations)] // Holds running echo servers.
 pub struct Workloads {
-    _echoes: Vec<mesh_echo::Echo>,
+    echoes: Vec<mesh_echo::Echo>,
     pub registry: String,
     /// Each service's first echo, for `${addr:<service>}`.
     pub addresses: BTreeMap<String, SocketAddr>,
@@ -142,10 +142,21 @@ pub async fn start_workloads(
         }
     }
     Ok(Workloads {
-        _echoes: echoes,
+        echoes,
         registry,
         addresses,
     })
+}
+
+impl Workloads {
+    /// Requests the echoes of `service` have answered so far.
+    pub fn requests(&self, service: &str) -> u64 {
+        self.echoes
+            .iter()
+            .filter(|e| e.identity.service == service)
+            .map(mesh_echo::Echo::requests)
+            .sum()
+    }
 }
 
 /// What one request showed.
@@ -548,8 +559,15 @@ pub async fn run_case(
     case: &Case,
     ports: &BTreeMap<u32, SocketAddr>,
     certs: &std::path::Path,
+    workloads: &Workloads,
 ) -> (CaseOutcome, Option<String>, Duration) {
     let start = Instant::now();
+    let before: BTreeMap<&String, u64> = case
+        .expect
+        .workload_requests
+        .keys()
+        .map(|s| (s, workloads.requests(s)))
+        .collect();
     let Some(addr) = ports.get(&case.request.port).copied() else {
         return (
             CaseOutcome::Fail,
@@ -595,6 +613,26 @@ pub async fn run_case(
     }
     if !case.expect.distribution.is_empty() {
         failures.extend(check_distribution(&case.expect.distribution, &seen, count));
+    }
+    if !case.expect.workload_requests.is_empty() {
+        // Copies (mirrors) may land after the response: wait up to 2 s for the counts.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let received = loop {
+            let now: BTreeMap<String, u64> = before
+                .iter()
+                .map(|(s, b)| ((*s).clone(), workloads.requests(s) - b))
+                .collect();
+            if now == case.expect.workload_requests || Instant::now() > deadline {
+                break now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if received != case.expect.workload_requests {
+            failures.push(format!(
+                "requests received by workloads: expected {:?}, observed {received:?}",
+                case.expect.workload_requests
+            ));
+        }
     }
     if !case.expect.status_counts.is_empty() && case.expect.status_counts != statuses {
         failures.push(format!(
@@ -686,7 +724,7 @@ pub async fn run_suite(
             continue;
         }
         let case = with_addresses(case, &workloads.addresses);
-        let (outcome, message, took) = run_case(&case, &ports, &certs).await;
+        let (outcome, message, took) = run_case(&case, &ports, &certs, &workloads).await;
         let (outcome, message) = match (outcome, known.get(&id)) {
             (CaseOutcome::Fail, Some(reason)) => (
                 CaseOutcome::ExpectedFailure,

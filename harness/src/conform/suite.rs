@@ -169,6 +169,9 @@ pub struct Expect {
     pub distribution: BTreeMap<String, f64>,
     /// How many of the `count` requests got each status (circuit breakers: `{200: 2, 503: 4}`).
     pub status_counts: BTreeMap<u16, u32>,
+    /// Requests each service's workloads received during the case, copies from a mirror included
+    /// (HTTP and gRPC workloads).
+    pub workload_requests: BTreeMap<String, u64>,
     pub latency_at_least: Option<Duration>,
     /// TCP: the bytes sent come back (the echo).
     pub echo: Option<bool>,
