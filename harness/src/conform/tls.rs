@@ -10,6 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use super::suite::{Certificate, TlsRequest};
+use crate::load::client::tls::{provider, AcceptAny};
 
 /// Writes every certificate of a suite (and its CAs) into `dir`.
 /// When every file is already there (a kept `--certs` folder), they are reused as they are.
@@ -83,10 +84,6 @@ pub fn server_config(dir: &Path, cert: &str, client_ca: Option<&str>) -> Result<
     Ok(Arc::new(config))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// TLS over `tcp` as `t` asks (`addr`: the server, for a request without SNI); Err starts with
 /// `handshake:` when the handshake failed.
 pub async fn connect(
@@ -135,7 +132,7 @@ pub async fn connect(
     if t.sni.is_none() {
         config
             .dangerous()
-            .set_certificate_verifier(Arc::new(NoVerify(provider())));
+            .set_certificate_verifier(Arc::new(AcceptAny(provider())));
     }
     let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -157,42 +154,4 @@ pub async fn connect(
         }
     }
     Ok((stream, facts))
-}
-
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -10,7 +10,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use crate::load::spec::TlsOptions;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto provider every harness TLS config uses (ring).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -62,9 +63,10 @@ pub fn server_name(opts: &TlsOptions, host: &str) -> Result<ServerName<'static>,
     ServerName::try_from(name.clone()).map_err(|_| format!("`{name}` is not a valid TLS server name"))
 }
 
-/// `--insecure`: accepts every certificate, still checks handshake signatures.
+/// `--insecure` (and conformance cases without SNI): accepts every certificate, still checks
+/// handshake signatures.
 #[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAny(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
