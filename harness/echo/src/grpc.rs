@@ -15,7 +15,7 @@ use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::{canonical_header, parse_delay, pick_code, Identity};
+use crate::{parse_delay, pick_code, Identity};
 
 pub async fn serve(listener: TcpListener, id: Arc<Identity>, counter: Arc<AtomicU64>) {
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -172,22 +172,7 @@ async fn respond(
     let _ = writeln!(b, "Method=POST");
     let _ = writeln!(b, "Proto=GRPC");
     let _ = writeln!(b, "IP={}", peer.ip());
-    let mut headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                canonical_header(k.as_str()),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    headers.sort();
-    for (k, v) in headers {
-        let _ = writeln!(b, "RequestHeader={k}:{v}");
-    }
-    let _ = writeln!(b, "Hostname={}", id.hostname);
-    let _ = writeln!(b, "Service={}", id.service);
+    crate::write_headers_and_identity(&mut b, &parts.headers, None, &id);
     Ok(grpc_response(Some(encode_string_field1_frame(&b)), 0, ""))
 }
 

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::{canonical_header, parse_delay, pick_code, Identity};
+use crate::{parse_delay, pick_code, Identity};
 
 pub async fn serve(
     listener: TcpListener,
@@ -110,25 +110,10 @@ pub fn echo_lines(id: &Identity, port: u16, req: &http::request::Parts, peer: So
         let _ = writeln!(b, "TLS-SNI={}", t.sni);
         let _ = writeln!(b, "TLS-ClientCert={}", t.client_cert);
     }
-    let mut headers: Vec<(String, String)> = req
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                canonical_header(k.as_str()),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    if req.version == http::Version::HTTP_2 && !req.headers.contains_key(http::header::HOST) {
-        headers.push(("Host".into(), host.clone()));
-    }
-    headers.sort();
-    for (k, v) in headers {
-        let _ = writeln!(b, "RequestHeader={k}:{v}");
-    }
-    let _ = writeln!(b, "Hostname={}", id.hostname);
-    let _ = writeln!(b, "Service={}", id.service);
+    // h2 carries the host as :authority; it is reported as the Host header HTTP/1.1 would send.
+    let h2_host = (req.version == http::Version::HTTP_2 && !req.headers.contains_key(http::header::HOST))
+        .then(|| ("Host".to_string(), host.clone()));
+    crate::write_headers_and_identity(&mut b, &req.headers, h2_host, id);
     b
 }
 

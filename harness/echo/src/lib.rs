@@ -290,6 +290,33 @@ pub fn pick_code(spec: &str, n: u64) -> Option<u16> {
     None
 }
 
+/// The echo body's closing lines: every request header as `RequestHeader=Name:value` (sorted,
+/// `extra` among them), then `Hostname` and `Service`.
+pub(crate) fn write_headers_and_identity(
+    b: &mut String,
+    headers: &http::HeaderMap,
+    extra: Option<(String, String)>,
+    id: &Identity,
+) {
+    use std::fmt::Write;
+    let mut lines: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                canonical_header(k.as_str()),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .chain(extra)
+        .collect();
+    lines.sort();
+    for (k, v) in lines {
+        let _ = writeln!(b, "RequestHeader={k}:{v}");
+    }
+    let _ = writeln!(b, "Hostname={}", id.hostname);
+    let _ = writeln!(b, "Service={}", id.service);
+}
+
 /// Go's canonical header name: `x-forwarded-for` -> `X-Forwarded-For`.
 pub fn canonical_header(name: &str) -> String {
     name.split('-')
