@@ -383,10 +383,15 @@ fn a_split_ten_points_off_fails_its_distribution_case() {
 #[test]
 fn an_external_gateway_configured_from_print_config_passes() {
     let certs = tmp("kept-certs");
-    let base = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port().min(60000).to_string()
-    };
+    // Fixed ports below Linux's ephemeral range (32768 and up), so the connections of tests
+    // running alongside cannot take them: the first base whose three ports (the suite's three
+    // echoes) are free.
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let base = (0..200u16)
+        .map(|i| 20000 + (std::process::id() % 50) as u16 * 200 + i * 4)
+        .find(|&b| (b..b + 3).all(free))
+        .expect("a free port range")
+        .to_string();
     let placement = ["--workload-ports", &base, "--certs", certs.to_str().unwrap()];
     let mut args = vec!["conform", "--suite", "tls-termination", "--print-config"];
     args.extend(placement);
