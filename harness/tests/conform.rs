@@ -38,6 +38,23 @@ fn suite_text(name: &str) -> String {
     .unwrap()
 }
 
+/// A built-in suite's text with each `(from, to)` made once; each `from` must still be there, so
+/// a suite edit cannot quietly turn a test of a broken gateway into a test of a correct one.
+fn changed(suite: &str, changes: &[(&str, &str)]) -> String {
+    changes.iter().fold(suite_text(suite), |text, (from, to)| {
+        assert!(text.contains(from), "suite {suite} no longer contains {from:?}");
+        text.replacen(from, to, 1)
+    })
+}
+
+/// Writes `suite` as `<file>.yaml` and runs the cases matching `filter`: (exit code, output).
+fn conform_text(file: &str, suite: &str, filter: &str) -> (Option<i32>, String) {
+    let path = tmp(&format!("{file}.yaml"));
+    std::fs::write(&path, suite).unwrap();
+    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", filter]);
+    (o.status.code(), text(&o))
+}
+
 #[test]
 fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     let out_dir = tmp("out");
@@ -133,10 +150,12 @@ fn a_plain_echo_server_fails_the_routing_cases() {
 
 #[test]
 fn one_changed_rule_fails_its_case_and_known_differences_apply() {
-    let broken = suite_text("http-routing").replacen(
-        "route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]",
-        "route: [{destination: {host: reviews, subset: v1, port: {number: 9080}}}]",
-        1,
+    let broken = changed(
+        "http-routing",
+        &[(
+            "route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]",
+            "route: [{destination: {host: reviews, subset: v1, port: {number: 9080}}}]",
+        )],
     );
     let path = tmp("broken.yaml");
     std::fs::write(&path, broken).unwrap();
@@ -199,15 +218,11 @@ fn one_changed_rule_fails_its_case_and_known_differences_apply() {
 
 #[test]
 fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
-    let text_ = suite_text("egress-control");
+    let open = changed("egress-control", &[("{mode: REGISTRY_ONLY}", "{mode: ALLOW_ANY}")]);
     // Cut the cases naming hosts outside loopback: under ALLOW_ANY they would go out for real.
-    let (kept, _) = text_.split_once("- id: unregistered-host-blocked").unwrap();
-    let open = kept.replacen("{mode: REGISTRY_ONLY}", "{mode: ALLOW_ANY}", 1);
-    let path = tmp("open-egress.yaml");
-    std::fs::write(&path, open).unwrap();
-    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let (kept, _) = open.split_once("- id: unregistered-host-blocked").unwrap();
+    let (code, t) = conform_text("open-egress", kept, "*");
+    assert_eq!(code, Some(1), "{t}");
     // The unregistered echo answers, where REGISTRY_ONLY must refuse.
     assert!(
         t.contains(
@@ -222,18 +237,16 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
         "{t}"
     );
     // Without its DestinationRule the sidecar sends plain HTTP to the HTTPS service.
-    let no_origination =
-        suite_text("egress-control").replacen("host: secure.example.com\n", "host: elsewhere.example.com\n", 1);
-    std::fs::write(&path, no_origination).unwrap();
-    let o = meshbench(&[
-        "conform",
-        "--suite",
-        path.to_str().unwrap(),
-        "--filter",
+    let no_origination = changed(
+        "egress-control",
+        &[("host: secure.example.com\n", "host: elsewhere.example.com\n")],
+    );
+    let (code, t) = conform_text(
+        "no-origination",
+        &no_origination,
         "egress-control/tls-origination-simple",
-    ]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    );
+    assert_eq!(code, Some(1), "{t}");
     assert!(
         t.contains("FAIL  egress-control/tls-origination-simple\n      status: expected \"200\""),
         "{t}"
@@ -242,16 +255,15 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
 
 #[test]
 fn a_sidecar_that_skips_the_egress_gateway_fails_the_two_hop_case() {
-    let direct = suite_text("egress-gateway").replacen(
-        "route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]",
-        "route: [{destination: {host: api.example.com, port: {number: 80}}}]",
-        1,
+    let direct = changed(
+        "egress-gateway",
+        &[(
+            "route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 80}}}]",
+            "route: [{destination: {host: api.example.com, port: {number: 80}}}]",
+        )],
     );
-    let path = tmp("direct-egress.yaml");
-    std::fs::write(&path, direct).unwrap();
-    let o = meshbench(&["conform", "--suite", path.to_str().unwrap()]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let (code, t) = conform_text("direct-egress", &direct, "*");
+    assert_eq!(code, Some(1), "{t}");
     assert!(
         t.contains("FAIL  egress-gateway/two-hops-reach-the-external-service\n      the workload saw header X-Egress-Hop: expected \"gateway\", observed nothing"),
         "{t}"
@@ -340,14 +352,15 @@ fn an_interrupted_run_stops_its_gateways() {
 
 #[test]
 fn requests_one_at_a_time_do_not_trip_the_circuit_breaker() {
-    let serial = suite_text("http-routing")
-        .replacen("count: 6, concurrency: 6}", "count: 6, concurrency: 1}", 1)
-        .replacen("/breaker?delay=2s", "/breaker?delay=10ms", 1);
-    let path = tmp("serial.yaml");
-    std::fs::write(&path, serial).unwrap();
-    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", "*breaker*"]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let serial = changed(
+        "http-routing",
+        &[
+            ("count: 6, concurrency: 6}", "count: 6, concurrency: 1}"),
+            ("/breaker?delay=2s", "/breaker?delay=10ms"),
+        ],
+    );
+    let (code, t) = conform_text("serial", &serial, "*breaker*");
+    assert_eq!(code, Some(1), "{t}");
     assert!(
         t.contains("status counts: expected {200: 2, 503: 4}, observed {200: 6}"),
         "{t}"
@@ -356,22 +369,21 @@ fn requests_one_at_a_time_do_not_trip_the_circuit_breaker() {
 
 #[test]
 fn a_split_ten_points_off_fails_its_distribution_case() {
-    let off = suite_text("weighted-splits")
-        .replacen(
-            "subset: v1, port: {number: 9080}}, weight: 80}",
-            "subset: v1, port: {number: 9080}}, weight: 70}",
-            1,
-        )
-        .replacen(
-            "subset: v2, port: {number: 9080}}, weight: 20}",
-            "subset: v2, port: {number: 9080}}, weight: 30}",
-            1,
-        );
-    let path = tmp("off.yaml");
-    std::fs::write(&path, off).unwrap();
-    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", "*80-20"]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let off = changed(
+        "weighted-splits",
+        &[
+            (
+                "subset: v1, port: {number: 9080}}, weight: 80}",
+                "subset: v1, port: {number: 9080}}, weight: 70}",
+            ),
+            (
+                "subset: v2, port: {number: 9080}}, weight: 20}",
+                "subset: v2, port: {number: 9080}}, weight: 30}",
+            ),
+        ],
+    );
+    let (code, t) = conform_text("off", &off, "*80-20");
+    assert_eq!(code, Some(1), "{t}");
     assert!(
         t.contains("distribution: expected v1 at 80% of 1300 (965..=1110; a correct target falls outside less than once in 2000000), observed"),
         "{t}"
@@ -453,13 +465,12 @@ fn an_external_gateway_configured_from_print_config_passes() {
 
 #[test]
 fn a_route_without_its_mirror_fails_the_mirror_case() {
-    let unmirrored =
-        suite_text("http-routing").replacen("      mirror: {host: ratings, port: {number: 9080}}\n", "", 1);
-    let path = tmp("unmirrored.yaml");
-    std::fs::write(&path, unmirrored).unwrap();
-    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", "*mirror*"]);
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    let unmirrored = changed(
+        "http-routing",
+        &[("      mirror: {host: ratings, port: {number: 9080}}\n", "")],
+    );
+    let (code, t) = conform_text("unmirrored", &unmirrored, "*mirror*");
+    assert_eq!(code, Some(1), "{t}");
     assert!(
         t.contains(
             "requests received by workloads: expected {\"ratings\": 1, \"reviews\": 1}, observed {\"ratings\": 0, \"reviews\": 1}"
