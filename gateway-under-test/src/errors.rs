@@ -1,6 +1,8 @@
 //! The one place that turns failures into responses: status, body, Envoy's response flag and
 //! code details, and gRPC-shaped replies (trailers-only, `grpc-status`) for gRPC requests.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
@@ -59,32 +61,47 @@ impl Failure {
         }
     }
 
-    pub fn details(&self) -> &'static str {
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`: a connect failure carries its transport reason,
+    /// whitespace made `_` as Envoy does (`upstream_reset_before_response_started{remote_connection_failure|TLS_error:…}`).
+    pub fn details(&self) -> Cow<'static, str> {
         match self {
-            Failure::NoRoute => "route_not_found",
-            Failure::NoCluster => "cluster_not_found",
-            Failure::NoHealthyUpstream => "no_healthy_upstream",
-            Failure::ConnectFailure(_) => "upstream_reset_before_response_started{connection_failure}",
-            Failure::Reset(_) => "upstream_reset_before_response_started{connection_termination}",
-            Failure::Timeout => "upstream_response_timeout",
-            Failure::FaultAbort { .. } => "fault_filter_abort",
-            Failure::Overflow => "upstream_reset_before_response_started{overflow}",
-            Failure::BadRequest(_) => "downstream_protocol_error",
+            Failure::NoRoute => "route_not_found".into(),
+            Failure::NoCluster => "cluster_not_found".into(),
+            Failure::NoHealthyUpstream => "no_healthy_upstream".into(),
+            Failure::ConnectFailure(reason) if reason.is_empty() => format!(
+                "upstream_reset_before_response_started{{{}}}",
+                reset_reason(reason).replace(' ', "_")
+            )
+            .into(),
+            Failure::ConnectFailure(reason) => format!(
+                "upstream_reset_before_response_started{{{}|{}}}",
+                reset_reason(reason).replace(' ', "_"),
+                reason.split_whitespace().collect::<Vec<_>>().join("_")
+            )
+            .into(),
+            Failure::Reset(_) => "upstream_reset_before_response_started{connection_termination}".into(),
+            Failure::Timeout => "response_timeout".into(),
+            Failure::FaultAbort { .. } => "fault_filter_abort".into(),
+            Failure::Overflow => "upstream_reset_before_response_started{overflow}".into(),
+            Failure::BadRequest(_) => "downstream_protocol_error".into(),
         }
     }
 
-    /// Envoy's local reply bodies.
-    pub fn body(&self) -> String {
+    /// Envoy's local reply body. `retried`: the last of several attempts failed. Envoy 1.40 keeps
+    /// the transport failure reason out of the body (it is in the access log).
+    pub fn body(&self, retried: bool) -> String {
+        let reset = |reason: &str| {
+            let again = if retried { "retried and the latest " } else { "" };
+            format!("upstream connect error or disconnect/reset before headers. {again}reset reason: {reason}")
+        };
         match self {
             Failure::NoRoute | Failure::NoCluster => String::new(),
             Failure::NoHealthyUpstream => "no healthy upstream".into(),
-            Failure::ConnectFailure(reason) => format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {reason}"
-            ),
-            Failure::Reset(reason) => format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
+            Failure::ConnectFailure(reason) => reset(reset_reason(reason)),
+            Failure::Reset(_) => reset("connection termination"),
             Failure::Timeout => "upstream request timeout".into(),
             Failure::FaultAbort { .. } => "fault filter abort".into(),
-            Failure::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow".into(),
+            Failure::Overflow => reset("overflow"),
             Failure::BadRequest(why) => why.clone(),
         }
     }
@@ -96,6 +113,16 @@ impl Failure {
         } else {
             self.flag().to_string()
         }
+    }
+}
+
+/// Envoy's reset reason for a failed connect: a timeout, or the peer refusing (TCP or TLS).
+fn reset_reason(transport: &str) -> &'static str {
+    let t = transport.to_ascii_lowercase();
+    if t.contains("timed out") || t.contains("timeout") {
+        "connection timeout"
+    } else {
+        "remote connection failure"
     }
 }
 
@@ -113,7 +140,12 @@ pub fn grpc_status_for(http: u16) -> u16 {
 
 /// The response for a failure; gRPC requests get a trailers-only gRPC reply.
 pub fn reply(f: &Failure, grpc: bool) -> Response<Body> {
-    let mut r = reply_body(f, grpc);
+    reply_after(f, grpc, false)
+}
+
+/// The response for a failure after `retried` attempts.
+pub fn reply_after(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
+    let mut r = reply_body(f, grpc, retried);
     if *f == Failure::Overflow {
         r.headers_mut()
             .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
@@ -121,8 +153,8 @@ pub fn reply(f: &Failure, grpc: bool) -> Response<Body> {
     r
 }
 
-fn reply_body(f: &Failure, grpc: bool) -> Response<Body> {
-    let body = f.body();
+fn reply_body(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
+    let body = f.body(retried);
     if grpc {
         let code = match f {
             Failure::FaultAbort { grpc: Some(g), .. } => *g,

@@ -84,6 +84,22 @@ fn rewritten_path(r: &CompiledRoute, uri: &Uri) -> String {
     format!("{new}{query}")
 }
 
+/// The order header operations apply in, the later winning where both set a header, as Envoy
+/// runs istiod's config: a single destination's operations are appended to the route's
+/// (`processDestination`), so the destination wins; a weighted destination's are the cluster's
+/// own, which Envoy applies before the route's, so the route wins.
+pub fn header_order<'a>(
+    destinations: usize,
+    destination: Option<&'a HeaderOperations>,
+    route: Option<&'a HeaderOperations>,
+) -> [Option<&'a HeaderOperations>; 2] {
+    if destinations == 1 {
+        [route, destination]
+    } else {
+        [destination, route]
+    }
+}
+
 /// Phases 7-9.
 pub(crate) async fn forward(
     compiled: &Compiled,
@@ -121,9 +137,13 @@ pub(crate) async fn forward(
             parts.headers.insert("x-envoy-original-path", v);
         }
     }
-    // Destination-level operations first, so that the route level wins where both set a header.
-    apply_ops(&mut parts.headers, wc.request_headers.as_ref());
-    apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
+    for ops in header_order(
+        clusters.len(),
+        wc.request_headers.as_ref(),
+        r.route.request_headers.as_ref(),
+    ) {
+        apply_ops(&mut parts.headers, ops);
+    }
     let host = rewrite
         .as_ref()
         .and_then(|rw| rw.host.clone())
@@ -182,13 +202,18 @@ pub(crate) async fn forward(
             }
             out.flags = f.retried_flag(retried);
             out.details = f.details();
-            return reply(&f, grpc);
+            return crate::errors::reply_after(&f, grpc, retried);
         }
     };
     let ms = started.elapsed().as_millis();
     out.upstream_ms = Some(ms);
-    apply_ops(resp.headers_mut(), wc.response_headers.as_ref());
-    apply_ops(resp.headers_mut(), r.route.response_headers.as_ref());
+    for ops in header_order(
+        clusters.len(),
+        wc.response_headers.as_ref(),
+        r.route.response_headers.as_ref(),
+    ) {
+        apply_ops(resp.headers_mut(), ops);
+    }
     set(resp.headers_mut(), "x-envoy-upstream-service-time", &ms.to_string());
     if let Some(c) = set_cookie.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
         resp.headers_mut().append("set-cookie", c);

@@ -110,29 +110,15 @@ pub fn load_plan(args: &Args) -> Result<mesh_model::plan::Plan, String> {
                 .ok_or_else(|| format!("label `{kv}` is not key=value"))
         })
         .collect::<Result<_, _>>()?;
-    let loaded = mesh_model::load_paths(&args.config, args.mesh.as_deref()).map_err(|e| format!("cannot read {e}"))?;
-    let mut diags = loaded.diagnostics;
-    diags.extend(mesh_model::validate::validate(&loaded.config));
-    // Istio rejects what its validation rejects; `istioctl analyze` findings (IST*) are reported
-    // but do not stop the config, as in Istio (a missing subset then answers 503 NC).
-    let (analysis, rejections): (Vec<_>, Vec<_>) = diags
-        .iter()
-        .filter(|d| d.is_error())
-        .partition(|d| d.code.id().starts_with("IST"));
-    if !rejections.is_empty() {
-        return Err(rejections.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"));
-    }
+    let opts = PlanOptions {
+        labels: Some(labels),
+        namespace: args.namespace.clone(),
+        sidecar: args.role == Role::Sidecar,
+    };
+    let (plan, analysis) = mesh_model::plan::load(&args.config, args.mesh.as_deref(), &opts)?;
     for d in analysis {
         eprintln!("meshgate: {d}");
     }
-    let (plan, _) = mesh_model::plan::build(
-        &loaded.config,
-        &PlanOptions {
-            labels: Some(labels),
-            namespace: args.namespace.clone(),
-            sidecar: args.role == Role::Sidecar,
-        },
-    );
     Ok(plan)
 }
 

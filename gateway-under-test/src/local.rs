@@ -37,7 +37,7 @@ pub(crate) async fn local_actions(
 ) -> Option<Response<Body>> {
     match &r.route.action {
         RouteAction::Redirect(rd) => {
-            out.details = "direct_response";
+            out.details = "direct_response".into();
             let mut resp = redirect_response(&redirect_location(rd, req, down, &r.route));
             *resp.status_mut() = StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             return Some(resp);
@@ -47,7 +47,7 @@ pub(crate) async fn local_actions(
             body,
             body_base64,
         } => {
-            out.details = "direct_response";
+            out.details = "direct_response".into();
             let bytes = match (body, body_base64) {
                 (Some(s), _) => Bytes::from(s.clone()),
                 (None, Some(b)) => {

@@ -57,7 +57,7 @@ pub struct Downstream {
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
     pub flags: String,
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
     pub route: String,
     pub cluster: String,
     pub upstream_host: String,
@@ -70,7 +70,7 @@ impl Outcome {
     /// The outcome of a request that is still on its way upstream.
     pub fn new() -> Outcome {
         Outcome {
-            details: "via_upstream",
+            details: "via_upstream".into(),
             ..Default::default()
         }
     }
@@ -90,7 +90,7 @@ pub async fn handle(
         return (fail(Failure::NoRoute, grpc, &mut out), out);
     };
     if vhost.require_tls && down.scheme == "http" {
-        out.details = "direct_response";
+        out.details = "direct_response".into();
         return (redirect_response(&https_redirect(&req)), out);
     }
     let Some(route) = vhost.routes.iter().find(|r| matches(&r.matcher, &req, down)) else {
@@ -108,7 +108,7 @@ pub async fn handle(
         .as_ref()
         .filter(|c| origin.as_deref().is_some_and(|o| origin_allowed(c, o)));
     if let (Some(c), true) = (cors, is_preflight(&req)) {
-        out.details = "cors_response";
+        out.details = "cors_response".into();
         return (preflight(c, origin.as_deref().unwrap_or_default()), out);
     }
     let mut resp = match local_actions(route, &req, down, grpc, &mut out).await {

@@ -65,7 +65,7 @@ pub async fn handle(
         req.uri().host().map(str::to_ascii_lowercase),
         req.uri().port_u16().unwrap_or(80),
     ) else {
-        out.details = "direct_response";
+        out.details = "direct_response".into();
         return (
             status(
                 StatusCode::BAD_REQUEST,
@@ -90,7 +90,7 @@ pub async fn handle(
     if !allow_any(&compiled) {
         out.cluster = BLACKHOLE.into();
         out.route = "block_all".into();
-        out.details = "direct_response";
+        out.details = "direct_response".into();
         return (status(StatusCode::BAD_GATEWAY, ""), out);
     }
     out.cluster = PASSTHROUGH.into();
@@ -117,9 +117,11 @@ async fn passthrough(req: Request<hyper::body::Incoming>, host: &str, port: u16,
     match passthrough_client().request(up).await {
         Ok(resp) => resp.map(|b| b.boxed_unsync()),
         Err(e) => {
+            let f = crate::errors::Failure::ConnectFailure(e.to_string());
             out.flags = "UF".into();
             out.transport_failure = e.to_string();
-            crate::errors::reply(&crate::errors::Failure::ConnectFailure(e.to_string()), false)
+            out.details = f.details();
+            crate::errors::reply(&f, false)
         }
     }
 }
@@ -144,7 +146,7 @@ fn connect(
         .cloned();
     if cluster.is_none() && !allow_any(&compiled) {
         out.cluster = BLACKHOLE.into();
-        out.details = "direct_response";
+        out.details = "direct_response".into();
         return status(StatusCode::BAD_GATEWAY, "");
     }
     out.cluster = cluster.clone().unwrap_or_else(|| PASSTHROUGH.into());

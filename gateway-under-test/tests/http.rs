@@ -184,7 +184,11 @@ fn header_operations_and_gateway_headers() {
     );
     assert_eq!(r.saw_header("x-route").as_deref(), Some("route"));
     assert_eq!(r.saw_header("x-dest").as_deref(), Some("dest"));
-    assert_eq!(r.saw_header("x-both").as_deref(), Some("route"), "the route level wins");
+    assert_eq!(
+        r.saw_header("x-both").as_deref(),
+        Some("dest"),
+        "a single destination's set wins (istiod appends it after the route's; Envoy agrees)"
+    );
     assert_eq!(r.saw_header("x-added").as_deref(), Some("a"));
     assert_eq!(r.saw_header("x-drop"), None);
     assert_eq!(
@@ -276,16 +280,17 @@ fn missing_cluster_no_endpoints_and_connect_failure() {
     assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
     let r = get(a, "/uf", &[]);
     assert_eq!(r.status, 503);
-    assert!(
-        r.body
-            .starts_with("upstream connect error or disconnect/reset before headers. reset reason: connection failure"),
-        "{}",
-        r.body
+    assert_eq!(
+        r.body,
+        "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure"
     );
     let log = g.access_log();
     assert!(log.contains(" 503 NC cluster_not_found "), "{log}");
     assert!(log.contains(" 503 UH no_healthy_upstream "), "{log}");
-    assert!(log.contains(" 503 URX,UF "), "{log}");
+    assert!(
+        log.contains(" 503 URX,UF upstream_reset_before_response_started{remote_connection_failure|"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -5,3 +5,4 @@ pub mod cli;
 pub mod conform;
 pub mod load;
 pub mod meta;
+pub mod targets;

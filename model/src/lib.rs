@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod decode;
 pub mod diag;
+pub mod envoy;
 pub mod host;
 pub mod load;
 pub mod plan;

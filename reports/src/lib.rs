@@ -2,8 +2,10 @@
 //! conformance results, load results), its versioned JSON Schema, and renderers that are
 //! functions of the model alone, so a saved `run.json` can be rendered again later.
 
+pub mod junit;
 pub mod model;
 pub mod text;
+pub mod write;
 
 pub use model::*;
 

@@ -25,6 +25,12 @@ pub struct Args {
     /// Plan the sidecar role (outbound routing of VirtualServices bound to `mesh`).
     #[arg(long)]
     pub sidecar: bool,
+    /// Print the Envoy v3 bootstrap of the Plan (istiod's names) instead of the Plan.
+    #[arg(long)]
+    pub envoy: bool,
+    /// With --envoy: the folder of `credentialName` secrets (`<dir>/<name>/tls.crt`, …).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
     /// `json` or `yaml`.
     #[arg(long, short, value_enum, default_value = "json")]
     pub output: Output,
@@ -71,11 +77,19 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("error: the config has {errors} error(s); no plan printed (run `meshbench validate` for details)");
         return exit::INVALID;
     }
-    let value = match serde_json::to_value(&plan) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: cannot serialise the plan: {e}");
-            return exit::IO;
+    let value = if args.envoy {
+        let opts = mesh_model::envoy::EnvoyOptions {
+            credentials: args.credentials.as_ref().map(|p| p.display().to_string()),
+            ..Default::default()
+        };
+        mesh_model::envoy::bootstrap(&plan, &opts)
+    } else {
+        match serde_json::to_value(&plan) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: cannot serialise the plan: {e}");
+                return exit::IO;
+            }
         }
     };
     match args.output {

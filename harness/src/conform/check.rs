@@ -6,13 +6,40 @@ use std::collections::BTreeMap;
 use super::client::Observation;
 use super::suite::Case;
 
+/// Counts per status against the expected ones (exact or ranges); a status not listed must not
+/// occur. None when they agree.
+pub fn check_status_counts(
+    expected: &BTreeMap<u16, super::suite::CountRange>,
+    observed: &BTreeMap<u16, u32>,
+) -> Option<String> {
+    if expected.is_empty() {
+        return None;
+    }
+    let fits = expected
+        .iter()
+        .all(|(s, r)| r.contains(observed.get(s).copied().unwrap_or(0)))
+        && observed.keys().all(|s| expected.contains_key(s));
+    if fits {
+        return None;
+    }
+    let want: Vec<String> = expected.iter().map(|(s, r)| format!("{s}: {r}")).collect();
+    Some(format!(
+        "status counts: expected {{{}}}, observed {observed:?}",
+        want.join(", ")
+    ))
+}
+
+/// How early a proxy's timer may fire: Envoy's dispatcher reads the clock once per loop
+/// iteration, so a 200 ms fault delay can end a fraction of a millisecond early.
+pub const TIMER_SLACK: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The failures of one observation against the case's expectations (distribution aside).
 pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     let e = &case.expect;
     let mut f = Vec::new();
-    if let Some(kind) = &e.error {
-        // `refused`: no response at all (TLS 1.3 refuses a client certificate after the
-        // handshake, on the first read); other kinds name the failure (`handshake`, `connect`).
+    if let Some(kind) = e.error {
+        // `refused`: no response at all; the other kinds name the failure (`handshake:`, `connect:`).
+        let kind = kind.as_str();
         let failed_as_expected = o
             .error
             .as_deref()
@@ -112,7 +139,7 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
         }
     }
     if let Some(min) = e.latency_at_least {
-        if o.elapsed < min.as_std() {
+        if o.elapsed + TIMER_SLACK < min.as_std() {
             f.push(format!(
                 "latency: expected at least {:?}, observed {:?}",
                 min.as_std(),
@@ -188,6 +215,27 @@ pub fn check_distribution(expected: &BTreeMap<String, f64>, seen: &BTreeMap<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conform::suite::CountRange;
+
+    #[test]
+    fn status_counts_take_exact_counts_and_ranges() {
+        let r = |t: &str| CountRange::parse(t).unwrap_or(CountRange { min: 9, max: 0 });
+        let expected: BTreeMap<u16, CountRange> = [(200, r("1..=2")), (503, r("4..=5"))].into();
+        let seen = |pairs: &[(u16, u32)]| pairs.iter().copied().collect::<BTreeMap<u16, u32>>();
+        assert_eq!(check_status_counts(&expected, &seen(&[(200, 2), (503, 4)])), None);
+        assert_eq!(check_status_counts(&expected, &seen(&[(200, 1), (503, 5)])), None);
+        assert_eq!(
+            check_status_counts(&expected, &seen(&[(200, 6)])).as_deref(),
+            Some("status counts: expected {200: 1..=2, 503: 4..=5}, observed {200: 6}")
+        );
+        // A status nobody expected fails even when the listed ones fit.
+        assert!(check_status_counts(&expected, &seen(&[(200, 2), (503, 4), (502, 1)])).is_some());
+        assert_eq!(check_status_counts(&BTreeMap::new(), &seen(&[(500, 1)])), None);
+        assert_eq!(r("3"), CountRange { min: 3, max: 3 });
+        assert_eq!(r("3").to_string(), "3");
+        assert!(CountRange::parse("2..=1").unwrap_err().contains("empty"));
+        assert!(CountRange::parse("two").unwrap_err().contains("not a count"));
+    }
 
     #[test]
     fn distribution_bounds() {

@@ -55,7 +55,7 @@ pub async fn send(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Obs
 }
 
 async fn exchange(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Result<Observation, String> {
-    let protocol = r.protocol.as_deref().unwrap_or("h1");
+    let protocol = r.protocol.as_str();
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -130,12 +130,24 @@ async fn tcp<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     r: &Request,
 ) -> Result<Observation, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(r.body.as_deref().unwrap_or("").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    s.shutdown().await.map_err(|e| e.to_string())?;
+    let sent = r.body.as_deref().unwrap_or("").as_bytes();
+    s.write_all(sent).await.map_err(|e| e.to_string())?;
+    let half_close = r.half_close.unwrap_or(!r.proxy.unwrap_or(false));
+    if half_close {
+        s.shutdown().await.map_err(|e| e.to_string())?;
+    }
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await?;
+            out.extend_from_slice(&buf[..n]);
+            if n == 0 || (!half_close && out.ends_with(sent)) {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;

@@ -3,8 +3,6 @@
 
 pub mod check;
 pub mod client;
-pub mod junit;
 pub mod run;
 pub mod suite;
-pub mod target;
 pub mod tls;

@@ -11,8 +11,9 @@ use meshbench_report::{CaseOutcome, CaseResult, SuiteResult};
 
 use super::check::{check, check_distribution};
 use super::client::send;
-use super::suite::{Case, Suite};
-use super::target::Target;
+use super::suite::Role;
+use super::suite::{Case, Suite, WorkloadProtocol};
+use crate::targets::{StartSpec, Target, TargetError};
 
 /// Echo workloads of a suite, and the registry documents that describe them.
 #[allow(missing_debug_implementations)] // Holds running echo servers.
@@ -69,13 +70,8 @@ pub async fn start_workloads(
     for w in &suite.workloads {
         let registered = w.registered.unwrap_or(true);
         let ns = w.namespace.clone().unwrap_or_else(|| "default".into());
-        let protocol = w.protocol.clone().unwrap_or_else(|| "http".into());
-        let (port_name, istio_protocol) = match protocol.as_str() {
-            "grpc" => ("grpc", "GRPC"),
-            "tcp" => ("tcp", "TCP"),
-            "https" => ("https", "HTTPS"),
-            _ => ("http", "HTTP"),
-        };
+        let protocol = w.protocol;
+        let (port_name, istio_protocol) = protocol.istio_port();
         let host = w
             .host
             .clone()
@@ -111,10 +107,10 @@ pub async fn start_workloads(
                 };
                 index += 1;
                 let loopback = SocketAddr::new(placement.ip, port);
-                let b = match protocol.as_str() {
-                    "grpc" => b.grpc(loopback),
-                    "tcp" => b.tcp(loopback),
-                    _ => b.http(loopback),
+                let b = match protocol {
+                    WorkloadProtocol::Grpc => b.grpc(loopback),
+                    WorkloadProtocol::Tcp => b.tcp(loopback),
+                    WorkloadProtocol::Http | WorkloadProtocol::Https => b.http(loopback),
                 };
                 let echo = b
                     .start()
@@ -239,11 +235,8 @@ pub async fn run_case(
             ));
         }
     }
-    if !case.expect.status_counts.is_empty() && case.expect.status_counts != statuses {
-        failures.push(format!(
-            "status counts: expected {:?}, observed {statuses:?}",
-            case.expect.status_counts
-        ));
+    if let Some(f) = super::check::check_status_counts(&case.expect.status_counts, &statuses) {
+        failures.push(f);
     }
     if failures.is_empty() {
         (CaseOutcome::Pass, None, start.elapsed())
@@ -251,7 +244,7 @@ pub async fn run_case(
         let r = &case.request;
         let req = format!(
             "request: {} {} {} port {} authority {:?} headers {:?}",
-            r.protocol.as_deref().unwrap_or("h1"),
+            r.protocol.as_str(),
             r.method.as_deref().unwrap_or("GET"),
             r.path.as_deref().unwrap_or("/"),
             r.port,
@@ -269,68 +262,66 @@ pub async fn run_case(
 /// Known differences of a target: `suite/case` -> reason.
 pub type Known = BTreeMap<String, String>;
 
-/// Runs a whole suite against `target`.
-pub async fn run_suite(
-    suite: &Suite,
-    target: &mut dyn Target,
-    work_dir: &std::path::Path,
-    known: &Known,
-    filter: Option<&str>,
-    logs: Option<&std::path::Path>,
-    placement: &Placement,
-) -> Result<SuiteResult, String> {
-    let certs = placement.certs_dir(work_dir, &suite.name);
+/// Where a suite runs and what it keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct RunContext<'a> {
+    pub work_dir: &'a std::path::Path,
+    pub known: &'a Known,
+    pub filter: Option<&'a str>,
+    /// Keep every gateway's logs here.
+    pub logs: Option<&'a std::path::Path>,
+    pub placement: &'a Placement,
+}
+
+/// Every case of the suite (that the filter selects) as skipped, with the reason.
+pub fn skipped(suite: &Suite, target: &str, filter: Option<&str>, reason: &str) -> SuiteResult {
+    let cases = suite
+        .cases
+        .iter()
+        .filter(|c| filter.is_none_or(|f| glob(f, &format!("{}/{}", suite.name, c.id))))
+        .map(|c| CaseResult {
+            id: c.id.clone(),
+            outcome: CaseOutcome::Skip,
+            message: Some(format!("skipped on {target}: {reason}")),
+            duration_ms: 0.0,
+        })
+        .collect();
+    SuiteResult {
+        suite: suite.name.clone(),
+        target: target.to_string(),
+        cases,
+    }
+}
+
+/// Runs a whole suite against `target`. A target that lacks one of the suite's features, or
+/// cannot run here, reports every case as skipped with the reason.
+pub async fn run_suite(suite: &Suite, target: &mut dyn Target, cx: RunContext<'_>) -> Result<SuiteResult, String> {
+    let name = target.info().name;
+    if let Some(reason) = suite.features.iter().find_map(|f| target.lacks(f)) {
+        return Ok(skipped(suite, &name, cx.filter, &reason));
+    }
+    let certs = cx.placement.certs_dir(cx.work_dir, &suite.name);
     super::tls::make_certificates(&suite.certificates, &certs)?;
-    let workloads = start_workloads(suite, &certs, placement).await?;
-    let config = suite.config.replace("${certs}", &certs.display().to_string());
-    let write_config = |name: &str, registry: &str| -> Result<std::path::PathBuf, String> {
-        let dir = work_dir.join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("config.yaml"), &config).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("registry.yaml"), registry).map_err(|e| e.to_string())?;
-        Ok(dir)
-    };
-    let mesh = match &suite.mesh {
-        Some(m) => {
-            let p = work_dir.join(format!("{}.mesh.yaml", suite.name));
-            std::fs::write(&p, m).map_err(|e| e.to_string())?;
-            Some(p)
+    let workloads = start_workloads(suite, &certs, cx.placement).await?;
+    let started = start_gateways(suite, target, &workloads, &certs, cx).await;
+    let (ports, mut extra) = match started {
+        Ok(x) => x,
+        Err(TargetError::Unavailable(reason)) => return Ok(skipped(suite, &name, cx.filter, &reason)),
+        Err(TargetError::Failed(e)) => {
+            target.stop().await;
+            keep_logs(suite, target, &[], cx.logs);
+            return Err(e);
         }
-        None => None,
     };
-    let mut labels = suite.labels.clone();
-    if labels.is_empty() {
-        labels.insert("istio".into(), "ingressgateway".into());
-    }
-    // Extra gateways first: the main one's registry names them.
-    let mut registry = workloads.registry.clone();
-    let mut ports = BTreeMap::new();
-    let mut extra = Vec::new();
-    for g in &suite.gateways {
-        let mut t = target.another()?;
-        let dir = write_config(&format!("{}-{}", suite.name, g.name), &workloads.registry)?;
-        let got = t
-            .start(&dir, mesh.as_deref(), &g.labels, &g.ports, "gateway")
-            .map_err(|e| format!("gateway {}: {e}", g.name))?;
-        if let Some(host) = &g.service {
-            registry.push_str(&gateway_registry(&g.name, host, &got));
-        }
-        ports.extend(got);
-        extra.push((g.name.clone(), t));
-    }
-    let dir = write_config(&suite.name, &registry)?;
-    let role = suite.role.as_deref().unwrap_or("gateway");
-    ports.extend(target.start(&dir, mesh.as_deref(), &labels, &suite.ports, role)?);
     let mut cases = Vec::new();
     for case in &suite.cases {
         let id = format!("{}/{}", suite.name, case.id);
-        if filter.is_some_and(|f| !glob(f, &id)) {
+        if cx.filter.is_some_and(|f| !glob(f, &id)) {
             continue;
         }
         let case = with_addresses(case, &workloads.addresses);
         let (outcome, message, took) = run_case(&case, &ports, &certs, &workloads).await;
-        let (outcome, message) = match (outcome, known.get(&id)) {
+        let (outcome, message) = match (outcome, cx.known.get(&id)) {
             (CaseOutcome::Fail, Some(reason)) => (
                 CaseOutcome::ExpectedFailure,
                 Some(format!("known difference: {reason}; {}", message.unwrap_or_default())),
@@ -348,27 +339,114 @@ pub async fn run_suite(
             duration_ms: took.as_secs_f64() * 1000.0,
         });
     }
-    if let Some(logs) = logs {
-        // Every gateway's access log and stderr, kept beside the report.
-        let mut all = vec![(target.name().to_string(), target.logs())];
-        all.extend(extra.iter().map(|(n, t)| (n.clone(), t.logs())));
-        let kept = std::fs::create_dir_all(logs).and_then(|()| {
-            all.iter()
-                .try_for_each(|(n, text)| std::fs::write(logs.join(format!("{}.{n}.log", suite.name)), text))
-        });
-        if let Err(e) = kept {
-            eprintln!("warning: cannot keep logs in {}: {e}", logs.display());
-        }
-    }
+    // Stopped first: a process flushes its access log as it exits.
     for (_, t) in &mut extra {
-        t.stop();
+        t.stop().await;
     }
-    target.stop();
+    target.stop().await;
+    keep_logs(suite, target, &extra, cx.logs);
     Ok(SuiteResult {
         suite: suite.name.clone(),
-        target: target.name().to_string(),
+        target: name,
         cases,
     })
+}
+
+type Extra = Vec<(String, Box<dyn Target>)>;
+
+/// Brings up the suite's extra gateways (registered under their hosts), then the target itself:
+/// every port's address, and the extra gateways to stop afterwards.
+async fn start_gateways(
+    suite: &Suite,
+    target: &mut dyn Target,
+    workloads: &Workloads,
+    certs: &std::path::Path,
+    cx: RunContext<'_>,
+) -> Result<(BTreeMap<u32, SocketAddr>, Extra), TargetError> {
+    let config = suite.config.replace("${certs}", &certs.display().to_string());
+    let write_config = |name: &str, registry: &str| -> Result<std::path::PathBuf, String> {
+        let dir = cx.work_dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("config.yaml"), &config).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("registry.yaml"), registry).map_err(|e| e.to_string())?;
+        Ok(dir)
+    };
+    let mesh = match &suite.mesh {
+        Some(m) => {
+            let p = cx.work_dir.join(format!("{}.mesh.yaml", suite.name));
+            std::fs::write(&p, m).map_err(|e| e.to_string())?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut labels = suite.labels.clone();
+    if labels.is_empty() {
+        labels.insert("istio".into(), "ingressgateway".into());
+    }
+    // Extra gateways first: the main one's registry names them.
+    let mut registry = workloads.registry.clone();
+    let mut ports = BTreeMap::new();
+    let mut extra: Extra = Vec::new();
+    for g in &suite.gateways {
+        let mut t = target.another()?;
+        let dir = write_config(&format!("{}-{}", suite.name, g.name), &workloads.registry)?;
+        let spec = StartSpec {
+            config_dir: &dir,
+            mesh: mesh.as_deref(),
+            labels: &g.labels,
+            ports: &g.ports,
+            role: Role::Gateway,
+        };
+        let got = match t.start(&spec).await {
+            Ok(got) => got,
+            Err(e) => {
+                keep_logs(suite, &*t, &extra, cx.logs);
+                return Err(match e {
+                    TargetError::Failed(m) => TargetError::Failed(format!("gateway {}: {m}", g.name)),
+                    unavailable => unavailable,
+                });
+            }
+        };
+        if let Some(host) = &g.service {
+            registry.push_str(&gateway_registry(&g.name, host, &got));
+        }
+        ports.extend(got);
+        extra.push((g.name.clone(), t));
+    }
+    let dir = write_config(&suite.name, &registry)?;
+    let spec = StartSpec {
+        config_dir: &dir,
+        mesh: mesh.as_deref(),
+        labels: &labels,
+        ports: &suite.ports,
+        role: suite.role,
+    };
+    match target.start(&spec).await {
+        Ok(got) => ports.extend(got),
+        Err(e) => {
+            for (_, t) in &mut extra {
+                t.stop().await;
+            }
+            return Err(e);
+        }
+    }
+    Ok((ports, extra))
+}
+
+/// Every gateway's access log and stderr, kept beside the report as `<suite>.<gateway>.log`.
+fn keep_logs(suite: &Suite, target: &dyn Target, extra: &[(String, Box<dyn Target>)], logs: Option<&std::path::Path>) {
+    let Some(logs) = logs else { return };
+    let target_name = target.info().name;
+    let mut all = vec![(target_name.clone(), target.logs())];
+    all.extend(extra.iter().map(|(n, t)| (format!("{target_name}-{n}"), t.logs())));
+    let kept = std::fs::create_dir_all(logs).and_then(|()| {
+        all.iter()
+            .try_for_each(|(n, text)| std::fs::write(logs.join(format!("{}.{n}.log", suite.name)), text))
+    });
+    if let Err(e) = kept {
+        eprintln!("warning: cannot keep logs in {}: {e}", logs.display());
+    }
 }
 
 /// A MESH_INTERNAL ServiceEntry for an extra gateway: `host` on its ports (HTTP).

@@ -22,10 +22,8 @@ pub struct Suite {
     pub labels: BTreeMap<String, String>,
     /// Gateway ports the cases use. A sidecar's outbound proxy is port 15001.
     pub ports: Vec<u32>,
-    /// `gateway` (default: an ingress/egress gateway) or `sidecar` (the outbound side of a workload's
-    /// proxy: requests go to port 15001 as an explicit HTTP proxy, VirtualServices bound to `mesh`
-    /// and `outboundTrafficPolicy` apply).
-    pub role: Option<String>,
+    /// What the target plays.
+    pub role: Role,
     /// More gateways brought up before the main one, from the same config (an egress gateway for
     /// the two-hop flow). Their ports join the suite's; each is registered under its `service`.
     pub gateways: Vec<ExtraGateway>,
@@ -67,8 +65,7 @@ pub struct Workload {
     pub versions: Vec<String>,
     /// Echo instances per version.
     pub replicas: Option<u32>,
-    /// `http` (HTTP/1.1 + h2c), `https` (with `tls`: an HTTPS port), `grpc` or `tcp`.
-    pub protocol: Option<String>,
+    pub protocol: WorkloadProtocol,
     /// The service port (ServiceEntry port number).
     pub port: u32,
     /// The service's host (default `<service>.<namespace>.svc.cluster.local`).
@@ -108,8 +105,7 @@ pub struct Case {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Request {
-    /// `h1`, `h2c`, `grpc`, `tcp` (default h1).
-    pub protocol: Option<String>,
+    pub protocol: RequestProtocol,
     /// The gateway port.
     pub port: u32,
     pub authority: Option<String>,
@@ -126,6 +122,10 @@ pub struct Request {
     /// HTTP/1.1 in absolute form (`GET http://authority/path`), as a client of an explicit proxy
     /// (the sidecar role) sends it.
     pub proxy: Option<bool>,
+    /// TCP: half-close after sending and read to the end (default), or, when false, read until
+    /// the bytes sent have come back. Default false through a CONNECT tunnel: HTTP/1.1 cannot
+    /// carry a half-close, and Envoy ends the tunnel on the client's FIN.
+    pub half_close: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -167,19 +167,167 @@ pub struct Expect {
     /// Share of requests per version (`v1`) or per service and version (`reviews/v1`), in percent;
     /// checked against exact binomial bounds.
     pub distribution: BTreeMap<String, f64>,
-    /// How many of the `count` requests got each status (circuit breakers: `{200: 2, 503: 4}`).
-    pub status_counts: BTreeMap<u16, u32>,
+    /// How many of the `count` requests got each status (circuit breakers: `{200: 2, 503: 4}`), each
+    /// an exact count or a range (`'1..=2'`).
+    pub status_counts: BTreeMap<u16, CountRange>,
     /// Requests each service's workloads received during the case, copies from a mirror included
     /// (HTTP and gRPC workloads).
     pub workload_requests: BTreeMap<String, u64>,
+    /// The response took at least this long (less `check::TIMER_SLACK`, 2 ms).
     pub latency_at_least: Option<Duration>,
     /// TCP: the bytes sent come back (the echo).
     pub echo: Option<bool>,
     /// TLS facts: `version` (`TLSv1_3`), `alpn`, `cn` (the served certificate's common name).
     pub tls: BTreeMap<String, String>,
-    /// The request must fail: `handshake` (the TLS handshake fails), `connect`, or `refused` (no
-    /// response at all, whatever the reason).
-    pub error: Option<String>,
+    /// The request must fail this way.
+    pub error: Option<Failure>,
+}
+
+/// An inclusive range of counts, written as a number (`2`) or `'1..=2'`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl CountRange {
+    pub fn contains(&self, n: u32) -> bool {
+        (self.min..=self.max).contains(&n)
+    }
+
+    pub fn parse(text: &str) -> Result<CountRange, String> {
+        let bad = || format!("`{text}` is not a count or a range like `1..=2`");
+        let (min, max) = match text.split_once("..=") {
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = text.trim().parse().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if min > max {
+            return Err(format!("`{text}`: the range is empty"));
+        }
+        Ok(CountRange { min, max })
+    }
+}
+
+impl std::fmt::Display for CountRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min == self.max {
+            write!(f, "{}", self.min)
+        } else {
+            write!(f, "{}..={}", self.min, self.max)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CountRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(CountRange { min: n, max: n }),
+            Raw::S(s) => CountRange::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// What a suite's target plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An ingress or egress gateway: listeners from the Gateways that select the suite's labels.
+    #[default]
+    Gateway,
+    /// The outbound side of a workload's proxy: requests go to port 15001 as an explicit HTTP
+    /// proxy; VirtualServices bound to `mesh` and `outboundTrafficPolicy` apply.
+    Sidecar,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Gateway => "gateway",
+            Role::Sidecar => "sidecar",
+        }
+    }
+}
+
+/// What an echo workload speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadProtocol {
+    /// HTTP/1.1 and h2c on one port.
+    #[default]
+    Http,
+    /// HTTP over TLS (with `tls`).
+    Https,
+    Grpc,
+    Tcp,
+}
+
+impl WorkloadProtocol {
+    /// The port name and Istio protocol its ServiceEntry declares.
+    pub fn istio_port(self) -> (&'static str, &'static str) {
+        match self {
+            WorkloadProtocol::Http => ("http", "HTTP"),
+            WorkloadProtocol::Https => ("https", "HTTPS"),
+            WorkloadProtocol::Grpc => ("grpc", "GRPC"),
+            WorkloadProtocol::Tcp => ("tcp", "TCP"),
+        }
+    }
+}
+
+/// How a case's client talks to the gateway (over TLS when the request has `tls`, h1 or h2 by ALPN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestProtocol {
+    #[default]
+    H1,
+    H2c,
+    Grpc,
+    Tcp,
+}
+
+impl RequestProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestProtocol::H1 => "h1",
+            RequestProtocol::H2c => "h2c",
+            RequestProtocol::Grpc => "grpc",
+            RequestProtocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// How a request is expected to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    /// The TLS handshake fails.
+    Handshake,
+    /// The TCP connection is not established.
+    Connect,
+    /// No response at all, whatever the reason (TLS 1.3 refuses a client certificate after the
+    /// handshake, on the first read).
+    Refused,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Handshake => "handshake",
+            Failure::Connect => "connect",
+            Failure::Refused => "refused",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -245,12 +393,6 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
                 "{file}:{line}: gateways[{i}].ports: port {p} is also the suite's; give each gateway its own ports"
             ));
         }
-    }
-    if let Some(role) = suite.role.as_deref().filter(|r| !matches!(*r, "gateway" | "sidecar")) {
-        return Err(format!(
-            "{file}:{}: role: unknown role {role:?} (use gateway or sidecar)",
-            doc.root.line_of("role")
-        ));
     }
     Ok(suite)
 }

@@ -387,6 +387,28 @@ pub struct ClusterPolicy {
     pub proxy_protocol: Option<ProxyProtocol>,
 }
 
+/// Loads, validates and plans config files as a proxy accepts them: what Istio's validation
+/// rejects stops the config (every such diagnostic, as text); `istioctl analyze` findings (IST*)
+/// do not, as in Istio (a missing subset then answers 503 NC) and are returned beside the Plan.
+pub fn load<P: AsRef<std::path::Path>>(
+    paths: &[P],
+    mesh: Option<&std::path::Path>,
+    opts: &PlanOptions,
+) -> Result<(Plan, Vec<crate::Diagnostic>), String> {
+    let loaded = crate::load_paths(paths, mesh).map_err(|e| format!("cannot read {e}"))?;
+    let mut diags = loaded.diagnostics;
+    diags.extend(crate::validate::validate(&loaded.config));
+    let (analysis, rejections): (Vec<_>, Vec<_>) = diags
+        .into_iter()
+        .filter(|d| d.is_error())
+        .partition(|d| d.code.id().starts_with("IST"));
+    if !rejections.is_empty() {
+        return Err(rejections.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"));
+    }
+    let (plan, _) = build(&loaded.config, opts);
+    Ok((plan, analysis))
+}
+
 /// `outbound|<port>|<subset>|<fqdn>`.
 pub fn cluster_name(port: u32, subset: Option<&str>, host: &str) -> String {
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))

@@ -1,0 +1,143 @@
+//! Targets: what a suite or a load scenario runs against. `reference` starts meshgate, `envoy`
+//! starts Envoy with the Plan exported as a bootstrap, `external` is a gateway someone else
+//! configured. Each is one implementation of `Target`; the process handling that the local
+//! process targets share lives in `process`.
+
+pub mod envoy;
+pub mod external;
+pub mod process;
+pub mod reference;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use meshbench_report::TargetInfo;
+
+use crate::conform::suite::Role;
+
+/// Why a target could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The target cannot run on this machine (a binary or image is missing): skip, with this reason.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The target was there and failed (bad config, crashed, never ready).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for TargetError {
+    fn from(s: String) -> Self {
+        TargetError::Failed(s)
+    }
+}
+
+/// What one suite (or scenario) asks a target to bring up.
+#[derive(Debug, Clone)]
+pub struct StartSpec<'a> {
+    /// The suite's Istio YAML plus its workloads' registry.
+    pub config_dir: &'a Path,
+    pub mesh: Option<&'a Path>,
+    /// The gateway workload's labels (Gateways select it by these).
+    pub labels: &'a BTreeMap<String, String>,
+    /// Gateway ports the cases use; a sidecar's outbound proxy is 15001.
+    pub ports: &'a [u32],
+    pub role: Role,
+}
+
+/// A gateway under test.
+#[async_trait::async_trait]
+pub trait Target: Send {
+    /// Name, kind and version, as the report records them.
+    fn info(&self) -> TargetInfo;
+    /// Why this target cannot run suites with `feature` (a suite's `features:`), if it cannot.
+    fn lacks(&self, feature: &str) -> Option<String> {
+        let _ = feature;
+        None
+    }
+    /// Applies the config and returns the address of each gateway port the suite uses.
+    async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError>;
+    /// One more target of the same kind (for a suite's extra gateways).
+    fn another(&self) -> Result<Box<dyn Target>, TargetError>;
+    /// Tears down (also on drop).
+    async fn stop(&mut self);
+    /// Output worth keeping (access log, stderr).
+    fn logs(&self) -> String;
+    /// The gateway's process, when it is a local one (for CPU and memory figures).
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// What the command line says about building targets.
+#[derive(Debug, Clone, Default)]
+pub struct TargetOptions {
+    pub meshgate: Option<PathBuf>,
+    pub envoy: Option<PathBuf>,
+    /// External target: suite port -> address.
+    pub addresses: BTreeMap<u32, SocketAddr>,
+}
+
+/// The kinds `--target` accepts.
+pub const KINDS: &[&str] = &["reference", "envoy", "external"];
+
+/// Builds the target `kind` names.
+pub fn build(kind: &str, opts: &TargetOptions) -> Result<Box<dyn Target>, TargetError> {
+    match kind {
+        "reference" => Ok(Box::new(reference::Reference::new(opts.meshgate.clone())?)),
+        "envoy" => Ok(Box::new(envoy::Envoy::new(opts.envoy.clone())?)),
+        "external" => Ok(Box::new(external::External {
+            addresses: opts.addresses.clone(),
+        })),
+        other => Err(TargetError::Failed(format!(
+            "unknown target `{other}`: use one of {}",
+            KINDS.join(", ")
+        ))),
+    }
+}
+
+/// Parses `80=10.0.0.5:80` pairs.
+pub fn parse_addresses(items: &[String]) -> Result<BTreeMap<u32, SocketAddr>, String> {
+    let mut out = BTreeMap::new();
+    for a in items {
+        let (p, addr) = a
+            .split_once('=')
+            .ok_or_else(|| format!("--address `{a}` is not PORT=HOST:PORT"))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| format!("--address `{a}`: bad address"))?;
+        out.insert(p.parse().map_err(|_| format!("--address `{a}`: bad port"))?, addr);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_bad_ones_say_why() {
+        let ok = parse_addresses(&["80=127.0.0.1:8080".into(), "443=[::1]:8443".into()]).unwrap_or_default();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[&443].port(), 8443);
+        assert!(parse_addresses(&["80".into()])
+            .unwrap_err()
+            .contains("not PORT=HOST:PORT"));
+        assert!(parse_addresses(&["x=127.0.0.1:1".into()])
+            .unwrap_err()
+            .contains("bad port"));
+        assert!(parse_addresses(&["80=nowhere".into()])
+            .unwrap_err()
+            .contains("bad address"));
+    }
+
+    #[test]
+    fn an_unknown_kind_lists_the_known_ones() {
+        let Err(e) = build("nginx", &TargetOptions::default()) else {
+            panic!("nginx is not a target kind")
+        };
+        assert_eq!(
+            e,
+            TargetError::Failed("unknown target `nginx`: use one of reference, envoy, external".into())
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! `reference`: meshgate, started as a child process with the suite's config, every port bound
+//! to a free loopback port and reported through its ready file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshbench_report::TargetInfo;
+
+use super::process::{Logs, Process};
+use super::{StartSpec, Target, TargetError};
+use crate::conform::suite::Role;
+
+#[derive(Debug)]
+pub struct Reference {
+    binary: PathBuf,
+    process: Option<Process>,
+    logs: Option<Logs>,
+}
+
+impl Reference {
+    /// `binary`: the meshgate executable (default: beside this one).
+    pub fn new(binary: Option<PathBuf>) -> Result<Reference, TargetError> {
+        let binary = match binary {
+            Some(b) => b,
+            None => std::env::current_exe()
+                .map_err(|e| TargetError::Failed(e.to_string()))?
+                .with_file_name("meshgate"),
+        };
+        if !binary.exists() {
+            return Err(TargetError::Unavailable(format!(
+                "{} does not exist: build it (cargo build -p meshgate) or give --meshgate PATH",
+                binary.display()
+            )));
+        }
+        Ok(Reference {
+            binary,
+            process: None,
+            logs: None,
+        })
+    }
+}
+
+/// The listeners a meshgate ready file names: `{"listeners": {"80": "127.0.0.1:41234"}}`.
+pub fn ready_listeners(text: &str) -> Option<BTreeMap<u32, SocketAddr>> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let mut out = BTreeMap::new();
+    for (k, a) in v["listeners"].as_object()? {
+        if let (Ok(p), Some(Ok(addr))) = (k.parse(), a.as_str().map(str::parse)) {
+            out.insert(p, addr);
+        }
+    }
+    Some(out)
+}
+
+#[async_trait::async_trait]
+impl Target for Reference {
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            name: "reference".into(),
+            kind: "reference".into(),
+            address: None,
+            version: Some(format!("meshgate {}", env!("CARGO_PKG_VERSION"))),
+        }
+    }
+
+    async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
+        self.stop().await;
+        let logs = Logs::for_config(spec.config_dir);
+        let ready = spec.config_dir.with_extension("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg("-c")
+            .arg(spec.config_dir)
+            .args(["--admin", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .args(["--labels", &labels.join(",")])
+            .arg("--access-log")
+            .arg(logs.access());
+        if let Some(m) = spec.mesh {
+            cmd.arg("--mesh").arg(m);
+        }
+        let sidecar = spec.role == Role::Sidecar;
+        if sidecar {
+            // The outbound proxy is reported under Istio's outbound port, 15001.
+            cmd.args(["--role", "sidecar", "--outbound", "127.0.0.1:0"]);
+        }
+        for p in spec.ports.iter().filter(|p| !sidecar || **p != 15001) {
+            cmd.args(["--port-map", &format!("{p}=127.0.0.1:0")]);
+        }
+        let mut process = Process::spawn("meshgate", cmd, &logs)?;
+        self.logs = Some(logs.clone());
+        let listeners = process
+            .ready(Duration::from_secs(30), &logs, || {
+                let ready = ready.clone();
+                async move {
+                    let text = tokio::fs::read_to_string(&ready).await.ok()?;
+                    ready_listeners(&text)
+                }
+            })
+            .await?;
+        self.process = Some(process);
+        Ok(listeners)
+    }
+
+    fn another(&self) -> Result<Box<dyn Target>, TargetError> {
+        Ok(Box::new(Reference::new(Some(self.binary.clone()))?))
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop().await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.logs.as_ref().map(Logs::read).unwrap_or_default()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Process::pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_files_name_each_port() {
+        let m = ready_listeners(
+            r#"{"listeners": {"80": "127.0.0.1:4100", "443": "127.0.0.1:4101", "x": "1"}, "admin": "127.0.0.1:1"}"#,
+        );
+        let m = m.unwrap_or_default();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&443], "127.0.0.1:4101".parse().unwrap_or(m[&80]));
+        assert_eq!(ready_listeners("not json"), None);
+    }
+}

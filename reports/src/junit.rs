@@ -1,0 +1,140 @@
+//! JUnit XML as Ant's schema has it (the shape CI systems read): one `<testsuite>` per suite and
+//! target with `tests`, `failures`, `errors`, `skipped`, `time`, `timestamp` and `hostname`; a
+//! `<failure>` with a `type` and the readable expected/observed text; known differences and
+//! skipped cases as `<skipped>`.
+
+use std::fmt::Write;
+
+use crate::model::{CaseOutcome, RunReport, SuiteResult};
+
+/// XML-escapes text for attributes and element content; control characters XML 1.0 forbids
+/// become spaces.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            '\n' | '\t' | '\r' => o.push(c),
+            c if (c as u32) < 0x20 => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The failure's type: what kind of expectation failed, from the message's first words.
+fn failure_type(outcome: CaseOutcome, message: &str) -> &'static str {
+    if outcome == CaseOutcome::UnexpectedPass {
+        return "UnexpectedPass";
+    }
+    let first = message.split([':', ';']).next().unwrap_or("");
+    match first.trim() {
+        "status" => "StatusMismatch",
+        "body" | "body containing" => "BodyMismatch",
+        "grpc-status" => "GrpcStatusMismatch",
+        "the request failed" => "RequestFailed",
+        s if s.starts_with("distribution") || s.contains("share") => "DistributionMismatch",
+        s if s.starts_with("expected a") => "ExpectedFailureMissing",
+        _ => "ExpectationFailed",
+    }
+}
+
+fn suite_xml(o: &mut String, id: usize, s: &SuiteResult, timestamp: &str, hostname: &str) {
+    let count = |f: &dyn Fn(CaseOutcome) -> bool| s.cases.iter().filter(|c| f(c.outcome)).count();
+    let failures = count(&|k| matches!(k, CaseOutcome::Fail | CaseOutcome::UnexpectedPass));
+    let skipped = count(&|k| matches!(k, CaseOutcome::Skip | CaseOutcome::ExpectedFailure));
+    let time: f64 = s.cases.iter().map(|c| c.duration_ms).sum::<f64>() / 1000.0;
+    let _ = writeln!(
+        o,
+        "  <testsuite id=\"{id}\" name=\"{}\" package=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{time:.3}\" timestamp=\"{}\" hostname=\"{}\">",
+        esc(&s.suite),
+        esc(&s.target),
+        s.cases.len(),
+        esc(timestamp),
+        esc(hostname)
+    );
+    let _ = writeln!(
+        o,
+        "    <properties>\n      <property name=\"target\" value=\"{}\"/>\n    </properties>",
+        esc(&s.target)
+    );
+    for c in &s.cases {
+        let _ = write!(
+            o,
+            "    <testcase classname=\"{}.{}\" name=\"{}\" time=\"{:.3}\"",
+            esc(&s.target),
+            esc(&s.suite),
+            esc(&c.id),
+            c.duration_ms / 1000.0
+        );
+        let msg = c.message.as_deref().unwrap_or("");
+        match c.outcome {
+            CaseOutcome::Pass => o.push_str("/>\n"),
+            CaseOutcome::Fail | CaseOutcome::UnexpectedPass => {
+                let first = msg.split("; request:").next().unwrap_or(msg);
+                let _ = writeln!(
+                    o,
+                    ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
+                    esc(first),
+                    failure_type(c.outcome, msg),
+                    esc(&msg.replace("; ", "\n"))
+                );
+            }
+            CaseOutcome::Skip | CaseOutcome::ExpectedFailure => {
+                let _ = writeln!(o, ">\n      <skipped message=\"{}\"/>\n    </testcase>", esc(msg));
+            }
+        }
+    }
+    o.push_str("    <system-out/>\n    <system-err/>\n  </testsuite>\n");
+}
+
+/// The conformance results of a report as JUnit XML.
+pub fn render(report: &RunReport) -> String {
+    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
+    // Ant's timestamp has no zone designator.
+    let ts = report.meta.started_at.trim_end_matches('Z');
+    let ts = ts.split('.').next().unwrap_or(ts);
+    for (i, s) in report.conformance.iter().enumerate() {
+        suite_xml(&mut o, i, s, ts, &report.meta.host);
+    }
+    o.push_str("</testsuites>\n");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_control_characters() {
+        assert_eq!(esc("a<b>&\"c\"'d'\u{1}"), "a&lt;b&gt;&amp;&quot;c&quot;&apos;d&apos; ");
+        assert_eq!(esc("line\nnext"), "line\nnext");
+    }
+
+    #[test]
+    fn failure_types_name_the_expectation() {
+        assert_eq!(
+            failure_type(CaseOutcome::Fail, "status: expected \"200\""),
+            "StatusMismatch"
+        );
+        assert_eq!(failure_type(CaseOutcome::Fail, "body: expected \"\""), "BodyMismatch");
+        assert_eq!(
+            failure_type(CaseOutcome::Fail, "grpc-status: expected"),
+            "GrpcStatusMismatch"
+        );
+        assert_eq!(
+            failure_type(CaseOutcome::Fail, "the request failed: connect"),
+            "RequestFailed"
+        );
+        assert_eq!(
+            failure_type(CaseOutcome::Fail, "expected a handshake failure"),
+            "ExpectedFailureMissing"
+        );
+        assert_eq!(failure_type(CaseOutcome::UnexpectedPass, "status: x"), "UnexpectedPass");
+        assert_eq!(failure_type(CaseOutcome::Fail, "location: x"), "ExpectationFailed");
+    }
+}
