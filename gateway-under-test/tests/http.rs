@@ -374,9 +374,19 @@ fn admin_api_reports_config_stats_and_clusters() {
     for _ in 0..3 {
         get(s.gate.port(80), "/", &[]);
     }
-    let dump: serde_json::Value = serde_json::from_str(&s.gate.admin_get("/config_dump")).unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&s.gate.admin_get("/plan")).unwrap();
     assert_eq!(dump["version"], 1);
     assert_eq!(dump["plan"]["listeners"][0]["port"], 80);
+    // /config_dump is Envoy's shape: the listener as Envoy would run it, at its bound address.
+    let envoy: serde_json::Value = serde_json::from_str(&s.gate.admin_get("/config_dump")).unwrap();
+    let listener = &envoy["configs"][2]["static_listeners"][0]["listener"];
+    assert_eq!(envoy["configs"][2]["@type"], "type.googleapis.com/envoy.admin.v3.ListenersConfigDump");
+    assert_eq!(listener["name"], "0.0.0.0_80");
+    assert_eq!(
+        listener["address"]["socket_address"]["port_value"],
+        u64::from(s.gate.port(80).port())
+    );
+    assert_eq!(envoy["configs"][1]["version_info"], "1");
     let stats = s.gate.admin_get("/stats/prometheus");
     assert!(stats.contains("meshgate_requests_total{response_code=\"200\",cluster=\"outbound|9080|v1|reviews.default.svc.cluster.local\"} 3"), "{stats}");
     assert!(stats.contains("meshgate_upstream_rq_time_ms_count 3"), "{stats}");

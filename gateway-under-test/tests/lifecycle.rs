@@ -47,7 +47,7 @@ fn a_valid_change_applies_and_an_invalid_one_keeps_the_last_good_plan() {
     );
     std::fs::write(&g.config, bad).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !g.admin_get("/config_dump").contains("MB0302") {
+    while !g.admin_get("/plan").contains("MB0302") {
         assert!(
             std::time::Instant::now() < deadline,
             "no reload error reported: {}",

@@ -110,9 +110,60 @@ pub fn render(report: &RunReport) -> String {
             count(CaseOutcome::ExpectedFailure)
         );
     }
+    if report.targets.len() > 1 {
+        o.push('\n');
+        o.push_str(&render_matrix(report));
+    }
     for r in &report.load {
         let _ = writeln!(o);
         o.push_str(&render_load(r));
+    }
+    o
+}
+
+/// The short label of an outcome.
+pub fn outcome_label(o: CaseOutcome) -> &'static str {
+    match o {
+        CaseOutcome::Pass => "PASS",
+        CaseOutcome::Fail => "FAIL",
+        CaseOutcome::Skip => "SKIP",
+        CaseOutcome::ExpectedFailure => "XFAIL",
+        CaseOutcome::UnexpectedPass => "XPASS",
+    }
+}
+
+/// Cases as rows, targets as columns: what each target did with each case (`-`: not run).
+pub fn render_matrix(report: &RunReport) -> String {
+    let targets: Vec<&str> = report.targets.iter().map(|t| t.name.as_str()).collect();
+    let mut rows: Vec<String> = Vec::new();
+    for s in &report.conformance {
+        for c in &s.cases {
+            let id = format!("{}/{}", s.suite, c.id);
+            if !rows.contains(&id) {
+                rows.push(id);
+            }
+        }
+    }
+    let cell = |row: &str, target: &str| {
+        report
+            .conformance
+            .iter()
+            .filter(|s| s.target == target)
+            .flat_map(|s| s.cases.iter().map(move |c| (format!("{}/{}", s.suite, c.id), c.outcome)))
+            .find(|(id, _)| id == row)
+            .map_or("-", |(_, o)| outcome_label(o))
+    };
+    let width = rows.iter().map(String::len).max().unwrap_or(4).max(4);
+    let line = |first: &str, cells: Vec<&str>| {
+        let mut l = format!("{first:<width$}");
+        for c in cells {
+            let _ = write!(l, "  {c:<9}");
+        }
+        format!("{}\n", l.trim_end())
+    };
+    let mut o = line("case", targets.clone());
+    for row in &rows {
+        o.push_str(&line(row, targets.iter().map(|t| cell(row, t)).collect()));
     }
     o
 }

@@ -175,3 +175,37 @@ fn reports_round_trip_through_json() {
 fn text_rendering_matches_the_golden_file() {
     golden("tests/golden/sample.txt", &text::render(&sample()));
 }
+
+#[test]
+fn several_targets_get_a_case_by_target_matrix() {
+    let mut report = sample();
+    report.targets.push(TargetInfo {
+        name: "envoy".into(),
+        kind: "envoy".into(),
+        address: None,
+        version: Some("envoy 1.40.0".into()),
+    });
+    report.conformance.push(SuiteResult {
+        suite: "http-routing".into(),
+        target: "envoy".into(),
+        cases: vec![CaseResult {
+            id: "cors".into(),
+            outcome: CaseOutcome::ExpectedFailure,
+            message: Some("known difference".into()),
+            duration_ms: 1.0,
+        }],
+    });
+    // `nginx` ran no suite: a column of dashes.
+    let m = meshbench_report::text::render_matrix(&report);
+    assert_eq!(
+        m,
+        "case                     nginx      envoy\n\
+         http-routing/exact-path  -          -\n\
+         http-routing/cors        -          XFAIL\n"
+    );
+    report.targets[0].name = "reference".into();
+    let m = meshbench_report::text::render_matrix(&report);
+    assert!(m.contains("http-routing/exact-path  PASS       -\n"), "{m}");
+    assert!(m.contains("http-routing/cors        FAIL       XFAIL\n"), "{m}");
+    assert!(meshbench_report::text::render(&report).contains(&m));
+}

@@ -152,7 +152,7 @@ impl Gate {
     }
 
     pub fn version(&self) -> u64 {
-        let v: serde_json::Value = serde_json::from_str(&self.admin_get("/config_dump")).expect("dump");
+        let v: serde_json::Value = serde_json::from_str(&self.admin_get("/plan")).expect("dump");
         v["version"].as_u64().unwrap()
     }
 

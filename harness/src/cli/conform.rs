@@ -152,16 +152,6 @@ fn placement(args: &Args) -> Placement {
     }
 }
 
-fn label(o: CaseOutcome) -> &'static str {
-    match o {
-        CaseOutcome::Pass => "PASS",
-        CaseOutcome::Fail => "FAIL",
-        CaseOutcome::Skip => "SKIP",
-        CaseOutcome::ExpectedFailure => "XFAIL",
-        CaseOutcome::UnexpectedPass => "XPASS",
-    }
-}
-
 /// A line per case (with the target when there are several) and the reason of each failure.
 fn print_cases(result: &SuiteResult, several: bool) {
     for c in &result.cases {
@@ -174,7 +164,7 @@ fn print_cases(result: &SuiteResult, several: bool) {
             (CaseOutcome::Pass, _) | (_, None) => String::new(),
             (_, Some(m)) => format!("\n      {m}"),
         };
-        println!("{:<5} {on}{}/{}{why}", label(c.outcome), result.suite, c.id);
+        println!("{:<5} {on}{}/{}{why}", meshbench_report::text::outcome_label(c.outcome), result.suite, c.id);
     }
 }
 

@@ -53,6 +53,14 @@ impl<'a> Ctx<'a> {
             .and_then(|s| s.single_port())
     }
 
+    /// Whether the service is registered and has no port `port`.
+    pub fn service_lacks_port(&self, fqdn: &str, port: u32) -> bool {
+        let defaults = &self.config.mesh.default_service_export_to;
+        self.registry
+            .lookup(fqdn, &self.proxy_ns, defaults)
+            .is_some_and(|s| s.port(port).is_none())
+    }
+
     /// VirtualServices bound to the current gateway and visible to it, in Istio's order: those
     /// in the gateway's namespace first, then the others; each group by creation time, name, namespace.
     pub fn virtual_services_for_gateway(&self) -> Vec<&'a Resource> {

@@ -382,7 +382,8 @@ pub fn l4_route(ctx: &mut Ctx, res: &Resource, rule: usize, route: &[RouteDestin
     }
 }
 
-/// The destination's cluster name, its port filled in from the service when it has one port.
+/// The destination's cluster name (`GetDestinationCluster`): without a port, the service's only
+/// port, else the listener's port.
 pub fn destination_cluster_name(ctx: &mut Ctx, ns: &str, d: &Destination) -> String {
     let fqdn = host::resolve_short_name(&d.host, ns, ctx.config.domain_suffix());
     let port = match d.port {
@@ -390,8 +391,11 @@ pub fn destination_cluster_name(ctx: &mut Ctx, ns: &str, d: &Destination) -> Str
         None => match ctx.service_single_port(&fqdn) {
             Some(p) => p,
             None => {
-                ctx.diag(Diagnostic::new(Severity::Warning, Code::ReferencedResourceNotFound, format!("destination `{}` has no port and its service does not have exactly one; requests to it get 503 (NC)", d.host)).with_hint("set `destination.port.number`"));
-                0
+                let listener = ctx.port;
+                if ctx.service_lacks_port(&fqdn, listener) {
+                    ctx.diag(Diagnostic::new(Severity::Warning, Code::ReferencedResourceNotFound, format!("destination `{}` has no port and its service has several, none of them {listener} (this listener's port, which Istio uses then); requests to it get 503 (NC)", d.host)).with_hint("set `destination.port.number`"));
+                }
+                listener
             }
         },
     };
