@@ -380,7 +380,10 @@ fn admin_api_reports_config_stats_and_clusters() {
     // /config_dump is Envoy's shape: the listener as Envoy would run it, at its bound address.
     let envoy: serde_json::Value = serde_json::from_str(&s.gate.admin_get("/config_dump")).unwrap();
     let listener = &envoy["configs"][2]["static_listeners"][0]["listener"];
-    assert_eq!(envoy["configs"][2]["@type"], "type.googleapis.com/envoy.admin.v3.ListenersConfigDump");
+    assert_eq!(
+        envoy["configs"][2]["@type"],
+        "type.googleapis.com/envoy.admin.v3.ListenersConfigDump"
+    );
     assert_eq!(listener["name"], "0.0.0.0_80");
     assert_eq!(
         listener["address"]["socket_address"]["port_value"],

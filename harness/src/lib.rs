@@ -5,4 +5,5 @@ pub mod cli;
 pub mod conform;
 pub mod load;
 pub mod meta;
+pub mod run;
 pub mod targets;

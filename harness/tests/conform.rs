@@ -70,7 +70,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         "{t}"
     );
     let report: meshbench_report::RunReport =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("conformance.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
     assert!(
         t.contains("suite tcp-routing against reference: 3 passed, 0 failed"),
         "{t}"
@@ -174,7 +174,10 @@ fn one_changed_rule_fails_its_case_and_known_differences_apply() {
         ),
         "{t}"
     );
-    assert!(t.contains("PASS  http-routing/header-operations-single-destination-wins"), "{t}");
+    assert!(
+        t.contains("PASS  http-routing/header-operations-single-destination-wins"),
+        "{t}"
+    );
     // Listed as a known difference: an expected failure, and the run passes.
     let known = tmp("known.yaml");
     std::fs::write(

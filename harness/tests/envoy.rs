@@ -95,7 +95,11 @@ fn every_suite_and_example_bootstrap_passes_envoy_validate() {
         if file.extension().is_some_and(|e| e == "yaml") {
             let name = format!("variant-{}", file.file_stem().unwrap().to_string_lossy());
             let b = examples.join("bookinfo");
-            let with_rules = [b.join("bookinfo-gateway.yaml"), b.join("destination-rule-all.yaml"), file];
+            let with_rules = [
+                b.join("bookinfo-gateway.yaml"),
+                b.join("destination-rule-all.yaml"),
+                file,
+            ];
             validate_all(&with_rules, gw, false, &name);
         }
     }
@@ -141,7 +145,7 @@ fn built_in_suites_pass_on_envoy_and_meshgate_in_one_report() {
         "{t}"
     );
     let report: meshbench_report::RunReport =
-        serde_json::from_str(&std::fs::read_to_string(out.join("conformance.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let kinds: Vec<&str> = report.targets.iter().map(|t| t.kind.as_str()).collect();
     assert_eq!(kinds, ["reference", "envoy"]);
     assert!(report.targets[1]
@@ -150,10 +154,16 @@ fn built_in_suites_pass_on_envoy_and_meshgate_in_one_report() {
         .is_some_and(|v| v.starts_with("envoy 1.")));
     assert_eq!(report.conformance.len(), 16);
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
-    assert!(junit.contains("name=\"tls-termination\" package=\"envoy\" tests=\"15\" failures=\"0\""), "{junit}");
+    assert!(
+        junit.contains("name=\"tls-termination\" package=\"envoy\" tests=\"15\" failures=\"0\""),
+        "{junit}"
+    );
     // Envoy's own access log is kept: a TLS origination failure with its transport reason.
     let log = std::fs::read_to_string(out.join("logs/egress-control.envoy.log")).unwrap();
-    assert!(log.contains(" 503 URX,UF upstream_reset_before_response_started{remote_connection_failure|TLS_error"), "{log}");
+    assert!(
+        log.contains(" 503 URX,UF upstream_reset_before_response_started{remote_connection_failure|TLS_error"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -111,6 +111,12 @@ fn every_scenario_in_suites_load_parses() {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).expect("dir") {
         let path = entry.expect("entry").path();
+        if std::fs::read_to_string(&path).expect("read").contains("\nscenarios:\n") {
+            // A load suite of `meshbench run` (workloads, config, scenarios).
+            let suite = meshbench::conform::suite::read(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!suite.scenarios.is_empty(), "{}", path.display());
+            continue;
+        }
         let s = meshbench::cli::load::read_scenario(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.url.is_some() && !s.steps.is_empty(), "{}", path.display());
         n += 1;

@@ -2,6 +2,8 @@
 //! conformance results, load results), its versioned JSON Schema, and renderers that are
 //! functions of the model alone, so a saved `run.json` can be rendered again later.
 
+pub mod charts;
+pub mod html;
 pub mod junit;
 pub mod model;
 pub mod text;

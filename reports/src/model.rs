@@ -189,12 +189,29 @@ pub struct GeneratorUsage {
     pub saturated: bool,
 }
 
+/// What the gateway process used during a measured run (from /proc; local process targets).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessUsage {
+    /// User + system CPU seconds of the gateway during the measured run.
+    pub cpu_s: f64,
+    /// CPU seconds per 1,000 completed requests: the cost figure that drifts least on a shared machine.
+    pub cpu_s_per_1k_requests: f64,
+    /// Resident memory at the end of the run, and the process's peak (VmHWM), bytes.
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadResult {
     pub scenario: String,
+    /// The target's name (`direct` for the baseline straight to the workload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Which repetition of the scenario this is (0-based; `run --repeat`).
+    #[serde(default)]
+    pub repetition: u32,
     pub settings: LoadSettings,
     /// Measured seconds (warm-up excluded).
     pub duration_s: f64,
@@ -221,6 +238,9 @@ pub struct LoadResult {
     pub time_series: Vec<SeriesPoint>,
     pub histograms: EncodedHistograms,
     pub generator: GeneratorUsage,
+    /// The gateway's CPU and memory, when the target is a local process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<ProcessUsage>,
     #[serde(default)]
     pub warnings: Vec<String>,
 }

@@ -33,7 +33,13 @@ pub fn render_load(r: &LoadResult) -> String {
         (LoadMode::Open, Some(rate)) => format!("open loop at {rate} rps"),
         _ => "closed loop".to_string(),
     };
-    let _ = writeln!(o, "{} @ {} ({}, {mode})", r.scenario, s.url, s.protocol);
+    let on = r.target.as_ref().map(|t| format!(" on {t}")).unwrap_or_default();
+    let rep = if r.repetition > 0 {
+        format!(" [repetition {}]", r.repetition + 1)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(o, "{}{on}{rep} @ {} ({}, {mode})", r.scenario, s.url, s.protocol);
     let _ = writeln!(
         o,
         "  {} connections x {} streams, {} workers, {:.1}s measured after {:.1}s warm-up",
@@ -82,10 +88,25 @@ pub fn render_load(r: &LoadResult) -> String {
         g.requests_per_cpu_s,
         g.max_worker_busy * 100.0
     );
+    if let Some(u) = &r.gateway {
+        let _ = writeln!(
+            o,
+            "  gateway: {:.2} CPU-s, {:.1} CPU-ms per 1k requests, RSS {} (peak {})",
+            u.cpu_s,
+            u.cpu_s_per_1k_requests * 1000.0,
+            mib(u.rss_bytes),
+            mib(u.peak_rss_bytes)
+        );
+    }
     for w in &r.warnings {
         let _ = writeln!(o, "  warning: {w}");
     }
     o
+}
+
+/// Bytes as MiB with one decimal: `12.5MiB`.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1}MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The whole report.
@@ -149,7 +170,11 @@ pub fn render_matrix(report: &RunReport) -> String {
             .conformance
             .iter()
             .filter(|s| s.target == target)
-            .flat_map(|s| s.cases.iter().map(move |c| (format!("{}/{}", s.suite, c.id), c.outcome)))
+            .flat_map(|s| {
+                s.cases
+                    .iter()
+                    .map(move |c| (format!("{}/{}", s.suite, c.id), c.outcome))
+            })
             .find(|(id, _)| id == row)
             .map_or("-", |(_, o)| outcome_label(o))
     };

@@ -1,14 +1,17 @@
-//! Writing a report's files into a directory: the one place that does it for every subcommand.
+//! Writing a report's files into a directory: the one place every subcommand does it.
 
 use std::path::Path;
 
 use crate::model::RunReport;
 
-/// `conformance.json` (the RunReport) and `junit.xml`.
-pub fn conformance(dir: &Path, report: &RunReport) -> std::io::Result<()> {
+/// `report.json` (the RunReport), `junit.xml` (when it has conformance results) and `report.html`.
+pub fn write(dir: &Path, report: &RunReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    json(&dir.join("conformance.json"), report)?;
-    std::fs::write(dir.join("junit.xml"), crate::junit::render(report))
+    json(&dir.join("report.json"), report)?;
+    if !report.conformance.is_empty() {
+        std::fs::write(dir.join("junit.xml"), crate::junit::render(report))?;
+    }
+    std::fs::write(dir.join("report.html"), crate::html::render(report))
 }
 
 /// The report as pretty JSON.

@@ -75,6 +75,7 @@ pub fn sample() -> RunReport {
     report.load.push(LoadResult {
         scenario: "ad-hoc".into(),
         target: Some("nginx".into()),
+        repetition: 0,
         settings: LoadSettings {
             url: "http://127.0.0.1:8080/".into(),
             protocol: "h1".into(),
@@ -136,6 +137,12 @@ pub fn sample() -> RunReport {
             max_worker_busy: 0.3,
             saturated: false,
         },
+        gateway: Some(ProcessUsage {
+            cpu_s: 0.25,
+            cpu_s_per_1k_requests: 0.025,
+            rss_bytes: 12 << 20,
+            peak_rss_bytes: 14 << 20,
+        }),
         warnings: vec![],
     });
     report

@@ -40,6 +40,7 @@ pub struct EchoBuilder {
     grpc: Vec<SocketAddr>,
     tcp: Vec<SocketAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    greeting: bool,
 }
 
 /// A running echo workload and the addresses it listens on.
@@ -85,6 +86,7 @@ impl Echo {
             grpc: Vec::new(),
             tcp: Vec::new(),
             tls: None,
+            greeting: true,
         }
     }
 }
@@ -122,6 +124,13 @@ impl EchoBuilder {
 
     pub fn tcp(mut self, addr: SocketAddr) -> Self {
         self.tcp.push(addr);
+        self
+    }
+
+    /// TCP ports write their identity lines before echoing (default); without, they only echo
+    /// (what a request/response load test needs).
+    pub fn tcp_greeting(mut self, on: bool) -> Self {
+        self.greeting = on;
         self
     }
 
@@ -176,7 +185,7 @@ impl EchoBuilder {
         for addr in self.tcp {
             let l = TcpListener::bind(addr).await?;
             echo.tcp.push(l.local_addr()?);
-            echo.tasks.push(tokio::spawn(tcp::serve(l, id.clone())));
+            echo.tasks.push(tokio::spawn(tcp::serve(l, id.clone(), self.greeting)));
         }
         Ok(echo)
     }

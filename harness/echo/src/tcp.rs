@@ -1,4 +1,4 @@
-//! The TCP echo: writes the identity lines, then echoes every byte it receives.
+//! The TCP echo: writes the identity lines (unless told not to), then echoes every byte it receives.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 
 use crate::Identity;
 
-pub async fn serve(listener: TcpListener, id: Arc<Identity>) {
+pub async fn serve(listener: TcpListener, id: Arc<Identity>, greeting: bool) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let Ok((mut stream, peer)) = listener.accept().await else {
@@ -22,7 +22,7 @@ pub async fn serve(listener: TcpListener, id: Arc<Identity>) {
                 id.hostname,
                 id.service
             );
-            if stream.write_all(hello.as_bytes()).await.is_err() {
+            if greeting && stream.write_all(hello.as_bytes()).await.is_err() {
                 return;
             }
             let mut buf = vec![0u8; 16 * 1024];

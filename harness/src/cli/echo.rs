@@ -1,6 +1,7 @@
 //! `meshbench echo --service reviews --version v2 --http ADDR --grpc ADDR --tcp ADDR`: runs an
 //! echo workload (Istio's echo format) until interrupted.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use super::exit;
@@ -25,6 +26,9 @@ pub struct Args {
     /// TCP echo address; repeatable.
     #[arg(long)]
     pub tcp: Vec<SocketAddr>,
+    /// TCP ports only echo (no identity lines first), as a request/response load test needs.
+    #[arg(long)]
+    pub tcp_plain: bool,
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -34,7 +38,8 @@ pub fn run(args: &Args) -> u8 {
     }
     let mut b = mesh_echo::Echo::builder(&args.service)
         .version(&args.version)
-        .namespace(&args.namespace);
+        .namespace(&args.namespace)
+        .tcp_greeting(!args.tcp_plain);
     if let Some(h) = &args.hostname {
         b = b.hostname(h);
     }
@@ -62,11 +67,16 @@ pub fn run(args: &Args) -> u8 {
                 return exit::IO;
             }
         };
+        // The addresses, then `ready` (for a parent reading them); a closed stdout is no reason to stop.
+        let mut out = std::io::stdout().lock();
         for (kind, addrs) in [("http", &echo.http), ("grpc", &echo.grpc), ("tcp", &echo.tcp)] {
             for a in addrs.iter() {
-                println!("{kind} {a}");
+                let _ = writeln!(out, "{kind} {a}");
             }
         }
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+        drop(out);
         let _ = tokio::signal::ctrl_c().await;
         exit::OK
     })

@@ -316,10 +316,7 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     if let Some(path) = &args.out {
-        let written = serde_json::to_string_pretty(&report)
-            .map_err(|e| e.to_string())
-            .and_then(|s| std::fs::write(path, s + "\n").map_err(|e| e.to_string()));
-        if let Err(e) = written {
+        if let Err(e) = meshbench_report::write::json(path, &report) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return exit::IO;
         }

@@ -1,11 +1,13 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
+pub mod common;
 pub mod conform;
 pub mod echo;
 pub mod load;
 pub mod merge;
 pub mod plan;
 pub mod report;
+pub mod run;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -36,9 +38,9 @@ pub enum Command {
     Merge(merge::Args),
     /// Render a saved run report.
     Report(report::Args),
-    /// The main job. Today: the built-in conformance suites against the reference gateway
-    /// (load scenarios and other targets join as they are built). Same options as `conform`.
-    Run(conform::Args),
+    /// The main job: conformance and load on every target (meshgate and Envoy by default) and
+    /// the direct baseline, into report.json, junit.xml and report.html.
+    Run(run::Args),
     /// Run conformance suites against a target, case by case.
     Conform(conform::Args),
     /// Run an echo workload (HTTP/1.1 + h2c, gRPC, TCP) answering in Istio's echo format.
@@ -74,7 +76,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Merge(args) => merge::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Echo(args) => echo::run(&args),
-        Command::Conform(args) | Command::Run(args) => conform::run(&args),
+        Command::Conform(args) => conform::run(&args),
+        Command::Run(args) => run::run(&args),
     };
     ExitCode::from(code)
 }

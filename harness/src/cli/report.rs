@@ -12,6 +12,12 @@ pub struct Args {
     pub report: PathBuf,
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: Output,
+    /// Also render the report as one self-contained HTML page here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Also write its JUnit XML here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -33,9 +39,17 @@ pub fn run(args: &Args) -> u8 {
             return exit::IO;
         }
     };
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
-        Output::Text | Output::Yaml => print!("{}", meshbench_report::text::render(&report)),
+    let files = [
+        (&args.html, meshbench_report::html::render as fn(&RunReport) -> String),
+        (&args.junit, meshbench_report::junit::render),
+    ];
+    for (path, render) in files {
+        if let Some(p) = path {
+            if let Err(e) = std::fs::write(p, render(&report)) {
+                eprintln!("error: cannot write {}: {e}", p.display());
+                return exit::IO;
+            }
+        }
     }
-    exit::OK
+    super::common::print_report(&report, args.output)
 }

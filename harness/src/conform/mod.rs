@@ -6,3 +6,4 @@ pub mod client;
 pub mod run;
 pub mod suite;
 pub mod tls;
+pub mod workloads;

@@ -3,7 +3,6 @@
 //! Every failure says what was expected, what was observed, and the request that showed it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,149 +10,9 @@ use meshbench_report::{CaseOutcome, CaseResult, SuiteResult};
 
 use super::check::{check, check_distribution};
 use super::client::send;
-use super::suite::Role;
-use super::suite::{Case, Suite, WorkloadProtocol};
+use super::suite::{Case, Role, Suite};
+pub use super::workloads::{start_workloads, Placement, Workloads};
 use crate::targets::{StartSpec, Target, TargetError};
-
-/// Echo workloads of a suite, and the registry documents that describe them.
-#[allow(missing_debug_implementations)] // Holds running echo servers.
-pub struct Workloads {
-    echoes: Vec<mesh_echo::Echo>,
-    pub registry: String,
-    /// Each service's first echo, for `${addr:<service>}`.
-    pub addresses: BTreeMap<String, SocketAddr>,
-}
-
-/// Where a suite's workloads and certificates live: an address a gateway can reach, optionally
-/// fixed ports (the i-th echo of a suite, in file order, on `base + i`) and a kept certificate
-/// folder, so that what `--print-config` printed for an external gateway stays true for a later
-/// run.
-#[derive(Debug, Clone)]
-pub struct Placement {
-    pub ip: std::net::IpAddr,
-    pub base_port: Option<u16>,
-    /// Certificates go to `<certs>/<suite>` and are reused when already there; default: the
-    /// run's temporary folder.
-    pub certs: Option<std::path::PathBuf>,
-}
-
-impl Default for Placement {
-    fn default() -> Self {
-        Placement {
-            ip: std::net::Ipv4Addr::LOCALHOST.into(),
-            base_port: None,
-            certs: None,
-        }
-    }
-}
-
-impl Placement {
-    /// The certificate folder of `suite`.
-    pub fn certs_dir(&self, work_dir: &std::path::Path, suite: &str) -> std::path::PathBuf {
-        match &self.certs {
-            Some(d) => d.join(suite),
-            None => work_dir.join(format!("{suite}-certs")),
-        }
-    }
-}
-
-/// Starts one echo per version (and replica) and writes their registry.
-pub async fn start_workloads(
-    suite: &Suite,
-    certs: &std::path::Path,
-    placement: &Placement,
-) -> Result<Workloads, String> {
-    let mut index: u16 = 0;
-    let mut echoes = Vec::new();
-    let mut registry = String::new();
-    let mut addresses = BTreeMap::new();
-    for w in &suite.workloads {
-        let registered = w.registered.unwrap_or(true);
-        let ns = w.namespace.clone().unwrap_or_else(|| "default".into());
-        let protocol = w.protocol;
-        let (port_name, istio_protocol) = protocol.istio_port();
-        let host = w
-            .host
-            .clone()
-            .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
-        let location = w.location.as_deref().unwrap_or("MESH_INTERNAL");
-        let resolution = w.resolution.as_deref().unwrap_or("STATIC");
-        let address = w.address.clone().unwrap_or_else(|| placement.ip.to_string());
-        if registered {
-            let _ = write!(
-            registry,
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {svc}, namespace: {ns}}}\nspec:\n  \
-             hosts: [{host}]\n  location: {location}\n  resolution: {resolution}\n  \
-             ports: [{{number: {port}, name: {port_name}, protocol: {istio_protocol}}}]\n  workloadSelector: {{labels: {{app: {svc}}}}}\n---\n",
-            svc = w.service,
-            port = w.port
-        );
-        }
-        for v in &w.versions {
-            for r in 0..w.replicas.unwrap_or(1).max(1) {
-                let b = mesh_echo::Echo::builder(&w.service)
-                    .version(v)
-                    .namespace(&ns)
-                    .hostname(&format!("{}-{v}-{r}", w.service));
-                let b = match &w.tls {
-                    Some(t) => b.tls(super::tls::server_config(certs, &t.cert, t.client_ca.as_deref())?),
-                    None => b,
-                };
-                let port = match placement.base_port {
-                    Some(base) => base
-                        .checked_add(index)
-                        .ok_or_else(|| format!("--workload-ports {base}: too high for {} workloads", index + 1))?,
-                    None => 0,
-                };
-                index += 1;
-                let loopback = SocketAddr::new(placement.ip, port);
-                let b = match protocol {
-                    WorkloadProtocol::Grpc => b.grpc(loopback),
-                    WorkloadProtocol::Tcp => b.tcp(loopback),
-                    WorkloadProtocol::Http | WorkloadProtocol::Https => b.http(loopback),
-                };
-                let echo = b
-                    .start()
-                    .await
-                    .map_err(|e| format!("cannot start echo {}/{v}: {e}", w.service))?;
-                let port = echo
-                    .http
-                    .first()
-                    .or(echo.grpc.first())
-                    .or(echo.tcp.first())
-                    .map_or(0, |a| a.port());
-                addresses
-                    .entry(w.service.clone())
-                    .or_insert(SocketAddr::new(placement.ip, port));
-                if registered {
-                    let _ = write!(
-                    registry,
-                    "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {svc}-{v}-{r}, namespace: {ns}}}\nspec:\n  \
-                     address: {address}\n  ports: {{{port_name}: {port}}}\n  labels: {{app: {svc}, version: {v}}}\n---\n",
-                    svc = w.service
-                );
-                }
-                echoes.push(echo);
-            }
-        }
-    }
-    Ok(Workloads {
-        echoes,
-        registry,
-        addresses,
-    })
-}
-
-impl Workloads {
-    /// Requests the echoes of `service` have answered so far.
-    pub fn requests(&self, service: &str) -> u64 {
-        self.echoes
-            .iter()
-            .filter(|e| e.identity.service == service)
-            .map(mesh_echo::Echo::requests)
-            .sum()
-    }
-}
 
 /// Runs one case: one request, or `count` for a distribution.
 pub async fn run_case(

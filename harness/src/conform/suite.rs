@@ -30,6 +30,38 @@ pub struct Suite {
     /// Certificates made for the run (rcgen); `${certs}` in `config` is their directory.
     pub certificates: Vec<Certificate>,
     pub cases: Vec<Case>,
+    /// Load scenarios (a load suite, `suites/load/`): sent through the gateway and straight to
+    /// the workload behind it (the direct baseline).
+    pub scenarios: Vec<Scenario>,
+}
+
+/// One load scenario of a load suite: what to send, at what rate, for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub protocol: RequestProtocol,
+    /// The gateway port.
+    pub port: u32,
+    /// The workload the route leads to: the direct baseline sends to it.
+    pub service: String,
+    pub path: Option<String>,
+    pub authority: Option<String>,
+    /// TLS to the gateway (the baseline talks to the plaintext workload).
+    pub tls: Option<TlsRequest>,
+    /// Requests per second (open loop); none: closed loop, the maximum.
+    pub rate: Option<f64>,
+    pub connections: Option<u32>,
+    /// Concurrent streams per connection (h2c, gRPC).
+    pub streams: Option<u32>,
+    pub duration: Option<Duration>,
+    pub warmup: Option<Duration>,
+    pub body: Option<String>,
+    /// TCP: bytes per message.
+    pub message_bytes: Option<usize>,
+    /// Thresholds the run must meet (`p99 < 5ms`, `errors < 0.1%`, …).
+    pub thresholds: Vec<String>,
 }
 
 /// A gateway besides the one under test, e.g. `{name: egress, labels: {istio: egressgateway},
@@ -82,6 +114,9 @@ pub struct Workload {
     pub registered: Option<bool>,
     /// The echo serves HTTP over TLS (what a DestinationRule's TLS origination talks to).
     pub tls: Option<WorkloadTls>,
+    /// TCP: write the identity lines before echoing (default true; false for load tests, whose
+    /// requests are messages echoed back).
+    pub greeting: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -350,6 +385,12 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("egress-control", include_str!("../../../suites/conformance/egress-control.yaml")),
     ("egress-allow-any", include_str!("../../../suites/conformance/egress-allow-any.yaml")),
     ("egress-gateway", include_str!("../../../suites/conformance/egress-gateway.yaml")),
+];
+
+/// The load suites built into the binary (`suites/load/*.yaml` with `scenarios`).
+#[rustfmt::skip]
+pub const EMBEDDED_LOAD: &[(&str, &str)] = &[
+    ("gateway-load", include_str!("../../../suites/load/gateway-load.yaml")),
 ];
 
 /// Parses a suite, with `file:line` for every mistake.

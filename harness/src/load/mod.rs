@@ -241,6 +241,7 @@ impl Aggregate {
         LoadResult {
             scenario: spec.name.clone(),
             target: None,
+            repetition: 0,
             settings: LoadSettings {
                 url: spec.url.clone(),
                 protocol: spec.protocol_name().into(),
@@ -279,6 +280,7 @@ impl Aggregate {
                 max_worker_busy: self.max_busy,
                 saturated,
             },
+            gateway: None,
             warnings,
         }
     }

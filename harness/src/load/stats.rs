@@ -187,13 +187,7 @@ pub fn encode(h: &Histogram<u64>) -> String {
 
 /// Decodes `encode`'s output.
 pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("bad base64: {e}"))?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut bytes.as_slice())
-        .map_err(|e| format!("bad histogram: {e:?}"))
+    meshbench_report::html::decode_histogram(text)
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ pub struct TargetOptions {
     pub envoy: Option<PathBuf>,
     /// External target: suite port -> address.
     pub addresses: BTreeMap<u32, SocketAddr>,
+    /// Worker threads of each gateway process (meshgate `--workers`, Envoy `--concurrency`).
+    pub workers: u32,
 }
 
 /// The kinds `--target` accepts.
@@ -85,8 +87,16 @@ pub const KINDS: &[&str] = &["reference", "envoy", "external"];
 /// Builds the target `kind` names.
 pub fn build(kind: &str, opts: &TargetOptions) -> Result<Box<dyn Target>, TargetError> {
     match kind {
-        "reference" => Ok(Box::new(reference::Reference::new(opts.meshgate.clone())?)),
-        "envoy" => Ok(Box::new(envoy::Envoy::new(opts.envoy.clone())?)),
+        "reference" => {
+            let mut r = reference::Reference::new(opts.meshgate.clone())?;
+            r.workers = opts.workers.max(1);
+            Ok(Box::new(r))
+        }
+        "envoy" => {
+            let mut e = envoy::Envoy::new(opts.envoy.clone())?;
+            e.concurrency = opts.workers.max(1);
+            Ok(Box::new(e))
+        }
         "external" => Ok(Box::new(external::External {
             addresses: opts.addresses.clone(),
         })),

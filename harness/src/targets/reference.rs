@@ -15,6 +15,8 @@ use crate::conform::suite::Role;
 #[derive(Debug)]
 pub struct Reference {
     binary: PathBuf,
+    /// Worker threads (`--workers`).
+    pub workers: u32,
     process: Option<Process>,
     logs: Option<Logs>,
 }
@@ -36,6 +38,7 @@ impl Reference {
         }
         Ok(Reference {
             binary,
+            workers: 1,
             process: None,
             logs: None,
         })
@@ -77,6 +80,7 @@ impl Target for Reference {
             .args(["--admin", "127.0.0.1:0", "--ready-file"])
             .arg(&ready)
             .args(["--labels", &labels.join(",")])
+            .args(["--workers", &self.workers.to_string()])
             .arg("--access-log")
             .arg(logs.access());
         if let Some(m) = spec.mesh {
@@ -106,7 +110,9 @@ impl Target for Reference {
     }
 
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {
-        Ok(Box::new(Reference::new(Some(self.binary.clone()))?))
+        let mut r = Reference::new(Some(self.binary.clone()))?;
+        r.workers = self.workers;
+        Ok(Box::new(r))
     }
 
     async fn stop(&mut self) {

@@ -31,7 +31,10 @@ fn only_route(b: &Value) -> &Value {
 fn gateway_listener_names_hcm_and_filters_follow_istiod() {
     let b = one("{uri: {prefix: /a}}", "");
     let l = listener(&b, "0.0.0.0_80");
-    assert_eq!(l["address"]["socket_address"], json!({"address": "0.0.0.0", "port_value": 80}));
+    assert_eq!(
+        l["address"]["socket_address"],
+        json!({"address": "0.0.0.0", "port_value": 80})
+    );
     assert_eq!(l["traffic_direction"], "OUTBOUND");
     assert!(l.get("listener_filters").is_none(), "no TLS inspector on plaintext");
     let hcm = &l["filter_chains"][0]["filters"][0];
@@ -50,7 +53,11 @@ fn gateway_listener_names_hcm_and_filters_follow_istiod() {
         .collect();
     assert_eq!(
         filters,
-        ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
+        [
+            "envoy.filters.http.fault",
+            "envoy.filters.http.cors",
+            "envoy.filters.http.router"
+        ]
     );
     let rc = &t["route_config"];
     assert_eq!(rc["name"], "http.80");
@@ -72,8 +79,14 @@ fn uri_matches_become_path_specifiers() {
     let cases = [
         ("{uri: {exact: /e}}", json!({"path": "/e"})),
         ("{uri: {prefix: /p}}", json!({"prefix": "/p"})),
-        ("{uri: {regex: '/r/[0-9]+'}}", json!({"safe_regex": {"regex": "/r/[0-9]+"}})),
-        ("{uri: {prefix: /i}, ignoreUriCase: true}", json!({"prefix": "/i", "case_sensitive": false})),
+        (
+            "{uri: {regex: '/r/[0-9]+'}}",
+            json!({"safe_regex": {"regex": "/r/[0-9]+"}}),
+        ),
+        (
+            "{uri: {prefix: /i}, ignoreUriCase: true}",
+            json!({"prefix": "/i", "case_sensitive": false}),
+        ),
     ];
     for (m, want) in cases {
         assert_eq!(only_route(&one(m, ""))["match"], want, "{m}");
@@ -93,7 +106,12 @@ fn header_scheme_method_authority_and_query_matches() {
     );
     let m = &only_route(&b)["match"];
     let headers = m["headers"].as_array().unwrap();
-    let by = |n: &str| headers.iter().find(|h| h["name"] == n).unwrap_or_else(|| panic!("{n}: {m:#}"));
+    let by = |n: &str| {
+        headers
+            .iter()
+            .find(|h| h["name"] == n)
+            .unwrap_or_else(|| panic!("{n}: {m:#}"))
+    };
     assert_eq!(by(":scheme")["string_match"], json!({"exact": "https"}));
     assert_eq!(by(":method")["string_match"], json!({"exact": "PUT"}));
     assert_eq!(by(":authority")["string_match"], json!({"prefix": "api."}));
@@ -110,7 +128,10 @@ fn header_scheme_method_authority_and_query_matches() {
         json!({"name": "x-gone", "present_match": true, "invert_match": true})
     );
     let q = m["query_parameters"].as_array().unwrap();
-    assert!(q.contains(&json!({"name": "v", "string_match": {"exact": "2"}})), "{q:?}");
+    assert!(
+        q.contains(&json!({"name": "v", "string_match": {"exact": "2"}})),
+        "{q:?}"
+    );
     assert!(q.contains(&json!({"name": "flag", "present_match": true})), "{q:?}");
 }
 
@@ -133,7 +154,10 @@ fn weighted_clusters_and_single_destination() {
 #[test]
 fn redirects_as_istiod_applies_them() {
     let cases = [
-        ("redirect: {uri: /new}", json!({"path_redirect": "/new", "response_code": "MOVED_PERMANENTLY"})),
+        (
+            "redirect: {uri: /new}",
+            json!({"path_redirect": "/new", "response_code": "MOVED_PERMANENTLY"}),
+        ),
         (
             "redirect: {authority: b.example, redirectCode: 302}",
             json!({"host_redirect": "b.example", "response_code": "FOUND"}),
@@ -144,12 +168,18 @@ fn redirects_as_istiod_applies_them() {
             json!({"scheme_redirect": "https", "port_redirect": 80, "response_code": "MOVED_PERMANENTLY"}),
         ),
         // No explicit :80 for http.
-        ("redirect: {port: 80, redirectCode: 307}", json!({"response_code": "TEMPORARY_REDIRECT"})),
+        (
+            "redirect: {port: 80, redirectCode: 307}",
+            json!({"response_code": "TEMPORARY_REDIRECT"}),
+        ),
         (
             "redirect: {port: 443, scheme: https, redirectCode: 308}",
             json!({"scheme_redirect": "https", "response_code": "PERMANENT_REDIRECT"}),
         ),
-        ("redirect: {port: 8443}", json!({"port_redirect": 8443, "response_code": "MOVED_PERMANENTLY"})),
+        (
+            "redirect: {port: 8443}",
+            json!({"port_redirect": 8443, "response_code": "MOVED_PERMANENTLY"}),
+        ),
         (
             "redirect: {derivePort: FROM_PROTOCOL_DEFAULT, scheme: https, redirectCode: 303}",
             json!({"scheme_redirect": "https", "response_code": "SEE_OTHER"}),
@@ -164,7 +194,10 @@ fn redirects_as_istiod_applies_them() {
 
 #[test]
 fn rewrites_prefix_regex_and_authority() {
-    let b = one("{uri: {prefix: /old/}}", "    rewrite: {uri: /new/, authority: new-authority}\n");
+    let b = one(
+        "{uri: {prefix: /old/}}",
+        "    rewrite: {uri: /new/, authority: new-authority}\n",
+    );
     let r = &only_route(&b)["route"];
     assert_eq!(r["prefix_rewrite"], "/new/");
     assert_eq!(r["host_rewrite_literal"], "new-authority");
@@ -251,7 +284,8 @@ fn faults_are_per_route_filter_config() {
          \x20 route: [{destination: {host: reviews, subset: v1, port: {number: 9080}}}]\n",
         "",
     );
-    let f = |p: &str| route(&b, "http.80", "*", "path", p)["typed_per_filter_config"]["envoy.filters.http.fault"].clone();
+    let f =
+        |p: &str| route(&b, "http.80", "*", "path", p)["typed_per_filter_config"]["envoy.filters.http.fault"].clone();
     assert_eq!(
         f("/d"),
         json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
@@ -372,7 +406,10 @@ fn clusters_endpoints_lb_breakers_and_outliers() {
     let c = cluster(&b, "outbound|80||plain.default.svc.cluster.local");
     assert_eq!(c["lb_policy"], "LEAST_REQUEST");
     assert_eq!(c["connect_timeout"], "10s");
-    assert_eq!(c["circuit_breakers"]["thresholds"][0]["max_connections"], 4_294_967_295u64);
+    assert_eq!(
+        c["circuit_breakers"]["thresholds"][0]["max_connections"],
+        4_294_967_295u64
+    );
     assert!(c.get("outlier_detection").is_none());
     assert!(cluster(&b, "BlackHoleCluster")["load_assignment"]["endpoints"] == json!([]));
     assert_eq!(cluster(&b, "PassthroughCluster")["type"], "ORIGINAL_DST");
@@ -389,11 +426,15 @@ fn grpc_ports_speak_h2_and_consistent_hashes_ring() {
     assert_eq!(c["lb_policy"], "RING_HASH");
     assert_eq!(c["ring_hash_lb_config"], json!({"minimum_ring_size": 2048}));
     assert_eq!(
-        c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"],
+        c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            ["explicit_http_config"],
         json!({"http2_protocol_options": {}})
     );
     let r = only_route(&b);
-    assert_eq!(r["route"]["hash_policy"], json!([{"header": {"header_name": "x-user"}}]));
+    assert_eq!(
+        r["route"]["hash_policy"],
+        json!([{"header": {"header_name": "x-user"}}])
+    );
     // Consistent hashing and "other hosts first" do not mix (istiod drops the predicate).
     assert!(r["route"]["retry_policy"].get("retry_host_predicate").is_none());
 }
@@ -413,7 +454,10 @@ fn dns_services_resolve_and_unix_endpoints_are_pipes() {
         c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
         json!({"socket_address": {"address": "api.example.com", "port_value": 443}})
     );
-    assert!(c.get("typed_extension_protocol_options").is_none(), "TLS port: no HTTP options");
+    assert!(
+        c.get("typed_extension_protocol_options").is_none(),
+        "TLS port: no HTTP options"
+    );
     let c = cluster(&b, "outbound|80||uds.example.com");
     assert_eq!(
         c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
@@ -438,9 +482,15 @@ fn tls_origination_simple_mutual_and_insecure() {
     let yaml = format!(
         "{GATEWAY_80}{}{}{}{}{}{}",
         se("s"),
-        dr("s", "{mode: SIMPLE, caCertificates: /ca.pem, sni: s.example.com, subjectAltNames: [s.example.com]}"),
+        dr(
+            "s",
+            "{mode: SIMPLE, caCertificates: /ca.pem, sni: s.example.com, subjectAltNames: [s.example.com]}"
+        ),
         se("m"),
-        dr("m", "{mode: MUTUAL, clientCertificate: /c.crt, privateKey: /c.key, caCertificates: /ca.pem}"),
+        dr(
+            "m",
+            "{mode: MUTUAL, clientCertificate: /c.crt, privateKey: /c.key, caCertificates: /ca.pem}"
+        ),
         se("i"),
         dr("i", "{mode: SIMPLE, insecureSkipVerify: true}")
     );
@@ -463,8 +513,13 @@ fn tls_origination_simple_mutual_and_insecure() {
     // No `sni`: Envoy takes it from the request's Host, and checks the SAN against it.
     let opts = &cluster(&b, "outbound|80||m.example.com")["typed_extension_protocol_options"]
         ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
-    assert_eq!(opts["upstream_http_protocol_options"], json!({"auto_sni": true, "auto_san_validation": true}));
-    assert!(ts("i")["typed_config"]["common_tls_context"].get("validation_context").is_none());
+    assert_eq!(
+        opts["upstream_http_protocol_options"],
+        json!({"auto_sni": true, "auto_san_validation": true})
+    );
+    assert!(ts("i")["typed_config"]["common_tls_context"]
+        .get("validation_context")
+        .is_none());
 }
 
 #[test]
@@ -482,15 +537,15 @@ fn tls_termination_chains_by_sni() {
         ..Default::default()
     };
     let b = export_with(
-        &format!("{gw}{}", virtual_service(TO_V1.replacen("    route", "  - route", 1).as_str())),
+        &format!(
+            "{gw}{}",
+            virtual_service(TO_V1.replacen("    route", "  - route", 1).as_str())
+        ),
         false,
         &opts,
     );
     let l = listener(&b, "0.0.0.0_443");
-    assert_eq!(
-        l["listener_filters"][0]["name"],
-        "envoy.filters.listener.tls_inspector"
-    );
+    assert_eq!(l["listener_filters"][0]["name"], "envoy.filters.listener.tls_inspector");
     let chains = l["filter_chains"].as_array().unwrap();
     assert_eq!(chains.len(), 3);
     let a = &chains[0];
@@ -507,7 +562,10 @@ fn tls_termination_chains_by_sni() {
         a["filters"][0]["typed_config"]["route_config"]["name"],
         "https.443.https-a.gw.istio-system"
     );
-    assert_eq!(a["filters"][0]["typed_config"]["stat_prefix"], "https.443.https-a.gw.istio-system");
+    assert_eq!(
+        a["filters"][0]["typed_config"]["stat_prefix"],
+        "https.443.https-a.gw.istio-system"
+    );
     let m = &chains[1]["transport_socket"]["typed_config"];
     assert_eq!(m["require_client_certificate"], true);
     assert_eq!(
@@ -553,17 +611,33 @@ fn tcp_weighted_passthrough_and_auto_passthrough() {
     );
     assert_eq!(tcp["typed_config"]["idle_timeout"], "3600s");
     let pass = &listener(&b, "0.0.0.0_15443")["filter_chains"];
-    assert_eq!(pass.as_array().map(Vec::len), Some(1), "one chain per matching tls rule");
-    assert_eq!(pass[0]["filter_chain_match"], json!({"server_names": ["pass.example.com"]}));
+    assert_eq!(
+        pass.as_array().map(Vec::len),
+        Some(1),
+        "one chain per matching tls rule"
+    );
+    assert_eq!(
+        pass[0]["filter_chain_match"],
+        json!({"server_names": ["pass.example.com"]})
+    );
     assert!(pass[0].get("transport_socket").is_none());
     assert_eq!(
         pass[0]["filters"][0]["typed_config"]["cluster"],
         "outbound|443||pass.default.svc.cluster.local"
     );
     let auto = listener(&b, "0.0.0.0_15444")["filter_chains"].as_array().unwrap();
-    let snis: Vec<&Value> = auto.iter().map(|c| &c["filter_chain_match"]["server_names"][0]).collect();
-    assert!(snis.contains(&&json!("outbound_.9000_._.tcp.default.svc.cluster.local")), "{snis:?}");
-    assert!(snis.contains(&&json!("outbound_.443_._.pass.default.svc.cluster.local")), "{snis:?}");
+    let snis: Vec<&Value> = auto
+        .iter()
+        .map(|c| &c["filter_chain_match"]["server_names"][0])
+        .collect();
+    assert!(
+        snis.contains(&&json!("outbound_.9000_._.tcp.default.svc.cluster.local")),
+        "{snis:?}"
+    );
+    assert!(
+        snis.contains(&&json!("outbound_.443_._.pass.default.svc.cluster.local")),
+        "{snis:?}"
+    );
 }
 
 #[test]
@@ -585,12 +659,28 @@ fn ports_can_be_bound_elsewhere_and_admin_moved() {
         access_log: None,
         ..Default::default()
     };
-    let b = export_with(&format!("{GATEWAY_80}{}", virtual_service(TO_V1.replacen("    route", "  - route", 1).as_str())), false, &opts);
+    let b = export_with(
+        &format!(
+            "{GATEWAY_80}{}",
+            virtual_service(TO_V1.replacen("    route", "  - route", 1).as_str())
+        ),
+        false,
+        &opts,
+    );
     let l = listener(&b, "0.0.0.0_80");
-    assert_eq!(l["address"]["socket_address"], json!({"address": "127.0.0.1", "port_value": 0}));
+    assert_eq!(
+        l["address"]["socket_address"],
+        json!({"address": "127.0.0.1", "port_value": 0})
+    );
     assert_eq!(b["admin"]["address"]["socket_address"]["port_value"], 0);
-    assert_eq!(l["filter_chains"][0]["filters"][0]["typed_config"]["access_log"], json!([]));
-    assert!(b["node"]["id"].as_str().unwrap().starts_with("router~127.0.0.1~ingressgateway.istio-system~"));
+    assert_eq!(
+        l["filter_chains"][0]["filters"][0]["typed_config"]["access_log"],
+        json!([])
+    );
+    assert!(b["node"]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("router~127.0.0.1~ingressgateway.istio-system~"));
 }
 
 #[test]
@@ -603,9 +693,17 @@ fn the_sidecar_is_an_explicit_proxy_with_a_catch_all() {
     assert_eq!(l["address"]["socket_address"]["port_value"], 15001);
     let t = &l["filter_chains"][0]["filters"][0]["typed_config"];
     assert_eq!(t["use_remote_address"], false);
-    assert!(t["upgrade_configs"].as_array().unwrap().contains(&json!({"upgrade_type": "CONNECT"})));
+    assert!(t["upgrade_configs"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"upgrade_type": "CONNECT"})));
     let vhosts = t["route_config"]["virtual_hosts"].as_array().unwrap();
-    let by = |name: &str| vhosts.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("{name}"));
+    let by = |name: &str| {
+        vhosts
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
     // Port 8000: the domain keeps its port; no bare host (that would mean port 80).
     assert_eq!(
         by("reviews.default.svc.cluster.local:8000")["domains"],
@@ -671,8 +769,13 @@ fn config_dump_has_envoys_admin_shape() {
         ]
     );
     assert_eq!(d["configs"][2]["static_listeners"][0]["listener"]["name"], "0.0.0.0_80");
-    assert_eq!(d["configs"][3]["static_route_configs"][0]["route_config"]["name"], "http.80");
+    assert_eq!(
+        d["configs"][3]["static_route_configs"][0]["route_config"]["name"],
+        "http.80"
+    );
     assert_eq!(d["configs"][1]["version_info"], "3");
     let clusters = d["configs"][1]["static_clusters"].as_array().unwrap();
-    assert!(clusters.iter().any(|c| c["cluster"]["name"] == "outbound|80||plain.default.svc.cluster.local"));
+    assert!(clusters
+        .iter()
+        .any(|c| c["cluster"]["name"] == "outbound|80||plain.default.svc.cluster.local"));
 }

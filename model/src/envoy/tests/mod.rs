@@ -71,7 +71,10 @@ pub fn route<'v>(b: &'v Value, rc: &str, domain: &str, path_key: &str, path: &st
         .unwrap_or_else(|| panic!("no route config {rc}"));
     let vh = rc["virtual_hosts"]
         .as_array()
-        .and_then(|v| v.iter().find(|v| v["domains"].as_array().is_some_and(|d| d.iter().any(|d| d == domain))))
+        .and_then(|v| {
+            v.iter()
+                .find(|v| v["domains"].as_array().is_some_and(|d| d.iter().any(|d| d == domain)))
+        })
         .unwrap_or_else(|| panic!("no virtual host {domain} in {rc:#}"));
     vh["routes"]
         .as_array()

@@ -50,7 +50,8 @@ fn pick_chain<'v>(chains: &'v [Value], sni: Option<&str>) -> Result<&'v Value, &
                 .max()
         };
         if let Some(best) = chains.iter().filter_map(wild_len).max() {
-            return pick(chains.iter().filter(|c| wild_len(c) == Some(best)).collect()).unwrap_or(Err("no filter chain"));
+            return pick(chains.iter().filter(|c| wild_len(c) == Some(best)).collect())
+                .unwrap_or(Err("no filter chain"));
         }
     }
     pick(chains.iter().filter(|c| names(c).is_empty()).collect()).unwrap_or(Err("no filter chain"))
@@ -189,7 +190,8 @@ fn no_virtual_services() {
 
 #[test]
 fn simple_http_and_virtual_service() {
-    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bookinfo, namespace: default}\n\
+    let vs =
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: bookinfo, namespace: default}\n\
               spec:\n  hosts: ['*']\n  gateways: [gateway]\n  http:\n  - match: [{uri: {exact: /productpage}}]\n    \
               route: [{destination: {host: productpage, port: {number: 9080}}}]\n";
     let b = export(&format!("{}{vs}", gateway("gateway", "default", HTTP_SERVER)));
@@ -232,9 +234,16 @@ fn virtual_service_merging() {
         ("a.example.com", "outbound|80||a.default.svc.cluster.local"),
         ("b.example.com", "outbound|80||b.default.svc.cluster.local"),
     ] {
-        assert_eq!(simulate(&b, http(80, host, "/")).cluster.as_deref(), Some(cluster), "{host}");
+        assert_eq!(
+            simulate(&b, http(80, host, "/")).cluster.as_deref(),
+            Some(cluster),
+            "{host}"
+        );
     }
-    assert_eq!(simulate(&b, http(80, "c.example.com", "/")).error, Some("no virtual host"));
+    assert_eq!(
+        simulate(&b, http(80, "c.example.com", "/")).error,
+        Some("no virtual host")
+    );
 }
 
 #[test]
@@ -384,7 +393,10 @@ fn tls_passthrough_routes_by_sni_from_the_virtual_service() {
     };
     let r = simulate(&b, call);
     assert_eq!(r.error, None, "{r:?}");
-    assert_eq!(r.cluster.as_deref(), Some("outbound|443||mysite.default.svc.cluster.local"));
+    assert_eq!(
+        r.cluster.as_deref(),
+        Some("outbound|443||mysite.default.svc.cluster.local")
+    );
     let other = Call {
         sni: Some("nope.example.com"),
         ..call
