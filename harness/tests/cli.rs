@@ -234,3 +234,72 @@ fn mesh_config_is_applied_and_unknown_fields_are_noted() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn output_formats_are_honoured_and_a_closed_pipe_ends_quietly() {
+    let bookinfo = examples("bookinfo");
+    let b = bookinfo.to_str().unwrap_or_default();
+    // `-o text` is text, `-o yaml` YAML, `-o json` JSON, for plan and validate alike.
+    let t = meshbench(&["plan", "-o", "text", "--labels", "istio=ingressgateway", b], None);
+    let out = text(&t.stdout);
+    assert!(out.starts_with("listener 0.0.0.0_8080 (0.0.0.0:8080)\n"), "{out}");
+    assert!(out.contains("uri =/productpage -> route to outbound|9080||productpage.default.svc.cluster.local (100)"));
+    let y = meshbench(&["validate", "-o", "yaml", b], None);
+    assert!(text(&y.stdout).contains("\nvalid: true\n"), "{}", text(&y.stdout));
+    let envoy = meshbench(
+        &["plan", "--envoy", "-o", "yaml", "--labels", "istio=ingressgateway", b],
+        None,
+    );
+    assert!(
+        text(&envoy.stdout).contains("name: 0.0.0.0_8080"),
+        "{}",
+        text(&envoy.stdout)
+    );
+    // Many routes, more than a pipe holds; the reader takes a few bytes and goes away.
+    let mut config = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  \
+         selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n",
+    );
+    for i in 0..400 {
+        config.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v{i}, namespace: default}}\nspec:\n  \
+             hosts: [h{i}.example.com]\n  gateways: [gw]\n  http: [{{route: [{{destination: {{host: s{i}, port: {{number: 80}}}}}}]}}]\n"
+        ));
+    }
+    // Its warnings (400 unknown hosts) go to a file: an unread stderr pipe would fill and block it.
+    let errors = std::env::temp_dir().join(format!("meshbench-pipe-{}.err", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshbench"))
+        .args(["plan", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(config.as_bytes()).unwrap();
+    drop(stdin);
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&errors).unwrap();
+    let _ = std::fs::remove_file(&errors);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(meshbench::cli::is_closed_pipe(
+        "failed printing to stdout: Broken pipe (os error 32)"
+    ));
+    assert!(!meshbench::cli::is_closed_pipe("failed printing to stdout: disk full"));
+}
+
+#[test]
+fn shell_completions_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = meshbench(&["completions", shell], None);
+        assert_eq!(out.status.code(), Some(0));
+        let script = text(&out.stdout);
+        for sub in ["validate", "plan", "conform", "run", "load", "merge"] {
+            assert!(script.contains(sub), "{shell}: {sub}");
+        }
+    }
+}

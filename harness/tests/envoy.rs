@@ -154,6 +154,14 @@ fn built_in_suites_pass_on_envoy_and_meshgate_in_one_report() {
         .is_some_and(|v| v.starts_with("envoy 1.")));
     assert_eq!(report.conformance.len(), 16);
     let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../reports/schema/junit.xsd");
+    let lint = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(out.join("junit.xml"))
+        .output()
+        .unwrap();
+    assert!(lint.status.success(), "{}", text(&lint));
     assert!(
         junit.contains("name=\"tls-termination\" package=\"envoy\" tests=\"15\" failures=\"0\""),
         "{junit}"

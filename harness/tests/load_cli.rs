@@ -68,11 +68,46 @@ fn json_report_merge_and_rerender() {
         assert!(r.load[0].latency_uncorrected_us.is_some());
         total += r.load[0].requests;
     }
-    let merged = meshbench(&["merge", a.to_str().unwrap(), b.to_str().unwrap(), "--output", "json"]);
+    let m = tmp("merged.hlog");
+    let merged = meshbench(&[
+        "merge",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--output",
+        "json",
+        "-O",
+        m.to_str().unwrap(),
+    ]);
     assert_eq!(merged.status.code(), Some(0), "{}", text(&merged.stderr));
     let v: serde_json::Value = serde_json::from_slice(&merged.stdout).expect("json");
     assert_eq!(v["corrected"]["count"], total);
     assert_eq!(v["uncorrected"]["count"], total);
+    // HdrHistogram's own Python reader (PyPI `hdrhistogram`) reads the logs as written: the
+    // merged one keeps the two runs one after the other on its time axis, nothing lost.
+    for (log, count, min_span_ms) in [(&a, 200, 900), (&m, 2 * total, 1900)] {
+        let script = format!(
+            "from hdrh.log import HistogramLogReader\nfrom hdrh.histogram import HdrHistogram\n\
+             r = HistogramLogReader('{}', HdrHistogram(1, 60000000, 3))\nn, first, last = 0, None, 0\n\
+             while True:\n    h = r.get_next_interval_histogram()\n    if h is None: break\n\
+             \x20   n += h.get_total_count(); first = first or h.get_start_time_stamp(); last = h.get_end_time_stamp()\n\
+             print(n, int(last - first), int(r.start_time_sec))\n",
+            log.display()
+        );
+        let py = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3");
+        assert!(
+            py.status.success(),
+            "pip install hdrhistogram (ci/test.sh does): {}",
+            text(&py.stderr)
+        );
+        let out = text(&py.stdout);
+        let f: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(f[0], count, "{}: {out}", log.display());
+        assert!(f[1] >= min_span_ms, "{}: spans {} ms", log.display(), f[1]);
+        assert!(f[2] > 1_700_000_000, "StartTime read: {out}");
+    }
     let rendered = meshbench(&["report", report.to_str().unwrap()]);
     assert_eq!(rendered.status.code(), Some(0));
     assert!(

@@ -216,3 +216,44 @@ fn several_targets_get_a_case_by_target_matrix() {
     assert!(m.contains("http-routing/cors        FAIL       XFAIL\n"), "{m}");
     assert!(meshbench_report::text::render(&report).contains(&m));
 }
+
+/// xmllint's verdict on a JUnit file against the checked-in Ant JUnit schema.
+fn xmllint(xml: &str, name: &str) -> (bool, String) {
+    let file = std::env::temp_dir().join(format!("meshbench-junit-{}-{name}.xml", std::process::id()));
+    std::fs::write(&file, xml).expect("write");
+    let o = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(crate_file("schema/junit.xsd"))
+        .arg(&file)
+        .output()
+        .expect("xmllint (apt-get install libxml2-utils; ci/test.sh does)");
+    let _ = std::fs::remove_file(&file);
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn junit_passes_the_ant_schema_with_readable_failures() {
+    let mut report = sample();
+    report.conformance[0].cases.push(CaseResult {
+        id: "tls".into(),
+        outcome: CaseOutcome::ExpectedFailure,
+        message: Some("known difference: a reason".into()),
+        duration_ms: 3.0,
+    });
+    let xml = junit::render(&report);
+    let (ok, why) = xmllint(&xml, "good");
+    assert!(ok, "{why}\n{xml}");
+    assert!(xml.contains(
+        "<testsuite id=\"0\" name=\"http-routing\" package=\"reference\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\" time=\"0.006\" timestamp=\"2026-11-27T09:00:00\" hostname=\"bench-1\">"
+    ), "{xml}");
+    assert!(
+        xml.contains(
+            "<failure message=\"expected 200, got 404\" type=\"ExpectationFailed\">expected 200, got 404</failure>"
+        ),
+        "{xml}"
+    );
+    assert!(xml.contains("<skipped message=\"known difference: a reason\"/>"));
+    // The schema is a real check: without a hostname the file is refused.
+    let (ok, _) = xmllint(&xml.replace(" hostname=\"bench-1\"", ""), "bad");
+    assert!(!ok);
+}

@@ -307,22 +307,11 @@ pub fn conformance(
 /// Prints the report as `--output` says: the summary (and case x target table) as text, or the
 /// whole report as JSON or YAML on stdout.
 pub fn print_report(report: &RunReport, output: Output) -> u8 {
-    let value = match output {
-        Output::Text => {
-            let text = meshbench_report::text::render(report);
-            print!("{}", text.split_once('\n').map_or("", |(_, rest)| rest));
-            return exit::OK;
-        }
-        Output::Json | Output::Yaml => serde_json::to_value(report),
-    };
-    match (value, output) {
-        (Ok(v), Output::Yaml) => print!("{}", mesh_model::load::to_yaml_string(&v)),
-        (Ok(v), _) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-        (Err(e), _) => {
-            eprintln!("error: {e}");
-            return exit::IO;
-        }
+    if output != Output::Text {
+        return super::emit(report, output);
     }
+    let text = meshbench_report::text::render(report);
+    print!("{}", text.split_once('\n').map_or("", |(_, rest)| rest));
     exit::OK
 }
 

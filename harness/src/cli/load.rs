@@ -81,7 +81,7 @@ pub struct Args {
     /// Write the run report (JSON) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// `text` (wrk2 style) or `json` (the run report on stdout).
+    /// `text` (wrk2 style), `json` or `yaml` (the run report on stdout).
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: Output,
     /// No progress line.
@@ -304,7 +304,7 @@ pub fn run(args: &Args) -> u8 {
     for spec in specs {
         match crate::load::run(spec) {
             Ok(result) => {
-                if args.output != Output::Json {
+                if args.output == Output::Text {
                     print!("{}", meshbench_report::text::render_load(&result));
                 }
                 report.load.push(result);
@@ -321,14 +321,8 @@ pub fn run(args: &Args) -> u8 {
             return exit::IO;
         }
     }
-    if args.output == Output::Json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::IO;
-            }
-        }
+    if args.output != Output::Text {
+        return super::emit(&report, args.output);
     }
     exit::OK
 }

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
 pub mod common;
+pub mod completions;
 pub mod conform;
 pub mod echo;
 pub mod load;
@@ -45,6 +46,32 @@ pub enum Command {
     Conform(conform::Args),
     /// Run an echo workload (HTTP/1.1 + h2c, gRPC, TCP) answering in Istio's echo format.
     Echo(echo::Args),
+    /// Print a shell completion script: `meshbench completions bash > /etc/bash_completion.d/meshbench`.
+    Completions(completions::Args),
+}
+
+/// A reader that stops reading (`meshbench plan … | head`) ends the run quietly with exit 0, as
+/// Unix tools do, instead of a panic about a broken pipe: Rust ignores SIGPIPE, so printing to a
+/// closed stdout panics; this hook turns exactly that panic into a clean exit.
+pub fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if is_closed_pipe(msg) {
+            std::process::exit(i32::from(exit::OK));
+        }
+        default(info);
+    }));
+}
+
+/// Whether a panic message is `println!`'s on a closed stdout.
+pub fn is_closed_pipe(msg: &str) -> bool {
+    msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe")
 }
 
 /// Exit codes shared by the subcommands.
@@ -68,6 +95,22 @@ pub enum Output {
     Yaml,
 }
 
+/// Prints a machine-readable value as `--output json` or `yaml` asks (text callers print their own).
+pub fn emit<T: serde::Serialize>(value: &T, output: Output) -> u8 {
+    let v = match serde_json::to_value(value) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: cannot write the output: {e}");
+            return exit::IO;
+        }
+    };
+    match output {
+        Output::Yaml => print!("{}", mesh_model::load::to_yaml_string(&v)),
+        Output::Json | Output::Text => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+    }
+    exit::OK
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
@@ -78,6 +121,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Echo(args) => echo::run(&args),
         Command::Conform(args) => conform::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Completions(args) => completions::run(&args),
     };
     ExitCode::from(code)
 }

@@ -33,7 +33,7 @@ pub struct Args {
     /// With --envoy: the folder of `credentialName` secrets (`<dir>/<name>/tls.crt`, …).
     #[arg(long)]
     pub credentials: Option<PathBuf>,
-    /// `json` or `yaml`.
+    /// `json`, `yaml` or `text` (a summary for people).
     #[arg(long, short, value_enum, default_value = "json")]
     pub output: Output,
 }
@@ -82,30 +82,22 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("error: the config has {errors} error(s); no plan printed (run `meshbench validate` for details)");
         return exit::INVALID;
     }
-    let value = if args.envoy {
+    if args.output == Output::Text && !args.envoy {
+        print!("{}", plan::text::render(&plan));
+        return exit::OK;
+    }
+    if args.envoy {
         let opts = mesh_model::envoy::EnvoyOptions {
             credentials: args.credentials.as_ref().map(|p| p.display().to_string()),
             ..Default::default()
         };
-        mesh_model::envoy::bootstrap(&plan, &opts)
-    } else {
-        match serde_json::to_value(&plan) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("error: cannot serialise the plan: {e}");
-                return exit::IO;
-            }
-        }
-    };
-    match args.output {
-        Output::Yaml => print!("{}", mesh_model::load::to_yaml_string(&value)),
-        Output::Json | Output::Text => match serde_json::to_string_pretty(&value) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: cannot write the plan: {e}");
-                return exit::IO;
-            }
-        },
+        // Envoy's config has no text form: `text` prints its JSON.
+        let output = if args.output == Output::Yaml {
+            Output::Yaml
+        } else {
+            Output::Json
+        };
+        return super::emit(&mesh_model::envoy::bootstrap(&plan, &opts), output);
     }
-    exit::OK
+    super::emit(&plan, args.output)
 }

@@ -14,7 +14,7 @@ pub struct Args {
     /// A MeshConfig file (outboundTrafficPolicy, defaultHttpRetryPolicy, rootNamespace, …).
     #[arg(long)]
     pub mesh: Option<PathBuf>,
-    /// `text` (compiler style) or `json`.
+    /// `text` (compiler style), `json` or `yaml`.
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: Output,
 }
@@ -37,7 +37,7 @@ pub fn run(args: &Args) -> u8 {
     let (errors, warnings) = counts(&diags);
     let resources = config.resources.len();
     match args.output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let report = Report {
                 valid: errors == 0,
                 resources,
@@ -45,15 +45,12 @@ pub fn run(args: &Args) -> u8 {
                 warnings,
                 diagnostics: &diags,
             };
-            match serde_json::to_string_pretty(&report) {
-                Ok(s) => println!("{s}"),
-                Err(e) => {
-                    eprintln!("error: cannot write the report: {e}");
-                    return exit::IO;
-                }
+            let code = super::emit(&report, args.output);
+            if code != exit::OK {
+                return code;
             }
         }
-        Output::Text | Output::Yaml => {
+        Output::Text => {
             for d in &diags {
                 println!("{d}\n");
             }

@@ -120,7 +120,9 @@ struct Aggregate {
 /// or finished. Each final interval goes to the totals, the time series and the interval log.
 fn aggregate(shared: &Shared, workers: u32, rx: mpsc::Receiver<Msg>) -> Result<Aggregate, String> {
     let spec = &shared.spec;
-    let mut log = hlog::Writer::create(spec.hlog.as_deref(), SystemTime::now(), spec.rate.is_some())?;
+    // Interval 0 begins when recording does (after the warm-up).
+    let recording = SystemTime::now() + shared.record_from.saturating_duration_since(Instant::now());
+    let mut log = hlog::Writer::create(spec.hlog.as_deref(), recording, spec.rate.is_some())?;
     let progress = Progress::new(spec);
     let mut pending: BTreeMap<u64, IntervalStats> = BTreeMap::new();
     let mut sent_up_to: Vec<Option<u64>> = vec![None; workers as usize];

@@ -8,6 +8,7 @@ mod outbound;
 pub mod policy;
 pub mod registry;
 mod routes;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 
