@@ -31,7 +31,7 @@ pub fn color(i: usize, name: &str) -> RGBColor {
 }
 
 pub fn hex(c: RGBColor) -> String {
-    format!("#{:02x}{:02x}{:02x}", c.0, c.1, c.2)
+    format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2)
 }
 
 /// The deepest percentile plotted: 99.999% (x = 10^5).
