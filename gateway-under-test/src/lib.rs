@@ -91,6 +91,10 @@ pub struct Args {
     /// Worker threads (like Envoy's --concurrency); default: one per core.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Test only: burn this many microseconds of CPU on every HTTP request (a deliberate, known
+    /// slowdown for checking that the regression gate catches one).
+    #[arg(long, hide = true, default_value = "0")]
+    pub test_spin_us: u64,
 }
 
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
@@ -298,6 +302,7 @@ async fn reload(args: &Args, listeners: &Arc<Listeners>, admin: SocketAddr) {
 
 /// Runs the gateway until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(args: Args) -> u8 {
+    proxy::TEST_SPIN_NS.store(args.test_spin_us.saturating_mul(1000), Ordering::Relaxed);
     let setup = async {
         let drain = parse_duration("drain-timeout", &args.drain_timeout)?;
         parse_duration("watch-interval", &args.watch_interval)?;

@@ -77,11 +77,25 @@ impl Outcome {
 }
 
 /// The whole request path after phase 1. Never fails: every failure becomes a response.
+/// `--test-spin-us`, in nanoseconds: CPU burnt on every request (0: none).
+pub static TEST_SPIN_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn test_spin() {
+    let ns = TEST_SPIN_NS.load(std::sync::atomic::Ordering::Relaxed);
+    if ns > 0 {
+        let until = std::time::Instant::now() + std::time::Duration::from_nanos(ns);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 pub async fn handle(
     compiled: Arc<Compiled>,
     down: &Downstream,
     req: Request<hyper::body::Incoming>,
 ) -> (Response<Body>, Outcome) {
+    test_spin();
     let mut out = Outcome::new();
     let grpc = is_grpc(req.headers());
     let host = request_host(&req);

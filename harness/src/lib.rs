@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod conform;
+pub mod gate;
 pub mod load;
 pub mod meta;
 pub mod run;

@@ -67,6 +67,9 @@ pub fn render(report: &RunReport) -> String {
     }
     o.push_str("</dl></header>\n");
     o.push_str(&targets(report));
+    if let Some(g) = &report.gate {
+        o.push_str(&gate(g));
+    }
     if !report.conformance.is_empty() {
         o.push_str(&matrix(report));
     }
@@ -106,6 +109,64 @@ fn targets(report: &RunReport) -> String {
         );
     }
     o.push_str("</tbody></table></section>\n");
+    o
+}
+
+/// The gate's verdict and every comparison it made.
+fn gate(g: &crate::model::GateReport) -> String {
+    use crate::model::{ChangeOutcome, GateVerdict};
+    let verdict = match g.verdict {
+        GateVerdict::Pass => ("pass", "pass"),
+        GateVerdict::Regression => ("fail", "REGRESSION"),
+        GateVerdict::CannotCompare => ("skip", "could not compare"),
+    };
+    let mut o = format!(
+        "<section id=\"gate\"><h2>Gate: <span class=\"{}\">{}</span></h2>\n<p class=\"muted\">Against the baseline of {} on {}; \
+         false alarms held at {} over all {} comparisons; changes shown to be under {:.0}% are noise.</p>\n",
+        verdict.0,
+        verdict.1,
+        esc(&g.baseline.started_at),
+        esc(&g.baseline.host),
+        g.alpha,
+        g.comparisons.len(),
+        g.noise * 100.0
+    );
+    for r in &g.conformance {
+        let _ = writeln!(
+            o,
+            "<p class=\"fail\">conformance regression: {}/{} on {}: {}</p>",
+            esc(&r.suite),
+            esc(&r.case),
+            esc(&r.target),
+            esc(r.message.as_deref().unwrap_or("fails"))
+        );
+    }
+    o.push_str("<table class=\"gate\"><thead><tr><th>target</th><th>scenario</th><th>figure</th><th>baseline</th><th>current</th><th>change</th><th>at most</th><th>p</th><th>outcome</th></tr></thead><tbody>\n");
+    for c in &g.comparisons {
+        let (class, label) = match c.outcome {
+            ChangeOutcome::Regression => ("fail", "regression"),
+            ChangeOutcome::Improvement => ("pass", "improved"),
+            ChangeOutcome::WithinNoise => ("skip", "within noise"),
+            ChangeOutcome::NoChange => ("none", "no change"),
+        };
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:.4}</td><td class=\"num\">{:+.1}%</td><td class=\"num\">{:+.1}%</td><td class=\"num\">{:.1e}</td><td class=\"{class}\">{label}</td></tr>",
+            esc(&c.target),
+            esc(&c.scenario),
+            esc(&c.figure),
+            c.baseline,
+            c.current,
+            c.change * 100.0,
+            c.change_upper * 100.0,
+            c.p
+        );
+    }
+    o.push_str("</tbody></table>\n");
+    for w in &g.warnings {
+        let _ = writeln!(o, "<p class=\"muted\">warning: {}</p>", esc(w));
+    }
+    o.push_str("</section>\n");
     o
 }
 
@@ -348,7 +409,39 @@ fn scenario(report: &RunReport, name: &str) -> String {
     o.push_str(&figure("p99", &svg, &p99));
     o.push_str(&added_table(&sides));
     o.push_str("</div>\n");
+    o.push_str(&thresholds(&sides));
     o.push_str("</article>\n");
+    o
+}
+
+/// Every threshold check of the scenario, failures first.
+fn thresholds(sides: &[Side]) -> String {
+    let mut rows: Vec<(bool, String)> = sides
+        .iter()
+        .flat_map(|s| s.runs.iter().flat_map(move |r| r.thresholds.iter().map(move |t| (s.name, r.repetition, t))))
+        .map(|(name, rep, t)| {
+            let class = if t.passed { "pass" } else { "fail" };
+            let row = format!(
+                "<tr><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+                esc(name),
+                rep + 1,
+                esc(&t.expression),
+                if t.passed { "ok" } else { "FAILED" },
+                esc(&t.observed)
+            );
+            (t.passed, row)
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    rows.sort_by_key(|(passed, _)| *passed);
+    let mut o = String::from("<table class=\"thresholds\"><thead><tr><th>target</th><th>repetition</th><th>threshold</th><th></th><th>observed</th></tr></thead><tbody>\n");
+    for (_, row) in rows {
+        o.push_str(&row);
+        o.push('\n');
+    }
+    o.push_str("</tbody></table>\n");
     o
 }
 

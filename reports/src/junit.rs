@@ -92,14 +92,115 @@ fn suite_xml(o: &mut String, id: usize, s: &SuiteResult, timestamp: &str, hostna
     o.push_str("    <system-out/>\n    <system-err/>\n  </testsuite>\n");
 }
 
-/// The conformance results of a report as JUnit XML.
+/// A check that is not a conformance case (a threshold, a gate comparison): name, class,
+/// and the failure (type, message) if it failed.
+struct Check {
+    class: String,
+    name: String,
+    failure: Option<(&'static str, String)>,
+}
+
+fn checks_xml(o: &mut String, id: usize, suite: &str, checks: &[Check], timestamp: &str, hostname: &str) {
+    let failures = checks.iter().filter(|c| c.failure.is_some()).count();
+    let _ = writeln!(
+        o,
+        "  <testsuite id=\"{id}\" name=\"{suite}\" package=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"0.000\" timestamp=\"{}\" hostname=\"{}\">\n    <properties/>",
+        checks.len(),
+        esc(timestamp),
+        esc(hostname)
+    );
+    for c in checks {
+        let _ = write!(
+            o,
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"0.000\"",
+            esc(&c.class),
+            esc(&c.name)
+        );
+        match &c.failure {
+            None => o.push_str("/>\n"),
+            Some((kind, msg)) => {
+                let _ = writeln!(
+                    o,
+                    ">\n      <failure message=\"{}\" type=\"{kind}\">{}</failure>\n    </testcase>",
+                    esc(msg),
+                    esc(msg)
+                );
+            }
+        }
+    }
+    o.push_str("    <system-out/>\n    <system-err/>\n  </testsuite>\n");
+}
+
+/// Every threshold of every load result.
+fn threshold_checks(report: &RunReport) -> Vec<Check> {
+    report
+        .load
+        .iter()
+        .flat_map(|r| {
+            let class = format!("{}.{}", r.target.as_deref().unwrap_or("target"), r.scenario);
+            r.thresholds.iter().map(move |t| Check {
+                class: class.clone(),
+                name: t.expression.clone(),
+                failure: (!t.passed).then(|| ("ThresholdFailed", format!("{}: {}", t.expression, t.observed))),
+            })
+        })
+        .collect()
+}
+
+/// The gate's conformance regressions and comparisons.
+fn gate_checks(report: &RunReport) -> Vec<Check> {
+    let Some(g) = &report.gate else { return Vec::new() };
+    let mut out: Vec<Check> = g
+        .conformance
+        .iter()
+        .map(|r| Check {
+            class: format!("{}.{}", r.target, r.suite),
+            name: format!("{} still passes", r.case),
+            failure: Some((
+                "ConformanceRegression",
+                format!(
+                    "passed in the baseline; now {}",
+                    r.message.as_deref().unwrap_or("fails")
+                ),
+            )),
+        })
+        .collect();
+    out.extend(g.comparisons.iter().map(|c| Check {
+        class: format!("{}.{}", c.target, c.scenario),
+        name: c.figure.clone(),
+        failure: (c.outcome == crate::model::ChangeOutcome::Regression).then(|| {
+            (
+                "PerformanceRegression",
+                format!(
+                    "{} {:.1}% worse than the baseline (at most {:.1}%; p {:.1e} at level {:.1e})",
+                    c.figure,
+                    c.change * 100.0,
+                    c.change_upper * 100.0,
+                    c.p,
+                    c.level
+                ),
+            )
+        }),
+    }));
+    out
+}
+
+/// A report as JUnit XML: its conformance suites, then its thresholds and the gate's checks.
 pub fn render(report: &RunReport) -> String {
     let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
     // Ant's timestamp has no zone designator.
     let ts = report.meta.started_at.trim_end_matches('Z');
     let ts = ts.split('.').next().unwrap_or(ts);
+    let host = &report.meta.host;
     for (i, s) in report.conformance.iter().enumerate() {
-        suite_xml(&mut o, i, s, ts, &report.meta.host);
+        suite_xml(&mut o, i, s, ts, host);
+    }
+    let mut id = report.conformance.len();
+    for (name, checks) in [("thresholds", threshold_checks(report)), ("gate", gate_checks(report))] {
+        if !checks.is_empty() {
+            checks_xml(&mut o, id, name, &checks, ts, host);
+            id += 1;
+        }
     }
     o.push_str("</testsuites>\n");
     o

@@ -20,6 +20,9 @@ pub struct RunReport {
     pub conformance: Vec<SuiteResult>,
     #[serde(default)]
     pub load: Vec<LoadResult>,
+    /// The comparison with a baseline, when one was given (`run --baseline`, `meshbench gate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateReport>,
 }
 
 impl RunReport {
@@ -30,6 +33,7 @@ impl RunReport {
             targets: Vec::new(),
             conformance: Vec::new(),
             load: Vec::new(),
+            gate: None,
         }
     }
 }
@@ -49,6 +53,19 @@ pub struct RunMeta {
     /// The command line that produced the report.
     #[serde(default)]
     pub command: Vec<String>,
+    /// What the machine is (the gate compares figures from like machines only, or warns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// `/proc/cpuinfo`'s `model name`.
+    pub cpu_model: String,
+    pub cores: u32,
+    /// `uname -r`.
+    pub kernel: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -241,6 +258,93 @@ pub struct LoadResult {
     /// The gateway's CPU and memory, when the target is a local process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<ProcessUsage>,
+    /// The scenario's thresholds and how this run did against each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<ThresholdResult>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// One threshold (`p99 < 5ms`) checked against one load result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdResult {
+    pub expression: String,
+    /// `observed 4.20ms, limit 5.00ms`, or why it could not be observed.
+    pub observed: String,
+    pub passed: bool,
+}
+
+/// What the gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GateVerdict {
+    Pass,
+    /// A conformance case that passed now fails, or a figure got significantly worse.
+    Regression,
+    /// Nothing comparable (no common scenarios, or too few repetitions).
+    CannotCompare,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOutcome {
+    /// Significantly worse, and not shown to be within the noise threshold.
+    Regression,
+    /// Significantly better.
+    Improvement,
+    /// Significantly worse, but shown to be smaller than the noise threshold.
+    WithinNoise,
+    NoChange,
+}
+
+/// One figure of one scenario on one target, baseline vs current.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Comparison {
+    pub target: String,
+    pub scenario: String,
+    /// `p50/direct`, `p99/direct` (latency relative to the direct baseline of the same
+    /// repetition), `p50`, `p99` (absolute, without a baseline), `rps/direct`, `cpu_per_1k`.
+    pub figure: String,
+    /// Geometric means over the repetitions.
+    pub baseline: f64,
+    pub current: f64,
+    pub baseline_repetitions: u32,
+    pub current_repetitions: u32,
+    /// How much worse (+) or better (-) the current is, as a fraction.
+    pub change: f64,
+    /// The most it may be worse at the test's confidence (one-sided bound), as a fraction.
+    pub change_upper: f64,
+    /// One-sided p-value of "worse", and the level Holm's procedure tested it at.
+    pub p: f64,
+    pub level: f64,
+    pub outcome: ChangeOutcome,
+}
+
+/// A case that passed in the baseline and fails now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseRegression {
+    pub target: String,
+    pub suite: String,
+    pub case: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The gate's comparison of a report with a baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateReport {
+    pub verdict: GateVerdict,
+    pub baseline: RunMeta,
+    /// The family-wise false-alarm rate the comparisons are held at.
+    pub alpha: f64,
+    /// Changes shown to be smaller than this (a fraction) are noise.
+    pub noise: f64,
+    pub conformance: Vec<CaseRegression>,
+    pub comparisons: Vec<Comparison>,
     #[serde(default)]
     pub warnings: Vec<String>,
 }

@@ -98,6 +98,10 @@ pub fn render_load(r: &LoadResult) -> String {
             mib(u.peak_rss_bytes)
         );
     }
+    for t in &r.thresholds {
+        let verdict = if t.passed { "ok" } else { "FAILED" };
+        let _ = writeln!(o, "  threshold {}: {verdict} ({})", t.expression, t.observed);
+    }
     for w in &r.warnings {
         let _ = writeln!(o, "  warning: {w}");
     }

@@ -8,7 +8,7 @@ use crate::model::RunReport;
 pub fn write(dir: &Path, report: &RunReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     json(&dir.join("report.json"), report)?;
-    if !report.conformance.is_empty() {
+    if !report.conformance.is_empty() || report.gate.is_some() || report.load.iter().any(|r| !r.thresholds.is_empty()) {
         std::fs::write(dir.join("junit.xml"), crate::junit::render(report))?;
     }
     std::fs::write(dir.join("report.html"), crate::html::render(report))

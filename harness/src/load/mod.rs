@@ -283,6 +283,7 @@ impl Aggregate {
                 saturated,
             },
             gateway: None,
+            thresholds: Vec::new(),
             warnings,
         }
     }

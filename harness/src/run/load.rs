@@ -183,6 +183,8 @@ pub struct LoadContext<'a> {
     pub repeat: u32,
     /// Interval logs go here as `<target>.<scenario>[.<rep>].hlog`.
     pub hlog_dir: Option<PathBuf>,
+    /// Print each result as it is measured (text output).
+    pub print: bool,
 }
 
 /// Runs a load suite on every target and the direct baseline. Targets that cannot run here are

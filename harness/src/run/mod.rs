@@ -25,7 +25,7 @@ pub fn load_phase(
     let mut skipped = Vec::new();
     for s in suites {
         let results = load::run_suite(rt, s, targets, cx, &mut skipped)?;
-        for r in &results {
+        for r in results.iter().filter(|_| cx.print) {
             print!("{}", meshbench_report::text::render_load(r));
         }
         report.load.extend(results);

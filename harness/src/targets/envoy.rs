@@ -21,6 +21,7 @@ pub const INSTALL_HINT: &str =
 
 #[derive(Debug)]
 pub struct Envoy {
+    name: String,
     binary: PathBuf,
     version: Option<String>,
     /// Worker threads (`--concurrency`).
@@ -75,6 +76,7 @@ impl Envoy {
             .ok()
             .and_then(|o| parse_version(&String::from_utf8_lossy(&o.stdout)));
         Ok(Envoy {
+            name: "envoy".into(),
             binary,
             version,
             concurrency: 1,
@@ -142,7 +144,7 @@ async fn admin_address(path: &Path) -> Option<SocketAddr> {
 impl Target for Envoy {
     fn info(&self) -> TargetInfo {
         TargetInfo {
-            name: "envoy".into(),
+            name: self.name.clone(),
             kind: "envoy".into(),
             address: None,
             version: self.version.as_ref().map(|v| format!("envoy {v}")),
@@ -187,6 +189,7 @@ impl Target for Envoy {
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {
         let mut e = Envoy::new(Some(self.binary.clone()))?;
         e.concurrency = self.concurrency;
+        e.name = self.name.clone();
         Ok(Box::new(e))
     }
 
@@ -194,6 +197,10 @@ impl Target for Envoy {
         if let Some(mut p) = self.process.take() {
             p.stop().await;
         }
+    }
+
+    fn rename(&mut self, name: &str) {
+        self.name = name.into();
     }
 
     fn logs(&self) -> String {

@@ -10,7 +10,17 @@ use super::{StartSpec, Target, TargetError};
 
 #[derive(Debug)]
 pub struct External {
+    pub name: String,
     pub addresses: BTreeMap<u32, SocketAddr>,
+}
+
+impl External {
+    pub fn new(addresses: BTreeMap<u32, SocketAddr>) -> External {
+        External {
+            name: "external".into(),
+            addresses,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -18,7 +28,7 @@ impl Target for External {
     fn info(&self) -> TargetInfo {
         let addrs: Vec<String> = self.addresses.iter().map(|(p, a)| format!("{p}={a}")).collect();
         TargetInfo {
-            name: "external".into(),
+            name: self.name.clone(),
             kind: "external".into(),
             address: (!addrs.is_empty()).then(|| addrs.join(",")),
             version: None,
@@ -37,11 +47,16 @@ impl Target for External {
     /// Extra gateways are reached at the same `--address` map.
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {
         Ok(Box::new(External {
+            name: self.name.clone(),
             addresses: self.addresses.clone(),
         }))
     }
 
     async fn stop(&mut self) {}
+
+    fn rename(&mut self, name: &str) {
+        self.name = name.into();
+    }
 
     fn logs(&self) -> String {
         String::new()

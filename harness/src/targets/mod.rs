@@ -68,12 +68,16 @@ pub trait Target: Send {
     fn pid(&self) -> Option<u32> {
         None
     }
+    /// Gives the target another name in reports (two builds of one kind side by side).
+    fn rename(&mut self, name: &str);
 }
 
 /// What the command line says about building targets.
 #[derive(Debug, Clone, Default)]
 pub struct TargetOptions {
     pub meshgate: Option<PathBuf>,
+    /// Extra arguments for meshgate.
+    pub meshgate_args: Vec<String>,
     pub envoy: Option<PathBuf>,
     /// External target: suite port -> address.
     pub addresses: BTreeMap<u32, SocketAddr>,
@@ -84,27 +88,42 @@ pub struct TargetOptions {
 /// The kinds `--target` accepts.
 pub const KINDS: &[&str] = &["reference", "envoy", "external"];
 
-/// Builds the target `kind` names.
-pub fn build(kind: &str, opts: &TargetOptions) -> Result<Box<dyn Target>, TargetError> {
-    match kind {
+/// Builds a target from its spec: `KIND`, `KIND:BINARY` (another meshgate or Envoy build) or
+/// `NAME=KIND[:BINARY]` (a name of its own in the report, e.g. `main=reference:/tmp/main/meshgate`
+/// beside `reference`, so two builds run side by side).
+pub fn build(spec: &str, opts: &TargetOptions) -> Result<Box<dyn Target>, TargetError> {
+    let (name, rest) = match spec.split_once('=') {
+        Some((n, r)) if !n.is_empty() => (Some(n.to_string()), r),
+        _ => (None, spec),
+    };
+    let (kind, binary) = match rest.split_once(':') {
+        Some((k, b)) => (k, Some(PathBuf::from(b))),
+        None => (rest, None),
+    };
+    let mut target: Box<dyn Target> = match kind {
         "reference" => {
-            let mut r = reference::Reference::new(opts.meshgate.clone())?;
+            let mut r = reference::Reference::new(binary.or_else(|| opts.meshgate.clone()))?;
             r.workers = opts.workers.max(1);
-            Ok(Box::new(r))
+            r.extra_args = opts.meshgate_args.clone();
+            Box::new(r)
         }
         "envoy" => {
-            let mut e = envoy::Envoy::new(opts.envoy.clone())?;
+            let mut e = envoy::Envoy::new(binary.or_else(|| opts.envoy.clone()))?;
             e.concurrency = opts.workers.max(1);
-            Ok(Box::new(e))
+            Box::new(e)
         }
-        "external" => Ok(Box::new(external::External {
-            addresses: opts.addresses.clone(),
-        })),
-        other => Err(TargetError::Failed(format!(
-            "unknown target `{other}`: use one of {}",
-            KINDS.join(", ")
-        ))),
+        "external" => Box::new(external::External::new(opts.addresses.clone())),
+        other => {
+            return Err(TargetError::Failed(format!(
+                "unknown target `{other}`: use one of {} (optionally `NAME=KIND:BINARY`)",
+                KINDS.join(", ")
+            )))
+        }
+    };
+    if let Some(n) = name {
+        target.rename(&n);
     }
+    Ok(target)
 }
 
 /// Parses `80=10.0.0.5:80` pairs.
@@ -147,7 +166,13 @@ mod tests {
         };
         assert_eq!(
             e,
-            TargetError::Failed("unknown target `nginx`: use one of reference, envoy, external".into())
+            TargetError::Failed(
+                "unknown target `nginx`: use one of reference, envoy, external (optionally `NAME=KIND:BINARY`)".into()
+            )
         );
+        let named = build("main=external", &TargetOptions::default()).map(|t| (t.info().name, t.info().kind));
+        assert_eq!(named.ok(), Some(("main".to_string(), "external".to_string())));
+        let missing = build("old=reference:/nonexistent/meshgate", &TargetOptions::default()).err();
+        assert!(matches!(missing, Some(TargetError::Unavailable(m)) if m.contains("/nonexistent/meshgate")));
     }
 }

@@ -14,9 +14,12 @@ use crate::conform::suite::Role;
 
 #[derive(Debug)]
 pub struct Reference {
+    name: String,
     binary: PathBuf,
     /// Worker threads (`--workers`).
     pub workers: u32,
+    /// More arguments, passed as they are.
+    pub extra_args: Vec<String>,
     process: Option<Process>,
     logs: Option<Logs>,
 }
@@ -37,8 +40,10 @@ impl Reference {
             )));
         }
         Ok(Reference {
+            name: "reference".into(),
             binary,
             workers: 1,
+            extra_args: Vec::new(),
             process: None,
             logs: None,
         })
@@ -61,7 +66,7 @@ pub fn ready_listeners(text: &str) -> Option<BTreeMap<u32, SocketAddr>> {
 impl Target for Reference {
     fn info(&self) -> TargetInfo {
         TargetInfo {
-            name: "reference".into(),
+            name: self.name.clone(),
             kind: "reference".into(),
             address: None,
             version: Some(format!("meshgate {}", env!("CARGO_PKG_VERSION"))),
@@ -81,6 +86,7 @@ impl Target for Reference {
             .arg(&ready)
             .args(["--labels", &labels.join(",")])
             .args(["--workers", &self.workers.to_string()])
+            .args(&self.extra_args)
             .arg("--access-log")
             .arg(logs.access());
         if let Some(m) = spec.mesh {
@@ -112,6 +118,8 @@ impl Target for Reference {
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {
         let mut r = Reference::new(Some(self.binary.clone()))?;
         r.workers = self.workers;
+        r.extra_args = self.extra_args.clone();
+        r.name = self.name.clone();
         Ok(Box::new(r))
     }
 
@@ -119,6 +127,10 @@ impl Target for Reference {
         if let Some(mut p) = self.process.take() {
             p.stop().await;
         }
+    }
+
+    fn rename(&mut self, name: &str) {
+        self.name = name.into();
     }
 
     fn logs(&self) -> String {
