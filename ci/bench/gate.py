@@ -34,9 +34,9 @@ def load_suite(path):
         f.write(f"{head}scenarios:\n{first}\n")
 
 
-def run(meshbench, suite, repeat, out, extra):
-    cmd = [meshbench, "run", "--quick", "--repeat", str(repeat), "--target", "reference",
-           "--suite", "none", "--load", suite, "--out", out, "-o", "json"] + extra
+def run(meshbench, suite, repeat, out, targets, extra=()):
+    cmd = [meshbench, "run", "--quick", "--repeat", str(repeat), "--target", targets,
+           "--suite", "none", "--load", suite, "--out", out, "-o", "json"] + list(extra)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode not in (0, 1):
         sys.exit(f"meshbench run exited {p.returncode}:\n{p.stderr[-2000:]}")
@@ -69,7 +69,8 @@ def main():
     suite = os.path.join(work, "h1.yaml")
     load_suite(suite)
     baseline = os.path.join(work, "baseline.json")
-    code, base = run(args.meshbench, suite, args.repeat, os.path.join(work, "base"), ["--save-baseline", baseline])
+    code, base = run(args.meshbench, suite, args.repeat, os.path.join(work, "base"), "reference",
+                     ["--save-baseline", baseline])
     p50 = reference_p50_us(base)
     print(f"meshgate p50 {p50:.0f}us over {args.repeat} repetitions", flush=True)
     rows = []
@@ -77,13 +78,15 @@ def main():
     for name, share, n in kinds:
         spin = int(round(p50 * share))
         candidate = wrapper(work, meshgate, spin) if spin else meshgate
-        extra = ["--target", f"main=reference:{meshgate},reference:{candidate}", "--against", "main"]
-        flagged = sum(run(args.meshbench, suite, args.repeat, os.path.join(work, f"inrun-{spin}-{i}"), extra)[0] == 1 for i in range(n))
+        targets = f"main=reference:{meshgate},reference:{candidate}"
+        flagged = sum(run(args.meshbench, suite, args.repeat, os.path.join(work, f"inrun-{spin}-{i}"), targets,
+                          ["--against", "main"])[0] == 1 for i in range(n))
         rows.append(("in-run", name, spin, flagged, n))
         print(f"in-run {name:<16} spin {spin:>4}us: flagged {flagged}/{n}", flush=True)
     if not args.skip_file:
         n = args.runs
-        flagged = sum(run(args.meshbench, suite, args.repeat, os.path.join(work, f"file-{i}"), ["--baseline", baseline])[0] == 1 for i in range(n))
+        flagged = sum(run(args.meshbench, suite, args.repeat, os.path.join(work, f"file-{i}"), "reference",
+                          ["--baseline", baseline])[0] == 1 for i in range(n))
         rows.append(("file baseline", "A/A (unchanged)", 0, flagged, n))
         print(f"file   A/A (unchanged)  flagged {flagged}/{n}", flush=True)
     print()

@@ -303,3 +303,43 @@ fn shell_completions_name_the_subcommands() {
         }
     }
 }
+
+#[test]
+fn two_targets_of_one_name_are_refused_before_anything_runs() {
+    // Two builds side by side need names of their own, or their repetitions would be pooled.
+    let out = meshbench(
+        &[
+            "run",
+            "--target",
+            "reference,reference",
+            "--suite",
+            "none",
+            "--load",
+            "none",
+            "--out",
+            "/tmp/meshbench-dup-target-test",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("a target named `reference` is already in the run") && err.contains("NAME=reference"),
+        "{err}"
+    );
+    let out = meshbench(
+        &[
+            "run",
+            "--target",
+            "direct=reference",
+            "--suite",
+            "none",
+            "--load",
+            "none",
+            "--out",
+            "/tmp/meshbench-dup-target-test",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -207,6 +207,13 @@ pub fn build_targets(c: &Common, default: &[&str], report: &mut RunReport) -> Re
     for kind in &kinds {
         match targets::build(kind, &topts) {
             Ok(t) => {
+                let name = t.info().name;
+                if name == "direct" || report.targets.iter().any(|o| o.name == name) {
+                    return Err(format!(
+                        "--target {kind}: a target named `{name}` is already in the run (`direct` is the baseline's name); give it a name of its own: `NAME={}`",
+                        kind.split_once('=').map_or(kind.as_str(), |(_, r)| r)
+                    ));
+                }
                 report.targets.push(t.info());
                 slots.push(Slot::Ready(t));
             }
