@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::api::kube::KubeObject;
 use crate::api::{Kind, MeshConfig, Resource};
 use crate::decode::{decode_document, decode_mesh};
 use crate::diag::{Code, Diagnostic, ResourceRef, Severity};
@@ -11,6 +12,8 @@ use crate::load::{self, ReadError, Sources};
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub resources: Vec<Resource>,
+    /// Kubernetes Services, Pods, Endpoints and EndpointSlices, in load order.
+    pub kube: Vec<KubeObject>,
     pub mesh: MeshConfig,
 }
 
@@ -31,6 +34,11 @@ impl Config {
     pub fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
         self.of_kind(kind)
             .find(|r| r.namespace() == namespace && r.name() == name)
+    }
+
+    /// Kubernetes objects of one kind (`Service`, `Pod`, `Endpoints`, `EndpointSlice`).
+    pub fn kube_of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a KubeObject> + 'a {
+        self.kube.iter().filter(move |o| o.spec.kind() == kind)
     }
 
     /// The FQDN suffix for short names: `svc.<domainSuffix>`.
@@ -91,9 +99,13 @@ fn from_sources(sources: Sources) -> Loaded {
     loaded
         .diagnostics
         .extend(sources.problems.into_iter().map(yaml_problem));
-    for doc in &sources.documents {
-        let decoded = decode_document(doc);
+    for doc in sources.documents.iter().flat_map(list_items) {
+        let decoded = decode_document(&doc);
         loaded.diagnostics.extend(decoded.diagnostics);
+        if let Some(object) = decoded.kube {
+            add_kube_object(&mut loaded, object);
+            continue;
+        }
         let Some(resource) = decoded.resource else { continue };
         if let Some(first) = loaded
             .config
@@ -120,4 +132,50 @@ fn from_sources(sources: Sources) -> Loaded {
         loaded.config.resources.push(resource);
     }
     loaded
+}
+
+/// A `kind: List` document (what `kubectl get … -o yaml` prints) as its items; any other
+/// document as itself.
+fn list_items(doc: &load::Document) -> Vec<load::Document> {
+    let is_list = doc.root.get("kind").and_then(load::Node::as_str) == Some("List");
+    let items = match doc.root.get("items").map(|n| &n.value) {
+        Some(load::NodeValue::Seq(items)) if is_list => items,
+        Some(load::NodeValue::Null) | None if is_list => return Vec::new(),
+        _ => return vec![doc.clone()],
+    };
+    items
+        .iter()
+        .map(|item| load::Document {
+            file: doc.file.clone(),
+            line: item.line,
+            index: doc.index,
+            root: item.clone(),
+        })
+        .collect()
+}
+
+fn add_kube_object(loaded: &mut Loaded, object: KubeObject) {
+    let kind = object.spec.kind();
+    let first = loaded.config.kube.iter().find(|o| {
+        o.spec.kind() == kind && o.meta.namespace == object.meta.namespace && o.meta.name == object.meta.name
+    });
+    if let Some(first) = first {
+        let msg = format!(
+            "{kind} {} is defined twice; the first definition ({}:{}) is used",
+            object.key(),
+            first.source.file,
+            first.source.line
+        );
+        let mut d = Diagnostic::new(Severity::Error, Code::DuplicateResource, msg)
+            .with_hint("rename one of them or delete the duplicate")
+            .at(&object.source.file, object.source.line);
+        d.resource = Some(ResourceRef {
+            kind: kind.into(),
+            namespace: object.meta.namespace.clone(),
+            name: object.meta.name.clone(),
+        });
+        loaded.diagnostics.push(d);
+        return;
+    }
+    loaded.config.kube.push(object);
 }

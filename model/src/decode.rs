@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::api::kube::{self, KubeMeta, KubeObject, KubeSpec};
 use crate::api::{self, Kind, MeshConfig, ObjectMeta, Resource, Source, Spec};
 use crate::diag::{did_you_mean, Code, Diagnostic, ResourceRef, Severity};
 use crate::load::{Document, Node};
@@ -150,6 +151,8 @@ fn describe(path: &str, msg: &str) -> FieldProblem {
 #[derive(Debug, Default)]
 pub struct Decoded {
     pub resource: Option<Resource>,
+    /// A Kubernetes object (Service, Pod, Endpoints, EndpointSlice) instead of an Istio resource.
+    pub kube: Option<KubeObject>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -186,6 +189,19 @@ pub fn decode_document(doc: &Document) -> Decoded {
     let kind_name = root.get("kind").and_then(Node::as_str).unwrap_or("");
     let api_version = root.get("apiVersion").and_then(Node::as_str).unwrap_or("");
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    if kube::KUBE_KINDS.contains(&(api_version, kind_name)) {
+        let (object, problems) = decode_kube(kind_name, &root.to_json(), source.clone());
+        let rref = ResourceRef {
+            kind: kind_name.into(),
+            namespace: object.meta.namespace.clone(),
+            name: object.meta.name.clone(),
+        };
+        for p in problems {
+            report(Severity::Error, p.code, &p.path, p.message, p.hint, Some(rref.clone()));
+        }
+        out.kube = Some(object);
+        return out;
+    }
     let kind = Kind::from_name(kind_name).filter(|_| group == api::GROUP);
     let Some(kind) = kind else {
         let what = if kind_name.is_empty() {
@@ -279,9 +295,49 @@ pub fn decode_document(doc: &Document) -> Decoded {
         api_version: api_version.to_string(),
         meta,
         spec,
+        status: json.get("status").cloned().unwrap_or_default(),
         source,
     });
     out
+}
+
+/// A Kubernetes object, read as leniently as the API server reads it: unknown fields are
+/// ignored, fields of the wrong type are reported and left at their defaults.
+fn decode_kube(kind: &str, json: &Value, source: Source) -> (KubeObject, Vec<FieldProblem>) {
+    let part = |key: &str| json.get(key).cloned().unwrap_or(Value::Object(Default::default()));
+    let (mut meta, mut problems): (KubeMeta, _) = decode_lenient(part("metadata"), "metadata");
+    if meta.namespace.is_empty() {
+        meta.namespace = "default".into();
+    }
+    let spec = match kind {
+        "Service" => {
+            let (s, p) = decode_lenient(part("spec"), "spec");
+            problems.extend(p);
+            KubeSpec::Service(s)
+        }
+        "Pod" => {
+            let (spec, p) = decode_lenient(part("spec"), "spec");
+            problems.extend(p);
+            let (status, p) = decode_lenient(part("status"), "status");
+            problems.extend(p);
+            KubeSpec::Pod { spec, status }
+        }
+        "Endpoints" => {
+            let subsets = json.get("subsets").cloned().unwrap_or(Value::Array(Vec::new()));
+            let (s, p) = decode_lenient(subsets, "subsets");
+            problems.extend(p);
+            KubeSpec::Endpoints(s)
+        }
+        _ => {
+            let list = |key: &str| json.get(key).cloned().unwrap_or(Value::Array(Vec::new()));
+            let (endpoints, p) = decode_lenient(list("endpoints"), "endpoints");
+            problems.extend(p);
+            let (ports, p) = decode_lenient(list("ports"), "ports");
+            problems.extend(p);
+            KubeSpec::EndpointSlice { endpoints, ports }
+        }
+    };
+    (KubeObject { meta, spec, source }, problems)
 }
 
 fn decode_spec(kind: Kind, json: Value) -> (Spec, Vec<FieldProblem>) {
@@ -403,8 +459,8 @@ mod tests {
 
     #[test]
     fn other_kinds_are_skipped_with_a_note() {
-        let d = decode("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
-        assert!(d.resource.is_none());
+        let d = decode("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n");
+        assert!(d.resource.is_none() && d.kube.is_none());
         assert_eq!(d.diagnostics.len(), 1);
         assert_eq!(d.diagnostics[0].severity, Severity::Info);
         assert_eq!(d.diagnostics[0].code, Code::SkippedDocument);

@@ -89,11 +89,21 @@ codes! {
     TrafficPolicy = "MB0400", "an invalid traffic policy";
     ClientTls = "MB0401", "an invalid client TLS setting";
     ServiceEntryResolution = "MB0500", "a ServiceEntry's resolution does not fit its hosts, addresses or endpoints";
-    ReferencedResourceNotFound = "IST0101", "a referenced gateway, host or subset does not exist";
-    UnreachableRule = "IST0130", "a rule can never match because an earlier one catches all";
-    IneffectiveMatch = "IST0131", "a match can never be used because an earlier one covers it";
-    VirtualServiceHostNotInGateway = "IST0132", "a VirtualService host that its Gateway does not expose";
+    Deprecated = "IST0002", "a deprecated field";
+    ReferencedResourceNotFound = "IST0101", "a referenced gateway, host, port or subset does not exist";
+    ConflictingMeshGatewayHosts = "IST0109", "VirtualServices bound to the mesh define the same host";
+    DestinationPortRequired = "IST0112", "a destination without a port on a service with several ports";
+    NoCaCertificatesDestination = "IST0128", "client TLS without caCertificates: the server is not verified";
+    NoCaCertificatesPort = "IST0129", "port-level client TLS without caCertificates: the server is not verified";
+    UnreachableRule = "IST0130", "a rule that no request reaches";
+    IneffectiveMatch = "IST0131", "a match that an earlier match already takes";
+    VirtualServiceHostNotInGateway = "IST0132", "none of a VirtualService's hosts is exposed by a Gateway it binds to";
+    ServiceEntryAddressesRequired = "IST0134", "a TCP (or unset protocol) ServiceEntry port without addresses";
+    GatewayDuplicateCertificate = "IST0138", "Gateways of one workload share a certificate";
+    IngressRouteRulesNotAffected = "IST0140", "a gateway route without a subset, where another VirtualService splits the host by subset";
     ConflictingGateways = "IST0145", "two Gateways claim the same host on one port";
+    ReferencedInternalGateway = "IST0165", "a reference to a Gateway generated from a Kubernetes Gateway";
+    ConflictingServiceEntryProtocol = "IST0177", "ServiceEntries give one host and port different protocols";
 }
 
 impl fmt::Display for Code {

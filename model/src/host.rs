@@ -100,6 +100,29 @@ pub fn check_wildcard_domain(host: &str) -> Result<(), String> {
     }
 }
 
+/// Istio's `ValidateWildcardDomainForVirtualServiceBoundToGateway`: for a gateway-bound
+/// VirtualService with TLS routes (`sni`), istiod's own SNI names `outbound_.<port>_._.<host>`
+/// (which DNS labels cannot spell) are accepted too.
+pub fn check_gateway_bound_domain(sni: bool, host: &str) -> Result<(), String> {
+    if !sni || !host.starts_with("outbound_") || host.len() > 255 {
+        return check_wildcard_domain(host);
+    }
+    let parts: Vec<&str> = host.split('_').collect();
+    let format = "write it as `outbound_.<port>_._.<host>`";
+    if parts.len() < 4 {
+        return Err(format!("`{host}` is not an auto-generated SNI name: {format}"));
+    }
+    let port = parts[1].trim_matches('.');
+    let name = parts[3].trim_matches('.');
+    if !port.bytes().any(|b| b.is_ascii_digit()) {
+        return Err(format!("`{host}` has no port in its label `{port}`: {format}"));
+    }
+    if !name.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("`{host}` has no host name in `{name}`: {format}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +174,17 @@ mod tests {
         assert!(check_wildcard_domain("foo.*.com").is_err());
         assert!(check_wildcard_domain("-bad.com").is_err());
         assert!(check_wildcard_domain("").is_err());
+    }
+
+    #[test]
+    fn istiods_sni_names_are_hosts_of_gateway_bound_tls_routes() {
+        let sni = "outbound_.15010_._.istiod.istio-system.svc.cluster.local";
+        assert!(check_gateway_bound_domain(true, sni).is_ok());
+        assert!(check_gateway_bound_domain(false, sni).is_err());
+        assert!(check_gateway_bound_domain(true, "outbound_.http_._.istiod.svc").is_err());
+        assert!(check_gateway_bound_domain(true, "outbound_.80_._.8080").is_err());
+        assert!(check_gateway_bound_domain(true, "outbound_.80_.x").is_err());
+        assert!(check_gateway_bound_domain(true, "inbound_.80_._.a.com").is_err());
+        assert!(check_gateway_bound_domain(true, "a.example.com").is_ok());
     }
 }

@@ -28,6 +28,14 @@ impl Default for OutboundTrafficPolicy {
     }
 }
 
+/// `defaultConfig`, the proxies' default ProxyConfig: only `proxyMetadata` is read (the analyzer
+/// of ServiceEntry addresses looks at DNS capture and auto-allocation there); the rest is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProxyConfig {
+    pub proxy_metadata: std::collections::BTreeMap<String, String>,
+}
+
 /// MeshConfig fields meshbench uses. Other MeshConfig fields are accepted and ignored with a note.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -46,6 +54,7 @@ pub struct MeshConfig {
     pub default_destination_rule_export_to: Vec<String>,
     pub enable_auto_mtls: bool,
     pub protocol_detection_timeout: Duration,
+    pub default_config: ProxyConfig,
 }
 
 impl MeshConfig {
@@ -63,6 +72,7 @@ impl MeshConfig {
         "defaultDestinationRuleExportTo",
         "enableAutoMtls",
         "protocolDetectionTimeout",
+        "defaultConfig",
     ];
 }
 
@@ -82,6 +92,7 @@ impl Default for MeshConfig {
             default_destination_rule_export_to: vec!["*".into()],
             enable_auto_mtls: true,
             protocol_detection_timeout: Duration::default(),
+            default_config: ProxyConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod common;
 pub mod destination_rule;
 pub mod gateway;
+pub mod kube;
 pub mod mesh;
 pub mod service_entry;
 pub mod virtual_service;
@@ -84,6 +85,9 @@ pub struct ObjectMeta {
     pub finalizers: Vec<String>,
     pub owner_references: Vec<serde_json::Value>,
     pub managed_fields: Vec<serde_json::Value>,
+    pub self_link: Option<String>,
+    pub deletion_timestamp: Option<String>,
+    pub deletion_grace_period_seconds: Option<i64>,
 }
 
 /// The spec of a resource, by kind. Not boxed: a config holds a few hundred resources at most,
@@ -137,6 +141,8 @@ pub struct Resource {
     pub api_version: String,
     pub meta: ObjectMeta,
     pub spec: Spec,
+    /// `status` as the cluster wrote it (`kubectl get -o yaml`); Null when absent.
+    pub status: serde_json::Value,
     pub source: Source,
 }
 

@@ -1,8 +1,13 @@
 //! The service registry of a file-configured mesh: one service per ServiceEntry host, with its
-//! ports and endpoints (inline, or WorkloadEntries chosen by `workloadSelector`).
+//! ports and endpoints (inline, or WorkloadEntries chosen by `workloadSelector`), and one per
+//! Kubernetes Service (`<name>.<ns>.svc.<domain>`, endpoints from its EndpointSlices, its
+//! Endpoints, or the Pods its selector picks, in that order, as Istio's Kubernetes registry reads them).
 
+use std::collections::BTreeMap;
+
+use crate::api::kube::{self, IntOrString, KubeObject, KubeServicePort, KubeSpec, ServiceSpec};
 use crate::api::service_entry::{Location, Resolution, ServicePort, WorkloadEntry};
-use crate::api::{Kind, Labels, Resource, Spec};
+use crate::api::{Kind, Labels, Protocol, Resource, Spec};
 use crate::config::Config;
 
 /// One host of one ServiceEntry.
@@ -10,8 +15,8 @@ use crate::config::Config;
 pub struct Service {
     pub host: String,
     pub namespace: String,
-    /// `namespace/name` of the ServiceEntry.
-    pub service_entry: String,
+    /// What defined it: `ServiceEntry namespace/name` or `Service namespace/name`.
+    pub source: String,
     pub ports: Vec<ServicePort>,
     pub resolution: Resolution,
     pub location: Location,
@@ -63,7 +68,7 @@ impl Registry {
                 services.push(Service {
                     host: host.to_ascii_lowercase(),
                     namespace: res.namespace().to_string(),
-                    service_entry: res.key(),
+                    source: format!("ServiceEntry {}", res.key()),
                     ports: se.ports.clone(),
                     resolution: se.effective_resolution(),
                     location: se.effective_location(),
@@ -71,6 +76,11 @@ impl Registry {
                     export_to: se.export_to.clone(),
                     subject_alt_names: se.subject_alt_names.clone(),
                 });
+            }
+        }
+        for svc in config.kube_of_kind("Service") {
+            if let Some(spec) = svc.service() {
+                services.push(kube_service(config, svc, spec));
             }
         }
         Registry { services }
@@ -97,6 +107,169 @@ fn selected_workloads(config: &Config, se: &Resource, selector: &Labels) -> Vec<
         .filter_map(|r| match &r.spec {
             Spec::WorkloadEntry(we) if labels_match(selector, &we.labels) => Some(we.clone()),
             _ => None,
+        })
+        .collect()
+}
+
+/// Istio's `kube.ConvertProtocol`: UDP, else `appProtocol`, else the port name's prefix
+/// (`http-web` is HTTP); unnamed well-known ports (SMTP, DNS, MySQL, MongoDB) are TCP.
+pub fn kube_port_protocol(p: &KubeServicePort) -> Protocol {
+    if p.protocol.as_deref() == Some("UDP") {
+        return Protocol::Udp;
+    }
+    let name = match p.app_protocol.as_deref() {
+        Some("kubernetes.io/h2c") => return Protocol::Http2,
+        Some("kubernetes.io/ws") => return Protocol::Http,
+        Some("kubernetes.io/wss") => return Protocol::Https,
+        Some(app) => app,
+        None => p.name.as_str(),
+    };
+    if name.len() >= 8 && name[..8].eq_ignore_ascii_case("grpc-web") {
+        return Protocol::GrpcWeb;
+    }
+    let prefix = name.split('-').next().unwrap_or("");
+    match Protocol::parse(prefix) {
+        Some(p) if p != Protocol::Unsupported => p,
+        _ if matches!(p.port, 25 | 53 | 3306 | 27017) => Protocol::Tcp,
+        _ => Protocol::Unsupported,
+    }
+}
+
+fn kube_service(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Service {
+    let ns = &svc.meta.namespace;
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            number: p.port,
+            protocol: Some(kube_port_protocol(p).name().to_string()).filter(|n| !n.is_empty()),
+            name: p.name.clone(),
+            target_port: match p.target_port {
+                Some(IntOrString::Int(n)) => Some(n),
+                _ => None,
+            },
+        })
+        .collect();
+    // `networking.istio.io/exportTo: ns1,ns2,.` on the Service; absent means the mesh default.
+    let export_to = svc
+        .meta
+        .annotations
+        .get("networking.istio.io/exportTo")
+        .map(|a| {
+            a.split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Service {
+        host: format!("{}.{ns}.svc.{}", svc.meta.name, config.domain_suffix()).to_ascii_lowercase(),
+        namespace: ns.clone(),
+        source: format!("Service {}", svc.key()),
+        ports,
+        resolution: match spec.external_name {
+            Some(_) => Resolution::Dns,
+            None => Resolution::Static,
+        },
+        location: Location::MeshInternal,
+        endpoints: kube_endpoints(config, svc, spec),
+        export_to,
+        subject_alt_names: Vec::new(),
+    }
+}
+
+/// The Pod an endpoint's `targetRef` names, for its labels.
+fn target_pod<'a>(config: &'a Config, ns: &str, target: Option<&kube::ObjectReference>) -> Option<&'a KubeObject> {
+    let t = target.filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))?;
+    let ns = t.namespace.as_deref().unwrap_or(ns);
+    config
+        .kube_of_kind("Pod")
+        .find(|p| p.meta.namespace == ns && p.meta.name == t.name)
+}
+
+fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<WorkloadEntry> {
+    let ns = svc.meta.namespace.as_str();
+    let name = svc.meta.name.as_str();
+    if let Some(external) = &spec.external_name {
+        return vec![WorkloadEntry {
+            address: Some(external.clone()),
+            ..Default::default()
+        }];
+    }
+    let entry = |address: &str, ports: BTreeMap<String, u32>, pod: Option<&KubeObject>| WorkloadEntry {
+        address: Some(address.to_string()),
+        ports,
+        labels: pod.map(|p| p.meta.labels.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
+    let named = |ports: &[kube::EndpointPort]| -> BTreeMap<String, u32> {
+        ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect()
+    };
+    let slices: Vec<_> = config
+        .kube_of_kind("EndpointSlice")
+        .filter(|s| {
+            s.meta.namespace == ns && s.meta.labels.get(kube::SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
+        })
+        .collect();
+    if !slices.is_empty() {
+        let mut out = Vec::new();
+        for slice in slices {
+            let KubeSpec::EndpointSlice { endpoints, ports } = &slice.spec else {
+                continue;
+            };
+            for ep in endpoints.iter().filter(|e| e.conditions.ready != Some(false)) {
+                let pod = target_pod(config, ns, ep.target_ref.as_ref());
+                out.extend(ep.addresses.iter().map(|a| entry(a, named(ports), pod)));
+            }
+        }
+        return out;
+    }
+    let endpoints = config
+        .kube_of_kind("Endpoints")
+        .find(|e| e.meta.namespace == ns && e.meta.name == name);
+    if let Some(KubeObject {
+        spec: KubeSpec::Endpoints(subsets),
+        ..
+    }) = endpoints
+    {
+        return subsets
+            .iter()
+            .flat_map(|sub| {
+                sub.addresses.iter().map(|a| {
+                    let pod = target_pod(config, ns, a.target_ref.as_ref());
+                    entry(&a.ip, named(&sub.ports), pod)
+                })
+            })
+            .collect();
+    }
+    if spec.selector.is_empty() {
+        return Vec::new();
+    }
+    config
+        .kube_of_kind("Pod")
+        .filter(|p| p.meta.namespace == ns && labels_match(&spec.selector, &p.meta.labels))
+        .filter_map(|pod| {
+            let KubeSpec::Pod { spec: pod_spec, status } = &pod.spec else {
+                return None;
+            };
+            let ip = status.pod_ip.as_deref()?;
+            let container_ports = kube::named_ports(pod_spec);
+            let ports = spec
+                .ports
+                .iter()
+                .map(|p| {
+                    let target = match &p.target_port {
+                        Some(IntOrString::Int(n)) => *n,
+                        Some(IntOrString::Str(s)) => container_ports.get(s.as_str()).copied().unwrap_or(p.port),
+                        None => p.port,
+                    };
+                    (p.name.clone(), target)
+                })
+                .collect();
+            Some(entry(ip, ports, Some(pod)))
         })
         .collect()
 }

@@ -59,9 +59,16 @@ pub fn validate(s: &mut Sink, dr: &DestinationRule) {
     }
     common::export_to(s, "spec.exportTo", &dr.export_to, false);
     if let Some(sel) = &dr.workload_selector {
+        // Without exportTo the rule stays in its namespace; with it, the namespace must be the only entry.
         let own = s.res.namespace().to_string();
-        let only_own = dr.export_to.iter().all(|e| e == "." || *e == own);
-        if dr.export_to.is_empty() || !only_own {
+        let mut targets: Vec<&str> = dr
+            .export_to
+            .iter()
+            .map(|e| if e == "." { own.as_str() } else { e.as_str() })
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        if !targets.is_empty() && targets != [own.as_str()] {
             s.error(
                 Code::InvalidExportTo,
                 "spec.exportTo",
@@ -69,15 +76,23 @@ pub fn validate(s: &mut Sink, dr: &DestinationRule) {
                 "set `exportTo: [\".\"]`",
             );
         }
-        for k in sel.match_labels.keys() {
-            if k.is_empty() || k.contains('*') {
+        for (k, v) in &sel.match_labels {
+            if k.is_empty() || k.contains('*') || v.contains('*') {
                 s.error(
                     Code::InvalidLabel,
                     "spec.workloadSelector.matchLabels",
-                    format!("selector key `{k}` is empty or has a wildcard"),
-                    "use exact label keys",
+                    format!("selector `{k}={v}` has an empty key or a wildcard"),
+                    "use exact label keys and values",
                 );
             }
+        }
+        if sel.match_labels.is_empty() {
+            s.warn(
+                Code::InvalidLabel,
+                "spec.workloadSelector",
+                "workloadSelector without labels selects every workload of the namespace",
+                "add `matchLabels`, or drop the selector",
+            );
         }
     }
 }

@@ -339,16 +339,17 @@ fn redirect(s: &mut Sink, path: &str, r: &HttpRedirect, matches: &[HttpMatchRequ
             "keep one of them",
         );
     }
+    // A match without `uri` matches every path, as `prefix: /` does.
     if r.prefix_rewrite.is_some()
         && !matches
             .iter()
-            .all(|m| m.uri.as_ref().is_some_and(|u| u.prefix.is_some()))
+            .all(|m| m.uri.as_ref().is_none_or(|u| u.prefix.is_some()))
     {
         s.error(
             Code::InvalidRedirect,
             &format!("{path}.prefixRewrite"),
-            "prefixRewrite needs every match of the rule to be a `uri.prefix` match",
-            "use `uri: {prefix: …}` in each match, or `redirect.uri`",
+            "prefixRewrite needs every `uri` match of the rule to be a `uri.prefix` match",
+            "use `uri: {prefix: …}` in the matches that have a uri, or `redirect.uri`",
         );
     }
     if r.uri.is_none()
@@ -539,10 +540,11 @@ fn fault(s: &mut Sink, path: &str, f: &HttpFaultInjection) {
         }
         match d.fixed_delay {
             Some(t) => common::duration(s, &format!("{dp}.fixedDelay"), t),
-            None if d.exponential_delay.is_none() => s.error(
+            // Istio accepts it and drops the delay when it builds Envoy's config.
+            None if d.exponential_delay.is_none() => s.warn(
                 Code::InvalidFault,
                 &dp,
-                "delay needs fixedDelay",
+                "a delay without fixedDelay has no effect",
                 "add `fixedDelay: 5s`",
             ),
             None => {}

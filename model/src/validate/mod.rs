@@ -7,6 +7,7 @@ mod destination_rule;
 mod gateway;
 mod http;
 mod service_entry;
+mod unreachable;
 mod virtual_service;
 
 use crate::api::{Resource, Spec};

@@ -236,10 +236,9 @@ fn check_resolution(s: &mut Sink, se: &ServiceEntry, resolution: Resolution) {
             }
             for (i, ep) in se.endpoints.iter().enumerate() {
                 let addr = ep.address.as_deref().unwrap_or("");
-                if addr.parse::<std::net::IpAddr>().is_err()
-                    && host::check_wildcard_domain(addr).is_err()
-                    && !addr.starts_with("unix://")
-                {
+                // An IP or a host name to resolve; not a wildcard, not a unix socket.
+                let fqdn = host::check_wildcard_domain(addr).is_ok() && !host::is_wildcard(addr);
+                if addr.parse::<std::net::IpAddr>().is_err() && !fqdn {
                     s.error(
                         Code::ServiceEntryResolution,
                         &format!("spec.endpoints[{i}].address"),
@@ -272,6 +271,17 @@ fn check_resolution(s: &mut Sink, se: &ServiceEntry, resolution: Resolution) {
                     "spec",
                     "DYNAMIC_DNS cannot have addresses or endpoints",
                     "remove them",
+                );
+            }
+            let waypoint = s.res.meta.labels.get("istio.io/use-waypoint");
+            if se.effective_location() == Location::MeshInternal
+                && waypoint.is_some_and(|w| !w.is_empty() && !w.eq_ignore_ascii_case("none"))
+            {
+                s.error(
+                    Code::ServiceEntryResolution,
+                    "spec.location",
+                    "MESH_INTERNAL with DYNAMIC_DNS is not supported when the ServiceEntry uses a waypoint (label istio.io/use-waypoint)",
+                    "use `location: MESH_EXTERNAL`, or remove the waypoint label",
                 );
             }
             for (i, port) in se.ports.iter().enumerate() {

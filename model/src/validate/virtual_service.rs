@@ -1,12 +1,10 @@
 //! VirtualService rules (`ValidateVirtualService`, `validateTLSRoute`, `validateTCPRoute`,
-//! `validateGatewayNames`) and the unreachable-rule warnings IST0130/IST0131.
-
-use std::collections::HashMap;
+//! `validateGatewayNames`); the unreachable-rule warnings IST0130/IST0131 are in `unreachable`.
 
 use super::common;
 use super::http;
 use super::Sink;
-use crate::api::virtual_service::{HttpMatchRequest, HttpRoute, RouteDestination, VirtualService};
+use crate::api::virtual_service::{RouteDestination, VirtualService};
 use crate::diag::Code;
 use crate::host;
 
@@ -39,7 +37,8 @@ pub fn validate(s: &mut Sink, vs: &VirtualService) {
             );
         }
     }
-    check_hosts(s, &vs.hosts, applies_to_mesh);
+    let sni = vs.tls.iter().any(|r| r.matches.iter().any(|m| !m.sni_hosts.is_empty()));
+    check_hosts(s, &vs.hosts, applies_to_mesh, sni);
     for (i, g) in vs.gateways.iter().enumerate() {
         check_gateway_ref(s, &format!("spec.gateways[{i}]"), g);
     }
@@ -47,7 +46,7 @@ pub fn validate(s: &mut Sink, vs: &VirtualService) {
     for (i, rule) in vs.http.iter().enumerate() {
         http::validate_rule(s, &format!("spec.http[{i}]"), rule, applies_to_mesh);
     }
-    unreachable_http_rules(s, &vs.http);
+    super::unreachable::check(s, vs);
     for (i, rule) in vs.tls.iter().enumerate() {
         let path = format!("spec.tls[{i}]");
         if rule.matches.is_empty() {
@@ -69,7 +68,7 @@ pub fn validate(s: &mut Sink, vs: &VirtualService) {
                 );
             }
             for (k, sni) in m.sni_hosts.iter().enumerate() {
-                check_sni_host(s, &format!("{mp}.sniHosts[{k}]"), sni, &vs.hosts);
+                check_sni_host(s, &format!("{mp}.sniHosts[{k}]"), sni, &vs.hosts, applies_to_mesh);
             }
             l4_match(s, &mp, &m.destination_subnets, m.port, &m.gateways);
         }
@@ -95,7 +94,7 @@ pub fn validate(s: &mut Sink, vs: &VirtualService) {
     }
 }
 
-fn check_hosts(s: &mut Sink, hosts: &[String], applies_to_mesh: bool) {
+fn check_hosts(s: &mut Sink, hosts: &[String], applies_to_mesh: bool, sni: bool) {
     for (i, h) in hosts.iter().enumerate() {
         let path = format!("spec.hosts[{i}]");
         if h == "*" && applies_to_mesh {
@@ -110,7 +109,11 @@ fn check_hosts(s: &mut Sink, hosts: &[String], applies_to_mesh: bool) {
         if h.parse::<std::net::IpAddr>().is_ok() {
             continue;
         }
-        if let Err(why) = host::check_wildcard_domain(h) {
+        let syntax = match applies_to_mesh {
+            true => host::check_wildcard_domain(h),
+            false => host::check_gateway_bound_domain(sni, h),
+        };
+        if let Err(why) = syntax {
             s.error(
                 Code::InvalidHost,
                 &path,
@@ -165,7 +168,7 @@ pub fn check_gateway_ref(s: &mut Sink, path: &str, g: &str) {
     }
 }
 
-fn check_sni_host(s: &mut Sink, path: &str, sni: &str, vs_hosts: &[String]) {
+fn check_sni_host(s: &mut Sink, path: &str, sni: &str, vs_hosts: &[String], applies_to_mesh: bool) {
     if sni.parse::<std::net::IpAddr>().is_ok() {
         s.warn(
             Code::SniNotInHosts,
@@ -175,7 +178,11 @@ fn check_sni_host(s: &mut Sink, path: &str, sni: &str, vs_hosts: &[String]) {
         );
         return;
     }
-    if let Err(why) = host::check_wildcard_domain(sni) {
+    let syntax = match applies_to_mesh {
+        true => host::check_wildcard_domain(sni),
+        false => host::check_gateway_bound_domain(true, sni),
+    };
+    if let Err(why) = syntax {
         s.error(
             Code::InvalidHost,
             path,
@@ -230,94 +237,5 @@ fn route_destinations(s: &mut Sink, path: &str, route: &[RouteDestination]) {
     http::check_weights(s, path, &weights);
     for (i, r) in route.iter().enumerate() {
         http::destination(s, &format!("{path}[{i}].destination"), r.destination.as_ref());
-    }
-}
-
-/// Istio's catch-all match: uri prefix `/` (or regex `.*`/`*`) and nothing else.
-pub fn is_catch_all_match(m: &HttpMatchRequest) -> bool {
-    let uri_all = match &m.uri {
-        None => true,
-        Some(u) => u.prefix.as_deref() == Some("/") || matches!(u.regex.as_deref(), Some(".*" | "*")),
-    };
-    uri_all
-        && m.headers.is_empty()
-        && m.query_params.is_empty()
-        && m.source_labels.is_empty()
-        && m.without_headers.is_empty()
-        && m.gateways.is_empty()
-        && m.method.is_none()
-        && m.scheme.is_none()
-        && m.port.is_none()
-        && m.authority.is_none()
-        && m.source_namespace.is_none()
-}
-
-/// A rule that matches every request (no match, or a catch-all match block).
-pub fn is_catch_all_rule(rule: &HttpRoute) -> bool {
-    rule.matches.is_empty() || rule.matches.iter().any(is_catch_all_match)
-}
-
-/// IST0130 (a rule no request can reach) and IST0131 (a match an earlier rule already has).
-fn unreachable_http_rules(s: &mut Sink, rules: &[HttpRoute]) {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut catch_all: Option<usize> = None;
-    for (i, rule) in rules.iter().enumerate() {
-        let path = format!("spec.http[{i}]");
-        if let Some(c) = catch_all {
-            let msg = format!(
-                "rule {} can never match: rule {} before it matches every request",
-                rule_name(rule, i),
-                rule_name(&rules[c], c)
-            );
-            s.warn(
-                Code::UnreachableRule,
-                &path,
-                msg,
-                "move this rule above the catch-all rule, or remove it",
-            );
-            continue;
-        }
-        let mut dups = 0;
-        for (j, m) in rule.matches.iter().enumerate() {
-            let key = serde_json::to_string(m).unwrap_or_default();
-            if let Some(prev) = seen.get(&key) {
-                dups += 1;
-                let msg = format!(
-                    "match {j} of rule {} is the same as a match of rule {}, which wins",
-                    rule_name(rule, i),
-                    rule_name(&rules[*prev], *prev)
-                );
-                s.warn(
-                    Code::IneffectiveMatch,
-                    &format!("{path}.match[{j}]"),
-                    msg,
-                    "remove the duplicate match or change it",
-                );
-            } else {
-                seen.insert(key, i);
-            }
-        }
-        if dups > 0 && dups == rule.matches.len() {
-            let msg = format!(
-                "rule {} can never match: every one of its matches is used by an earlier rule",
-                rule_name(rule, i)
-            );
-            s.warn(
-                Code::UnreachableRule,
-                &path,
-                msg,
-                "remove the rule or change its matches",
-            );
-        }
-        if is_catch_all_rule(rule) {
-            catch_all = Some(i);
-        }
-    }
-}
-
-fn rule_name(rule: &HttpRoute, i: usize) -> String {
-    match &rule.name {
-        Some(n) => format!("`{n}`"),
-        None => format!("#{i}"),
     }
 }

@@ -9,6 +9,8 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
 
+mod go_yaml;
+
 /// One YAML node with the line (1-based) it starts on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -185,7 +187,8 @@ pub fn path_segments(path: &str) -> impl Iterator<Item = Segment<'_>> {
 pub fn parse_str(file: &str, text: &str) -> Sources {
     let file: Arc<str> = Arc::from(file);
     let mut builder = Builder::new(file.clone());
-    let mut parser = Parser::new_from_str(text);
+    let text = go_yaml::quote_flow_colons(text);
+    let mut parser = Parser::new_from_str(&text);
     let mut problems = Vec::new();
     if let Err(e) = parser.load(&mut builder, true) {
         problems.push(YamlProblem {
