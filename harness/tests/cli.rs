@@ -40,7 +40,7 @@ fn validate_accepts_bookinfo_with_warnings() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("valid: 0 errors, 15 warnings in 10 resources"),
+        stdout.contains("valid: 0 errors, 16 warnings in 10 resources"),
         "{stdout}"
     );
 }
@@ -63,7 +63,7 @@ fn validate_rejects_the_seed_egress_gateway_with_file_line_and_hint() {
     );
     assert!(stdout.contains("= hint: add `tls:"), "{stdout}");
     assert!(
-        stdout.contains("invalid: 1 error, 1 warning in 10 resources"),
+        stdout.contains("invalid: 1 error, 0 warnings in 10 resources"),
         "{stdout}"
     );
 }
@@ -80,7 +80,7 @@ spec:
       weight: -5
 ---
 apiVersion: v1
-kind: Service
+kind: ConfigMap
 metadata: {name: skipped}
 ";
 
@@ -99,7 +99,7 @@ fn validate_reads_stdin_and_reports_every_problem() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("<stdin>:11: note[MB0105]: skipped Service (v1)"),
+        stdout.contains("<stdin>:11: note[MB0105]: skipped ConfigMap (v1)"),
         "{stdout}"
     );
 }
@@ -342,4 +342,126 @@ fn two_targets_of_one_name_are_refused_before_anything_runs() {
         None,
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+const MISSING_SUBSET: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: apps}
+spec:
+  hosts: [web.apps.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: apps}
+spec:
+  hosts: [web]
+  http:
+  - route:
+    - destination: {host: web, subset: v9}
+  - route:
+    - destination: {host: web}
+";
+
+#[test]
+fn validate_gives_the_webhooks_verdict_and_counts_analysis_apart() {
+    let out = meshbench(&["validate", "-"], Some(MISSING_SUBSET));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "Kubernetes stores it: {stdout}");
+    assert!(stdout.contains("error[IST0101]: subset `v9`"), "{stdout}");
+    assert!(
+        stdout.contains("valid: 0 errors, 1 warning in 2 resources; analysis: 1 error"),
+        "{stdout}"
+    );
+    let out = meshbench(&["validate", "-o", "json", "-"], Some(MISSING_SUBSET));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (
+            v["valid"].as_bool(),
+            v["errors"].as_u64(),
+            v["analysis_errors"].as_u64()
+        ),
+        (Some(true), Some(0), Some(1))
+    );
+}
+
+#[test]
+fn analyze_reports_istios_codes_and_levels_and_exits_79_on_errors() {
+    let out = meshbench(&["analyze", "-"], Some(MISSING_SUBSET));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(79), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("  =")).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("Error [IST0101] (VirtualService apps/web <stdin>:18) subset `v9`"),
+        "{stdout}"
+    );
+    // The webhook's warning about the rule after a rule without matches, at Istio's level.
+    assert!(
+        lines[1].starts_with("Warning [IST0130] (VirtualService apps/web <stdin>:19)"),
+        "{stdout}"
+    );
+
+    let quiet = meshbench(
+        &[
+            "analyze",
+            "--output-threshold",
+            "error",
+            "--failure-threshold",
+            "Error",
+            "-",
+        ],
+        Some(MISSING_SUBSET),
+    );
+    assert_eq!(
+        text(&quiet.stdout).lines().filter(|l| l.starts_with("Warning")).count(),
+        0
+    );
+    assert_eq!(quiet.status.code(), Some(79));
+    let suppressed = meshbench(
+        &["analyze", "-S", "IST0101=VirtualService apps/*", "-"],
+        Some(MISSING_SUBSET),
+    );
+    assert_eq!(suppressed.status.code(), Some(0), "{}", text(&suppressed.stdout));
+    let strict = meshbench(
+        &[
+            "analyze",
+            "-S",
+            "IST0101=VirtualService web",
+            "--failure-threshold",
+            "warning",
+            "-",
+        ],
+        Some(MISSING_SUBSET),
+    );
+    assert_eq!(
+        strict.status.code(),
+        Some(79),
+        "a warning fails at --failure-threshold warning"
+    );
+    let bad = meshbench(&["analyze", "-S", "IST0101", "-"], Some(MISSING_SUBSET));
+    assert_eq!(bad.status.code(), Some(2));
+
+    // Webhook errors are IST0106, as istioctl shows them, and keep meshbench's code as detail.
+    let out = meshbench(&["analyze", "-o", "json", "-"], Some(TYPO));
+    assert_eq!(out.status.code(), Some(79));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let first = &v.as_array().expect("messages")[0];
+    assert_eq!(first["code"], "IST0106");
+    assert_eq!(first["level"], "Error");
+    assert_eq!(first["detail"], "MB0101");
+    assert_eq!(first["origin"], "VirtualService web/r");
+    assert_eq!(first["reference"], "<stdin>:5");
+    assert_eq!(
+        first["documentationUrl"],
+        "https://istio.io/latest/docs/reference/config/analysis/ist0106/"
+    );
+    assert!(first["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("Schema validation error: unknown field `host`"));
 }

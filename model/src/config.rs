@@ -179,3 +179,34 @@ fn add_kube_object(loaded: &mut Loaded, object: KubeObject) {
     }
     loaded.config.kube.push(object);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_is_read_as_its_items_with_their_own_lines() {
+        let yaml = "apiVersion: v1\nkind: List\nitems:\n\
+            - apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: gw, namespace: a}\n  spec: {servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n\
+            - apiVersion: v1\n  kind: Service\n  metadata: {name: web, namespace: a}\n  spec: {ports: [{port: 80, name: http}]}\n\
+            - apiVersion: networking.istio.io/v1\n  kind: Gateway\n  metadata: {name: gw, namespace: a}\n  spec: {servers: []}\n\
+            ---\napiVersion: v1\nkind: List\nitems: []\n";
+        let loaded = load_str("l.yaml", yaml);
+        assert_eq!(loaded.config.resources.len(), 1);
+        assert_eq!(loaded.config.resources[0].source.line, 4);
+        assert_eq!(loaded.config.kube_of_kind("Service").count(), 1);
+        let dup: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == Code::DuplicateResource)
+            .collect();
+        assert_eq!(dup.len(), 1, "{:#?}", loaded.diagnostics);
+        assert_eq!(dup[0].line, Some(12));
+        let kube_dup = load_str("k.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
+        assert_eq!(kube_dup.config.kube.len(), 1);
+        assert!(kube_dup
+            .diagnostics
+            .iter()
+            .any(|d| d.code == Code::DuplicateResource && d.line == Some(5)));
+    }
+}

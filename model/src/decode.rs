@@ -14,6 +14,8 @@ use crate::load::{Document, Node};
 /// A schema problem at a field path, before it is tied to a file and line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldProblem {
+    /// Error for a real problem; Info for something read with a note (a snake_case field name).
+    pub severity: Severity,
     pub path: String,
     pub code: Code,
     pub message: String,
@@ -34,6 +36,10 @@ pub fn decode_lenient<T: DeserializeOwned + Default>(mut value: Value, prefix: &
             Err(e) => e,
         };
         let steps: Vec<PathStep> = err.path().iter().filter_map(PathStep::from_segment).collect();
+        if let Some(note) = snake_case_field(&mut value, &steps, &err.inner().to_string(), prefix) {
+            problems.push(note);
+            continue;
+        }
         let repeated = last_path.as_ref() == Some(&steps);
         if !repeated {
             problems.push(describe(
@@ -63,6 +69,66 @@ impl PathStep {
             _ => None,
         }
     }
+}
+
+/// `proto_field_name` as its JSON name (`protoFieldName`).
+fn lower_camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Istio reads YAML with protobuf's JSON decoder, which takes a field's proto name
+/// (`max_retries`) as well as its JSON name (`maxRetries`). When serde rejects an unknown
+/// snake_case field whose camelCase form is expected there, the key is renamed in `value` and a
+/// note says so; decoding then goes on.
+fn snake_case_field(value: &mut Value, steps: &[PathStep], msg: &str, prefix: &str) -> Option<FieldProblem> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let camel = lower_camel(field);
+    if !field.contains('_') || !expected.contains(&format!("`{camel}`")) {
+        return None;
+    }
+    let mut node = &mut *value;
+    for step in steps.iter().take(steps.len().saturating_sub(1)) {
+        node = match (node, step) {
+            (Value::Object(m), PathStep::Key(k)) => m.get_mut(k)?,
+            (Value::Array(a), PathStep::Index(i)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    let map = node.as_object_mut()?;
+    if map.contains_key(&camel) {
+        return None;
+    }
+    let v = map.remove(field)?;
+    map.insert(camel.clone(), v);
+    let mut path = String::new();
+    for step in &steps[..steps.len().saturating_sub(1)] {
+        match step {
+            PathStep::Key(k) if path.is_empty() => path.push_str(k),
+            PathStep::Key(k) => path.push_str(&format!(".{k}")),
+            PathStep::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    let path = join_path(prefix, &join_path(&path, field));
+    Some(FieldProblem {
+        severity: Severity::Info,
+        path,
+        code: Code::UnknownField,
+        message: format!("`{field}` read as `{camel}`, as Istio's protobuf decoder reads proto field names"),
+        hint: Some(format!("write `{camel}`: the CRD's schema names the field that way")),
+    })
 }
 
 /// Drops the node at `steps`. An array element is first emptied (`{}`), and removed when that
@@ -140,6 +206,7 @@ fn describe(path: &str, msg: &str) -> FieldProblem {
         (Code::WrongType, msg.to_string(), hint)
     };
     FieldProblem {
+        severity: Severity::Error,
         path: path.to_string(),
         code,
         message,
@@ -197,7 +264,7 @@ pub fn decode_document(doc: &Document) -> Decoded {
             name: object.meta.name.clone(),
         };
         for p in problems {
-            report(Severity::Error, p.code, &p.path, p.message, p.hint, Some(rref.clone()));
+            report(p.severity, p.code, &p.path, p.message, p.hint, Some(rref.clone()));
         }
         out.kube = Some(object);
         return out;
@@ -266,7 +333,7 @@ pub fn decode_document(doc: &Document) -> Decoded {
     let spec_json = json.get("spec").cloned().unwrap_or(empty);
     let (spec, spec_problems) = decode_spec(kind, spec_json);
     for p in meta_problems.into_iter().chain(spec_problems) {
-        report(Severity::Error, p.code, &p.path, p.message, p.hint, Some(rref.clone()));
+        report(p.severity, p.code, &p.path, p.message, p.hint, Some(rref.clone()));
     }
     if meta.name.is_empty() {
         let hint = Some("give the resource a name under metadata.name".into());
@@ -385,7 +452,7 @@ pub fn decode_mesh(doc: &Document) -> (MeshConfig, Vec<Diagnostic>) {
     }
     let (mesh, problems) = decode_lenient::<MeshConfig>(json, "");
     for p in problems {
-        let mut d = Diagnostic::new(Severity::Error, p.code, p.message).at(&doc.file, at(&p.path));
+        let mut d = Diagnostic::new(p.severity, p.code, p.message).at(&doc.file, at(&p.path));
         d.hint = p.hint;
         d.field = Some(p.path);
         diags.push(d);
@@ -455,6 +522,55 @@ mod tests {
             vs.http[0].route[0].destination.as_ref().map(|d| d.host.as_str()),
             Some("a")
         );
+    }
+
+    #[test]
+    fn snake_case_fields_are_read_as_istio_reads_them_with_a_note() {
+        let d = decode(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: x}\nspec:\n  host: a\n  \
+             traffic_policy:\n    connection_pool: {http: {max_retries: 3}}\n  subsets: [{name: v1, labels: {my_label: a}}]\n",
+        );
+        let Some(Spec::DestinationRule(dr)) = d.resource.map(|r| r.spec) else {
+            panic!("no rule")
+        };
+        let http = dr
+            .traffic_policy
+            .and_then(|t| t.connection_pool)
+            .and_then(|c| c.http)
+            .expect("http");
+        assert_eq!(http.max_retries, Some(3));
+        assert_eq!(
+            dr.subsets[0].labels.get("my_label").map(String::as_str),
+            Some("a"),
+            "map keys are data"
+        );
+        let notes: Vec<_> = d
+            .diagnostics
+            .iter()
+            .map(|d| (d.severity, d.field.clone().unwrap_or_default(), d.line))
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                (Severity::Info, "spec.traffic_policy".to_string(), Some(6)),
+                (
+                    Severity::Info,
+                    "spec.trafficPolicy.connection_pool".to_string(),
+                    Some(7)
+                ),
+                (
+                    Severity::Info,
+                    "spec.trafficPolicy.connectionPool.http.max_retries".to_string(),
+                    Some(7)
+                ),
+            ]
+        );
+        // Both spellings at once: the camelCase one is kept and the other is an unknown field.
+        let d = decode("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: x}\nspec: {host: a, export_to: [a], exportTo: [b]}\n");
+        assert!(d
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error && d.code == Code::UnknownField));
     }
 
     #[test]

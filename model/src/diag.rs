@@ -91,6 +91,7 @@ codes! {
     ServiceEntryResolution = "MB0500", "a ServiceEntry's resolution does not fit its hosts, addresses or endpoints";
     Deprecated = "IST0002", "a deprecated field";
     ReferencedResourceNotFound = "IST0101", "a referenced gateway, host, port or subset does not exist";
+    SchemaValidationError = "IST0106", "a webhook error, as istioctl analyze reports it";
     ConflictingMeshGatewayHosts = "IST0109", "VirtualServices bound to the mesh define the same host";
     DestinationPortRequired = "IST0112", "a destination without a port on a service with several ports";
     NoCaCertificatesDestination = "IST0128", "client TLS without caCertificates: the server is not verified";
@@ -98,12 +99,36 @@ codes! {
     UnreachableRule = "IST0130", "a rule that no request reaches";
     IneffectiveMatch = "IST0131", "a match that an earlier match already takes";
     VirtualServiceHostNotInGateway = "IST0132", "none of a VirtualService's hosts is exposed by a Gateway it binds to";
+    SchemaWarning = "IST0133", "a webhook warning, as istioctl analyze reports it";
     ServiceEntryAddressesRequired = "IST0134", "a TCP (or unset protocol) ServiceEntry port without addresses";
     GatewayDuplicateCertificate = "IST0138", "Gateways of one workload share a certificate";
     IngressRouteRulesNotAffected = "IST0140", "a gateway route without a subset, where another VirtualService splits the host by subset";
     ConflictingGateways = "IST0145", "two Gateways claim the same host on one port";
     ReferencedInternalGateway = "IST0165", "a reference to a Gateway generated from a Kubernetes Gateway";
     ConflictingServiceEntryProtocol = "IST0177", "ServiceEntries give one host and port different protocols";
+}
+
+impl Code {
+    /// Whether the code is one of istioctl analyze's (`IST*`) rather than a webhook rejection.
+    pub fn is_analysis(self) -> bool {
+        self.id().starts_with("IST")
+    }
+
+    /// The level `istioctl analyze` gives the message (`pkg/config/analysis/msg/messages.yaml`);
+    /// None for meshbench's own codes.
+    pub fn istio_level(self) -> Option<Severity> {
+        use Code::*;
+        Some(match self {
+            ReferencedResourceNotFound
+            | SchemaValidationError
+            | ConflictingMeshGatewayHosts
+            | DestinationPortRequired
+            | ConflictingGateways => Severity::Error,
+            IneffectiveMatch => Severity::Info,
+            c if c.is_analysis() => Severity::Warning,
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Code {
@@ -230,6 +255,16 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n);
+    }
+
+    #[test]
+    fn istio_levels_follow_istios_message_table() {
+        assert_eq!(Code::ReferencedResourceNotFound.istio_level(), Some(Severity::Error));
+        assert_eq!(Code::ConflictingGateways.istio_level(), Some(Severity::Error));
+        assert_eq!(Code::IneffectiveMatch.istio_level(), Some(Severity::Info));
+        assert_eq!(Code::UnreachableRule.istio_level(), Some(Severity::Warning));
+        assert_eq!(Code::InvalidHost.istio_level(), None);
+        assert!(Code::ALL.iter().all(|c| c.is_analysis() == c.istio_level().is_some()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
+pub mod analyze;
 pub mod common;
 pub mod completions;
 pub mod conform;
@@ -30,8 +31,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check Istio config files with Istio's validation rules and istioctl analyze's cross-checks.
+    /// Istio's webhook verdict on config files (exit 1 only for what Kubernetes would refuse to
+    /// store), with istioctl analyze's cross-checks shown beside it.
     Validate(validate::Args),
+    /// istioctl analyze's messages for config files, with Istio's codes and levels (exit 79 when
+    /// a message reaches --failure-threshold, as istioctl does).
+    Analyze(analyze::Args),
     /// Compile Istio config into the Plan a gateway executes (its config dump).
     Plan(plan::Args),
     /// Load-test a target: open loop (constant rate, corrected latency) or closed loop (max throughput).
@@ -118,6 +123,7 @@ pub fn emit<T: serde::Serialize>(value: &T, output: Output) -> u8 {
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Analyze(args) => analyze::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Merge(args) => merge::run(&args),

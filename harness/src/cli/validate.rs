@@ -1,4 +1,7 @@
 //! `meshbench validate <path>…`: Istio's verdict on config files, as compiler-style diagnostics.
+//! The verdict is the webhook's: only errors of meshbench's own codes (what Kubernetes would
+//! refuse to store) make a config invalid; istioctl analyze's findings (`IST*`) are shown beside
+//! them and counted apart (`meshbench analyze` reports them with Istio's levels).
 
 use std::path::PathBuf;
 
@@ -23,7 +26,10 @@ pub struct Args {
 struct Report<'a> {
     valid: bool,
     resources: usize,
+    /// Errors the webhook would reject the config for.
     errors: usize,
+    /// Error-level findings of the cross-resource analysis (IST codes); they do not make it invalid.
+    analysis_errors: usize,
     warnings: usize,
     diagnostics: &'a [mesh_model::Diagnostic],
 }
@@ -34,7 +40,9 @@ pub fn run(args: &Args) -> u8 {
         Err(code) => return code,
     };
     let diags = sorted(diags);
-    let (errors, warnings) = counts(&diags);
+    let (all_errors, warnings) = counts(&diags);
+    let analysis_errors = diags.iter().filter(|d| d.is_error() && d.code.is_analysis()).count();
+    let errors = all_errors - analysis_errors;
     let resources = config.resources.len();
     match args.output {
         Output::Json | Output::Yaml => {
@@ -42,6 +50,7 @@ pub fn run(args: &Args) -> u8 {
                 valid: errors == 0,
                 resources,
                 errors,
+                analysis_errors,
                 warnings,
                 diagnostics: &diags,
             };
@@ -55,8 +64,12 @@ pub fn run(args: &Args) -> u8 {
                 println!("{d}\n");
             }
             let verdict = if errors == 0 { "valid" } else { "invalid" };
+            let analysis = match analysis_errors {
+                0 => String::new(),
+                n => format!("; analysis: {} (`meshbench analyze` lists them)", plural(n, "error")),
+            };
             println!(
-                "{verdict}: {}, {} in {}",
+                "{verdict}: {}, {} in {}{analysis}",
                 plural(errors, "error"),
                 plural(warnings, "warning"),
                 plural(resources, "resource")

@@ -96,9 +96,16 @@ impl Node {
         let mut line = self.line;
         for segment in path_segments(path) {
             let next = match (&node.value, segment) {
-                (NodeValue::Map(entries), Segment::Key(k)) => {
-                    entries.iter().find(|e| e.key == k).map(|e| (e.key_line, &e.value))
-                }
+                // A camelCase field may be written with its proto (snake_case) name.
+                (NodeValue::Map(entries), Segment::Key(k)) => entries
+                    .iter()
+                    .find(|e| e.key == k)
+                    .or_else(|| {
+                        entries
+                            .iter()
+                            .find(|e| e.key.contains('_') && e.key.replace('_', "").eq_ignore_ascii_case(k))
+                    })
+                    .map(|e| (e.key_line, &e.value)),
                 (NodeValue::Seq(items), Segment::Index(i)) => items.get(i).map(|n| (n.line, n)),
                 _ => None,
             };

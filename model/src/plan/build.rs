@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::host;
 
-use super::registry::{exported_to, labels_match, Registry};
+use super::registry::{labels_match, Registry};
 use super::{listeners, policy, routes, Cluster, Endpoint, MeshSettings, Plan, RetryPolicy, PLAN_SCHEMA_VERSION};
 
 /// What the Plan is for.
@@ -61,40 +61,53 @@ impl<'a> Ctx<'a> {
             .is_some_and(|s| s.port(port).is_none())
     }
 
-    /// VirtualServices bound to the current gateway and visible to it, in Istio's order: those
-    /// in the gateway's namespace first, then the others; each group by creation time, name, namespace.
+    /// VirtualServices bound to the current gateway and visible to the proxy's namespace, in
+    /// Istio's order (`VirtualServicesForGateway`): those exported only to the proxy's own
+    /// namespace first, then those exported to it by name, then those exported to all; each
+    /// group by creation time, name, namespace. `exportTo` defaults to the mesh's
+    /// `defaultVirtualServiceExportTo`; `~` hides a VirtualService from everyone.
     pub fn virtual_services_for_gateway(&self) -> Vec<&'a Resource> {
-        // The sidecar role sees what is exported to its own namespace.
-        let gw_ns = if self.gateway == "mesh" {
-            self.proxy_ns.as_str()
-        } else {
-            self.gateway.split('/').next().unwrap_or("")
-        };
+        let ns = self.proxy_ns.as_str();
         let defaults = &self.config.mesh.default_virtual_service_export_to;
         let config: &'a Config = self.config;
-        let mut list: Vec<&'a Resource> = config
+        let mut list: Vec<(u8, &'a Resource)> = config
             .of_kind(Kind::VirtualService)
-            .filter(|r| match &r.spec {
-                Spec::VirtualService(vs) => {
-                    !vs.hosts.is_empty()
-                        && routes::bound_gateways(vs, r.namespace()).contains(&self.gateway)
-                        && exported_to(&vs.export_to, defaults, r.namespace(), gw_ns)
+            .filter_map(|r| {
+                let Spec::VirtualService(vs) = &r.spec else { return None };
+                if vs.hosts.is_empty() || !routes::bound_gateways(vs, r.namespace()).contains(&self.gateway) {
+                    return None;
                 }
-                _ => false,
+                let export = if vs.export_to.is_empty() {
+                    defaults
+                } else {
+                    &vs.export_to
+                };
+                let own = r.namespace();
+                let names = |e: &String| e == ns || (e == "." && own == ns);
+                let class = if export.iter().any(|e| e == "*") {
+                    2
+                } else if export.iter().any(|e| e == "~") || !export.iter().any(names) {
+                    return None;
+                } else if own == ns {
+                    0
+                } else {
+                    1
+                };
+                Some((class, r))
             })
             .collect();
-        list.sort_by(|a, b| {
-            let key = |r: &Resource| {
+        list.sort_by(|(ca, a), (cb, b)| {
+            let key = |c: u8, r: &Resource| {
                 (
-                    r.namespace() != gw_ns,
+                    c,
                     r.meta.creation_timestamp.clone(),
                     r.name().to_string(),
                     r.namespace().to_string(),
                 )
             };
-            key(a).cmp(&key(b))
+            key(*ca, a).cmp(&key(*cb, b))
         });
-        list
+        list.into_iter().map(|(_, r)| r).collect()
     }
 }
 
@@ -143,7 +156,7 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
         (l, t, None)
     };
     route_tables.sort_by(|a, b| a.name.cmp(&b.name));
-    let clusters = clusters(config, &registry, &proxy_ns);
+    let clusters = clusters(config, &registry, &proxy_ns, opts.labels.as_ref());
     let plan = Plan {
         schema_version: PLAN_SCHEMA_VERSION,
         labels: opts.labels.clone().unwrap_or_default(),
@@ -163,11 +176,11 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
 }
 
 /// One cluster per visible service port, and one more per DestinationRule subset.
-fn clusters(config: &Config, registry: &Registry, proxy_ns: &str) -> Vec<Cluster> {
+fn clusters(config: &Config, registry: &Registry, proxy_ns: &str, proxy_labels: Option<&Labels>) -> Vec<Cluster> {
     let mut out = Vec::new();
     let mut seen: HashMap<String, ()> = HashMap::new();
     for svc in registry.visible(proxy_ns, &config.mesh.default_service_export_to) {
-        let rule = policy::find_rule(config, &svc.host, proxy_ns, &svc.namespace);
+        let rule = policy::find_rule(config, &svc.host, proxy_ns, proxy_labels, &svc.namespace);
         for port in &svc.ports {
             let protocol = crate::api::Protocol::parse(port.protocol.as_deref().unwrap_or(""))
                 .unwrap_or(crate::api::Protocol::Unsupported);

@@ -1,16 +1,17 @@
 //! DestinationRule lookup and merging, as Istio does it: lookup by namespace (the proxy's, the
-//! service's, the root), most specific host first; several rules for one host merged (subsets
-//! appended, the first traffic policy wins); port-level settings replace the whole policy; subset
-//! policies override field by field.
+//! service's, the root) with exportTo and workloadSelector, most specific host first; several
+//! rules for one host merged (subsets appended, the first traffic policy wins); port-level
+//! settings replace the whole policy; subset policies override field by field.
+
+use std::collections::BTreeSet;
 
 use crate::api::destination_rule::{
     ClientTls, ClientTlsMode, DestinationRule, LoadBalancerSettings, PortTrafficPolicy, SimpleLb, Subset, TrafficPolicy,
 };
-use crate::api::{Kind, Spec};
+use crate::api::{Kind, Labels, Spec};
 use crate::config::Config;
 use crate::host;
 
-use super::registry::exported_to;
 use super::ClusterPolicy;
 
 /// The DestinationRules that apply to one host, merged.
@@ -28,52 +29,151 @@ impl MergedRule {
     }
 }
 
-/// Finds and merges the DestinationRules for `service_host` (an FQDN), as seen by a proxy in
-/// `proxy_ns`, for a service in `service_ns`.
-pub fn find_rule(config: &Config, service_host: &str, proxy_ns: &str, service_ns: &str) -> Option<MergedRule> {
+/// One DestinationRule as istiod indexes it: its host resolved in its namespace and the
+/// namespaces it is exported to (a rule with a workloadSelector is private to its namespace).
+struct Indexed<'a> {
+    key: String,
+    ns: &'a str,
+    host: String,
+    export: BTreeSet<String>,
+    rule: &'a DestinationRule,
+}
+
+impl Indexed<'_> {
+    /// In `namespaceLocal`: the rule applies to proxies of its own namespace.
+    fn local(&self) -> bool {
+        self.export.is_empty() || ["*", "."].iter().any(|e| self.export.contains(*e)) || self.export.contains(self.ns)
+    }
+
+    /// Only its own namespace sees it.
+    fn private_only(&self, defaults: &[String]) -> bool {
+        (self.export.is_empty() && defaults.iter().any(|d| d == "."))
+            || (self.export.len() == 1 && (self.export.contains(".") || self.export.contains(self.ns)))
+    }
+
+    /// Exported from its namespace to a proxy in `client_ns`.
+    fn exported_to(&self, client_ns: &str) -> bool {
+        self.export.is_empty() || self.export.contains("*") || self.export.contains(client_ns)
+    }
+}
+
+/// Finds and merges the DestinationRules for `service_host` (an FQDN) as istiod does for a proxy
+/// in `proxy_ns` with `proxy_labels`, for a service in `service_ns` (`destinationRule` and
+/// `SidecarScope.DestinationRule`): the rules local to the proxy's namespace (when that is the
+/// root namespace, only the root's private ones), else those the service's namespace exports to
+/// the proxy's, else those the root namespace exports; the most specific host in the first
+/// namespace that has one. Rules for one host with the same exportTo and selector are merged
+/// (subsets appended, the first traffic policy kept), oldest first; a rule whose workloadSelector
+/// matches the proxy's labels wins over one without.
+pub fn find_rule(
+    config: &Config,
+    service_host: &str,
+    proxy_ns: &str,
+    proxy_labels: Option<&Labels>,
+    service_ns: &str,
+) -> Option<MergedRule> {
     let root = config.mesh.root_namespace.as_str();
-    let mut namespaces = vec![proxy_ns, service_ns, root];
-    namespaces.dedup();
     let defaults = &config.mesh.default_destination_rule_export_to;
-    for ns in namespaces {
-        let candidates: Vec<(&str, String, &DestinationRule)> = config
-            .of_kind(Kind::DestinationRule)
-            .filter(|r| r.namespace() == ns)
-            .filter_map(|r| match &r.spec {
-                Spec::DestinationRule(dr) if dr.workload_selector.is_none() => {
-                    let h = host::resolve_short_name(&dr.host, r.namespace(), config.domain_suffix());
-                    let visible = ns == proxy_ns || exported_to(&dr.export_to, defaults, ns, proxy_ns);
-                    (visible && host::subset_of(service_host, &h)).then(|| (r.name(), h, dr))
-                }
-                _ => None,
-            })
+    let mut all: Vec<Indexed> = config
+        .of_kind(Kind::DestinationRule)
+        .filter_map(|r| match &r.spec {
+            Spec::DestinationRule(dr) => Some(Indexed {
+                key: r.key(),
+                ns: r.namespace(),
+                host: host::resolve_short_name(&dr.host, r.namespace(), config.domain_suffix()),
+                export: match dr.workload_selector {
+                    Some(_) => BTreeSet::from([".".to_string()]),
+                    None => dr.export_to.iter().cloned().collect(),
+                },
+                rule: dr,
+            }),
+            _ => None,
+        })
+        .collect();
+    all.sort_by_key(|i| {
+        let r = config.of_kind(Kind::DestinationRule).find(|r| r.key() == i.key);
+        (
+            i.rule.workload_selector.is_none(),
+            r.and_then(|r| r.meta.creation_timestamp.clone()),
+            i.key.split_once('/').map(|(_, n)| n.to_string()),
+            i.ns.to_string(),
+        )
+    });
+    // The three places istiod looks, in order.
+    let in_step = |step: usize, i: &Indexed| match step {
+        0 if proxy_ns == root => i.ns == root && i.private_only(defaults),
+        0 => i.ns == proxy_ns && i.local(),
+        1 => i.ns == service_ns && !i.private_only(defaults) && i.exported_to(proxy_ns),
+        _ => i.ns == root && !i.private_only(defaults) && i.exported_to(proxy_ns),
+    };
+    for step in 0..3 {
+        let candidates: Vec<&Indexed> = all
+            .iter()
+            .filter(|i| in_step(step, i) && host::subset_of(service_host, &i.host))
             .collect();
         // Most specific host: an exact name, else the longest wildcard.
         let Some(best) = candidates
             .iter()
-            .map(|(_, h, _)| h)
+            .map(|i| i.host.as_str())
             .max_by_key(|h| (!host::is_wildcard(h), h.len()))
         else {
             continue;
         };
-        let best = best.clone();
-        let mut merged = MergedRule::default();
-        let mut chosen: Vec<_> = candidates.into_iter().filter(|(_, h, _)| *h == best).collect();
-        chosen.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, _, dr) in chosen {
-            merged.sources.push(format!("{ns}/{name}"));
-            if merged.traffic_policy.is_none() {
-                merged.traffic_policy = dr.traffic_policy.clone();
+        let chosen: Vec<&Indexed> = candidates.iter().copied().filter(|i| i.host == best).collect();
+        return Some(pick_for_proxy(&chosen, proxy_ns, proxy_labels));
+    }
+    None
+}
+
+/// The consolidated rules of one host, then the one this proxy uses: a rule of its own namespace
+/// whose selector its labels match, else the one without a selector (without labels: all of them).
+fn pick_for_proxy(chosen: &[&Indexed], proxy_ns: &str, proxy_labels: Option<&Labels>) -> MergedRule {
+    let mut groups: Vec<(Option<&Labels>, &BTreeSet<String>, MergedRule)> = Vec::new();
+    for i in chosen {
+        let selector = i.rule.workload_selector.as_ref().map(|w| &w.match_labels);
+        let at = match groups.iter().position(|(s, e, _)| *s == selector && **e == i.export) {
+            Some(at) => at,
+            None => {
+                groups.push((selector, &i.export, MergedRule::default()));
+                groups.len() - 1
             }
-            for s in &dr.subsets {
-                if merged.subset(&s.name).is_none() {
-                    merged.subsets.push(s.clone());
+        };
+        let merged = &mut groups[at].2;
+        merged.sources.push(i.key.clone());
+        if merged.traffic_policy.is_none() {
+            merged.traffic_policy = i.rule.traffic_policy.clone();
+        }
+        for s in &i.rule.subsets {
+            if merged.subset(&s.name).is_none() {
+                merged.subsets.push(s.clone());
+            }
+        }
+    }
+    // No labels: any workload, so every rule counts (the analyzers' view).
+    if proxy_labels.is_none() {
+        let mut all = MergedRule::default();
+        for (_, _, m) in &groups {
+            all.sources.extend(m.sources.iter().cloned());
+            if all.traffic_policy.is_none() {
+                all.traffic_policy = m.traffic_policy.clone();
+            }
+            for s in &m.subsets {
+                if all.subset(&s.name).is_none() {
+                    all.subsets.push(s.clone());
                 }
             }
         }
-        return Some(merged);
+        return all;
     }
-    None
+    let selected = groups.iter().find(|(sel, _, m)| {
+        let own_ns = m.sources.first().is_some_and(|k| k.split('/').next() == Some(proxy_ns));
+        match (sel, proxy_labels) {
+            (Some(sel), Some(labels)) => own_ns && sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            _ => false,
+        }
+    });
+    let catch_all = groups.iter().rev().find(|(sel, _, _)| sel.is_none());
+    selected.or(catch_all).map(|(_, _, m)| m.clone()).unwrap_or_default()
 }
 
 fn port_level(tp: &TrafficPolicy, port: u32) -> Option<&PortTrafficPolicy> {

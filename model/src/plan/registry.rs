@@ -273,3 +273,127 @@ fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(name: &str, number: u32, protocol: Option<&str>, app: Option<&str>) -> KubeServicePort {
+        KubeServicePort {
+            name: name.into(),
+            port: number,
+            target_port: None,
+            protocol: protocol.map(String::from),
+            app_protocol: app.map(String::from),
+        }
+    }
+
+    #[test]
+    fn kubernetes_port_protocols_follow_istios_conversion() {
+        let cases = [
+            (port("http", 80, None, None), Protocol::Http),
+            (port("http-web", 80, None, None), Protocol::Http),
+            (port("grpc-web-x", 80, None, None), Protocol::GrpcWeb),
+            (port("GRPC", 80, None, None), Protocol::Grpc),
+            (port("tcp-db", 5432, None, None), Protocol::Tcp),
+            (port("web", 80, None, Some("https")), Protocol::Https),
+            (port("web", 80, None, Some("kubernetes.io/h2c")), Protocol::Http2),
+            (port("web", 80, None, Some("kubernetes.io/ws")), Protocol::Http),
+            (port("web", 80, None, Some("kubernetes.io/wss")), Protocol::Https),
+            (port("http", 53, Some("UDP"), None), Protocol::Udp),
+            (port("", 3306, None, None), Protocol::Tcp),
+            (port("", 8080, None, None), Protocol::Unsupported),
+            (port("metrics", 9090, None, None), Protocol::Unsupported),
+        ];
+        for (p, want) in cases {
+            assert_eq!(kube_port_protocol(&p), want, "{p:?}");
+        }
+    }
+
+    fn registry(yaml: &str) -> Registry {
+        let loaded = crate::load_str("t.yaml", yaml);
+        assert!(
+            loaded.diagnostics.iter().all(|d| !d.is_error()),
+            "{:#?}",
+            loaded.diagnostics
+        );
+        Registry::build(&loaded.config)
+    }
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: apps}\n\
+        spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: http-alt}, {name: grpc, port: 90, targetPort: 9090}]}\n---\n";
+
+    fn pod(name: &str, ip: &str, labels: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: apps, labels: {labels}}}\n\
+             spec: {{containers: [{{name: c, ports: [{{name: http-alt, containerPort: 8081}}]}}]}}\nstatus: {{podIP: {ip}}}\n---\n"
+        )
+    }
+
+    #[test]
+    fn a_service_gets_its_endpoints_from_slices_then_endpoints_then_pods() {
+        let pods = pod("a", "10.0.0.1", "{app: web, version: v1}") + &pod("b", "10.0.0.2", "{app: other}");
+        let r = registry(&format!("{SERVICE}{pods}"));
+        let svc = &r.services[0];
+        assert_eq!(svc.host, "web.apps.svc.cluster.local");
+        assert_eq!(svc.source, "Service apps/web");
+        assert_eq!(
+            svc.ports
+                .iter()
+                .map(|p| (p.number, p.protocol.clone(), p.target_port))
+                .collect::<Vec<_>>(),
+            [(80, Some("HTTP".into()), None), (90, Some("GRPC".into()), Some(9090))]
+        );
+        assert_eq!(svc.endpoints.len(), 1, "only the Pod the selector picks");
+        let ep = &svc.endpoints[0];
+        assert_eq!(ep.address.as_deref(), Some("10.0.0.1"));
+        assert_eq!(
+            ep.ports.get("http"),
+            Some(&8081),
+            "a named targetPort is the container's port"
+        );
+        assert_eq!(ep.ports.get("grpc"), Some(&9090));
+        assert_eq!(ep.labels.get("version").map(String::as_str), Some("v1"));
+
+        let endpoints = "apiVersion: v1\nkind: Endpoints\nmetadata: {name: web, namespace: apps}\n\
+            subsets: [{addresses: [{ip: 10.0.1.1, targetRef: {kind: Pod, name: a}}], ports: [{name: http, port: 7000}]}]\n---\n";
+        let r = registry(&format!("{SERVICE}{pods}{endpoints}"));
+        let ep = &r.services[0].endpoints;
+        assert_eq!(
+            (ep.len(), ep[0].address.as_deref(), ep[0].ports.get("http")),
+            (1, Some("10.0.1.1"), Some(&7000))
+        );
+        assert_eq!(
+            ep[0].labels.get("version").map(String::as_str),
+            Some("v1"),
+            "labels of the targetRef Pod"
+        );
+
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-x, namespace: apps, labels: {kubernetes.io/service-name: web}}\n\
+            endpoints: [{addresses: [10.0.2.1]}, {addresses: [10.0.2.2], conditions: {ready: false}}]\nports: [{name: http, port: 6000}]\n---\n";
+        let r = registry(&format!("{SERVICE}{pods}{endpoints}{slice}"));
+        let ep = &r.services[0].endpoints;
+        assert_eq!(
+            ep.iter()
+                .map(|e| e.address.clone().unwrap_or_default())
+                .collect::<Vec<_>>(),
+            ["10.0.2.1"],
+            "not-ready endpoints are left out"
+        );
+        assert_eq!(ep[0].ports.get("http"), Some(&6000));
+    }
+
+    #[test]
+    fn an_external_name_service_resolves_by_dns_and_export_to_comes_from_the_annotation() {
+        let r = registry(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: apps, annotations: {networking.istio.io/exportTo: 'a, .'}}\n\
+             spec: {type: ExternalName, externalName: api.example.com, ports: [{name: https, port: 443}]}\n",
+        );
+        let svc = &r.services[0];
+        assert_eq!(svc.resolution, Resolution::Dns);
+        assert_eq!(svc.endpoints[0].address.as_deref(), Some("api.example.com"));
+        assert_eq!(svc.export_to, ["a", "."]);
+        assert!(r.lookup("ext.apps.svc.cluster.local", "apps", &["*".into()]).is_some());
+        assert!(r.lookup("ext.apps.svc.cluster.local", "b", &["*".into()]).is_none());
+    }
+}

@@ -171,7 +171,9 @@ fn bookinfo_gateway_routes_in_order_to_productpage() {
 }
 
 #[test]
-fn catch_alls_move_last_and_gateway_namespace_comes_first() {
+fn catch_alls_move_last_and_public_virtual_services_go_by_name() {
+    // Exported to all (the default), VirtualServices keep creation-time/name order whatever
+    // their namespace; the catch-all goes last.
     let yaml = format!(
         "{GW}{}{}{}",
         vs("apps", "a-catchall", "['*']", "[{route: [{destination: {host: all.example.com, port: {number: 80}}}]}]"),
@@ -183,7 +185,47 @@ fn catch_alls_move_last_and_gateway_namespace_comes_first() {
         .iter()
         .map(|r| r.virtual_service.as_str())
         .collect();
-    assert_eq!(order, ["istio-system/z-local", "apps/b-api", "apps/a-catchall"]);
+    assert_eq!(order, ["apps/b-api", "istio-system/z-local", "apps/a-catchall"]);
+}
+
+#[test]
+fn export_to_decides_which_virtual_services_a_gateway_sees_and_in_what_order() {
+    let route = |p: &str| {
+        format!("[{{match: [{{uri: {{prefix: /{p}}}}}], route: [{{destination: {{host: {p}.example.com, port: {{number: 80}}}}}}]}}]")
+    };
+    let with_export = |ns: &str, name: &str, export: &str| {
+        vs(ns, name, "['*']", &route(name)).replace("  gateways:", &format!("  exportTo: {export}\n  gateways:"))
+    };
+    let yaml = format!(
+        "{GW}{}{}{}{}{}{}",
+        vs("apps", "a-public", "['*']", &route("a-public")),
+        with_export("apps", "b-named", "[istio-system]"),
+        with_export("istio-system", "c-private", "['.']"),
+        with_export("apps", "d-elsewhere", "[other]"),
+        with_export("apps", "e-private-to-apps", "['.']"),
+        with_export("istio-system", "f-nobody", "['~']"),
+    );
+    let order = |p: &Plan| -> Vec<String> {
+        routes(p, "http.80", "*")
+            .iter()
+            .map(|r| r.virtual_service.clone())
+            .collect()
+    };
+    // Private to the gateway's namespace, then exported to it by name, then public.
+    assert_eq!(
+        order(&plan(&yaml)),
+        ["istio-system/c-private", "apps/b-named", "apps/a-public"]
+    );
+    // With the mesh default `.`, a VirtualService without exportTo stays in its namespace.
+    let mut loaded = crate::load_str("t.yaml", &yaml);
+    crate::config::apply_mesh_str(&mut loaded, "mesh.yaml", "defaultVirtualServiceExportTo: ['.']\n");
+    let opts = PlanOptions {
+        labels: None,
+        namespace: None,
+        sidecar: false,
+    };
+    let (p, _) = build(&loaded.config, &opts);
+    assert_eq!(order(&p), ["istio-system/c-private", "apps/b-named"]);
 }
 
 #[test]
@@ -371,30 +413,96 @@ fn several_rules_for_one_host_merge_subsets_and_the_first_policy_wins() {
     assert!(p.cluster("outbound|80|v2|web.apps.svc.cluster.local").is_some());
 }
 
+fn plan_in(yaml: &str, namespace: &str, labels: &[(&str, &str)]) -> Plan {
+    let loaded = crate::load_str("t.yaml", yaml);
+    let opts = PlanOptions {
+        labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        namespace: Some(namespace.into()),
+        sidecar: false,
+    };
+    build(&loaded.config, &opts).0
+}
+
+fn lb_of(p: &Plan) -> Option<SimpleLb> {
+    p.cluster("outbound|80||web.apps.svc.cluster.local")
+        .expect("cluster")
+        .policy
+        .load_balancer
+        .simple
+}
+
 #[test]
 fn rules_in_the_gateway_namespace_win_over_the_service_namespace() {
-    let local = dr(
-        "istio-system",
-        "web-at-gateway",
-        "  host: web.apps.svc.cluster.local\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n",
+    let rule = |ns: &str, name: &str, extra: &str, lb: &str| {
+        dr(
+            ns,
+            name,
+            &format!(
+                "  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
+            ),
+        )
+    };
+    let gw = GW.replace("namespace: istio-system", "namespace: gateways");
+    let local = rule("gateways", "web-at-gateway", "", "RANDOM");
+    let remote = rule("apps", "web", "", "ROUND_ROBIN");
+    let ingress = [("istio", "ingressgateway")];
+    assert_eq!(
+        lb_of(&plan_in(&format!("{gw}{SVC}{remote}{local}"), "gateways", &ingress)),
+        Some(SimpleLb::Random)
     );
-    let remote = dr(
-        "apps",
-        "web",
-        "  host: web\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n",
+    // A rule of the service's namespace that is not exported to the gateway's is not seen there.
+    let hidden = rule("apps", "web", "  exportTo: ['.']\n", "ROUND_ROBIN");
+    assert_eq!(
+        lb_of(&plan_in(&format!("{gw}{SVC}{hidden}"), "gateways", &ingress)),
+        Some(SimpleLb::LeastRequest)
     );
-    let p = plan(&format!("{GW}{SVC}{remote}{local}"));
-    let c = p.cluster("outbound|80||web.apps.svc.cluster.local").expect("cluster");
-    assert_eq!(c.policy.load_balancer.simple, Some(SimpleLb::Random));
-    // A rule not exported to the gateway's namespace is not seen from there.
-    let hidden = dr(
-        "apps",
-        "web",
-        "  host: web\n  exportTo: ['.']\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n",
+    // A rule with a workloadSelector applies to the proxies of its namespace that it selects,
+    // and wins over the rule without one.
+    let selecting = rule(
+        "gateways",
+        "for-ingress",
+        "  workloadSelector: {matchLabels: {istio: ingressgateway}}\n",
+        "PASSTHROUGH",
     );
-    let p = plan(&format!("{GW}{SVC}{hidden}"));
-    let c = p.cluster("outbound|80||web.apps.svc.cluster.local").expect("cluster");
-    assert_eq!(c.policy.load_balancer.simple, Some(SimpleLb::LeastRequest));
+    let yaml = format!("{gw}{SVC}{local}{selecting}");
+    assert_eq!(
+        lb_of(&plan_in(&yaml, "gateways", &ingress)),
+        Some(SimpleLb::Passthrough)
+    );
+    assert_eq!(
+        lb_of(&plan_in(&yaml, "gateways", &[("istio", "egressgateway")])),
+        Some(SimpleLb::Random)
+    );
+}
+
+#[test]
+fn a_gateway_in_the_root_namespace_prefers_the_services_rules_to_the_roots_exported_ones() {
+    // istiod's own exception: for a proxy in the root namespace (istio-system), the root's rules
+    // exported to everyone are mesh-wide defaults, looked at after the service's namespace; only
+    // the root's private rules come first.
+    let rule = |ns: &str, name: &str, extra: &str, lb: &str| {
+        dr(
+            ns,
+            name,
+            &format!(
+                "  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
+            ),
+        )
+    };
+    let root_public = rule("istio-system", "mesh-default", "", "RANDOM");
+    let service = rule("apps", "web", "", "ROUND_ROBIN");
+    let ingress = [("istio", "ingressgateway")];
+    let p = plan_in(&format!("{GW}{SVC}{service}{root_public}"), "istio-system", &ingress);
+    assert_eq!(lb_of(&p), Some(SimpleLb::RoundRobin));
+    let p = plan_in(&format!("{GW}{SVC}{root_public}"), "istio-system", &ingress);
+    assert_eq!(
+        lb_of(&p),
+        Some(SimpleLb::Random),
+        "without the service's rule the root's applies"
+    );
+    let root_private = rule("istio-system", "gateway-only", "  exportTo: ['.']\n", "PASSTHROUGH");
+    let p = plan_in(&format!("{GW}{SVC}{service}{root_private}"), "istio-system", &ingress);
+    assert_eq!(lb_of(&p), Some(SimpleLb::Passthrough));
 }
 
 #[test]

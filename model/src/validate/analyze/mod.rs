@@ -10,6 +10,9 @@ mod gateway;
 mod service_entry;
 mod virtual_service;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeSet;
 
 use crate::config::Config;

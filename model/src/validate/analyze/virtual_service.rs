@@ -305,7 +305,7 @@ fn destination(s: &mut Sink, config: &Config, registry: &Registry, vs: &VirtualS
         Some(svc) => svc.namespace.clone(),
         None => resource_name_of_host(config, &ns, &fqdn).0,
     };
-    let rule = find_rule(config, &fqdn, &ns, &service_ns);
+    let rule = find_rule(config, &fqdn, &ns, None, &service_ns);
     if rule.as_ref().and_then(|r| r.subset(subset)).is_none() {
         let hint = match &rule {
             Some(r) if !r.subsets.is_empty() => {
