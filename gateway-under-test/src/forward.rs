@@ -401,10 +401,18 @@ async fn attempts(a: &Attempt<'_>, policy: &RetryPolicy, out: &mut Outcome) -> R
         }
         retrying = true;
         attempt += 1;
-        let base = policy.backoff.as_std().as_millis().max(1) as u64;
-        let cap = base.saturating_mul(1 << attempt.min(10));
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=cap))).await;
+        let cap = backoff_cap(policy.backoff.as_std(), attempt);
+        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..cap.as_micros() as u64))).await;
     }
+}
+
+/// Envoy's fully jittered exponential back-off: retry N waits a random time in
+/// `[0, (2^N - 1) * base)`, the upper end at most ten times the base (Envoy's default
+/// `max_interval`). With Istio's 25 ms base the first retry waits under 25 ms.
+fn backoff_cap(base: Duration, retry: u32) -> Duration {
+    let base = base.max(Duration::from_millis(1));
+    let factor = (1u32 << retry.min(10)) - 1;
+    (base * factor.max(1)).min(base * 10)
 }
 
 /// One attempt: choose an endpoint, pass the circuit breakers, send, report to outlier detection.
@@ -526,3 +534,21 @@ fn spawn_mirror(
 
 /// Requests larger than this are refused (bodies are buffered so that retries can resend them).
 const MAX_BODY: usize = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_is_envoys_fully_jittered_exponential_range() {
+        let ms = |n: u64| Duration::from_millis(n);
+        // Istio's 25 ms base: [0, 25), [0, 75), [0, 175), then capped at 10x the base.
+        assert_eq!(backoff_cap(ms(25), 1), ms(25));
+        assert_eq!(backoff_cap(ms(25), 2), ms(75));
+        assert_eq!(backoff_cap(ms(25), 3), ms(175));
+        assert_eq!(backoff_cap(ms(25), 4), ms(250));
+        assert_eq!(backoff_cap(ms(25), 40), ms(250));
+        // A zero base still waits a little, never panics.
+        assert_eq!(backoff_cap(Duration::ZERO, 1), ms(1));
+    }
+}

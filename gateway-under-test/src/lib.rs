@@ -140,28 +140,20 @@ fn port_map(args: &Args) -> Result<HashMap<u32, SocketAddr>, String> {
         .collect()
 }
 
-/// Fingerprint of the config files (paths, sizes, modification times), to notice changes.
+/// Fingerprint of the files a reload reads (paths, sizes, modification times), to notice
+/// changes: in a config folder only the YAML files the loader reads, so an editor's swap file or
+/// a temporary file renamed into place does not count as a change of its own.
 fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
-        if let Ok(meta) = std::fs::metadata(p) {
-            if meta.is_dir() {
-                if let Ok(rd) = std::fs::read_dir(p) {
-                    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-                    entries.sort();
-                    for e in entries {
-                        walk(&e, out);
-                    }
-                }
-            } else {
-                out.push((p.to_path_buf(), meta.len(), meta.modified().ok()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        walk(p, &mut out);
-    }
-    out
+    paths
+        .iter()
+        .flat_map(|p| mesh_model::load::yaml_files(p).unwrap_or_default())
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (f, len, modified)
+        })
+        .collect()
 }
 
 /// Certificate files the Plan's terminating chains read (a rotation reloads them).
@@ -382,5 +374,27 @@ async fn wait_for_shutdown() {
     tokio::select! {
         _ = term => {},
         _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_of_a_config_folder_is_its_yaml_files_only() {
+        let dir = std::env::temp_dir().join(format!("meshgate-fingerprint-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap_or_default();
+        for f in ["a.yaml", "sub/b.yml", "a.yaml.tmp", ".a.yaml.swp", "notes.txt"] {
+            std::fs::write(dir.join(f), "x").unwrap_or_default();
+        }
+        let files: Vec<PathBuf> = fingerprint(&[dir.clone()]).into_iter().map(|(p, _, _)| p).collect();
+        assert_eq!(files, vec![dir.join("a.yaml"), dir.join("sub/b.yml")]);
+        // A change of size is a change; a file that is gone drops out.
+        let before = fingerprint(&[dir.clone()]);
+        std::fs::write(dir.join("a.yaml"), "xy").unwrap_or_default();
+        assert_ne!(fingerprint(&[dir.clone()]), before);
+        std::fs::remove_dir_all(&dir).unwrap_or_default();
+        assert!(fingerprint(&[dir]).is_empty());
     }
 }

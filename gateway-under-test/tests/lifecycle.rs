@@ -67,6 +67,51 @@ fn a_valid_change_applies_and_an_invalid_one_keeps_the_last_good_plan() {
         .contains("meshgate_config_reload_failures_total 1"));
 }
 
+/// 460 bytes that a naive YAML reader expands to 10^9 nodes.
+fn alias_bomb() -> String {
+    let mut doc = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: lol, namespace: default}\n",
+    );
+    doc.push_str("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+        doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    doc.push_str("spec: {hosts: [lol.example.com], ports: [{number: 80, name: http, protocol: HTTP}], lol: *a9}\n");
+    doc
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_alias_bomb_is_refused_with_its_line_and_the_last_good_config_keeps_serving() {
+    let (v1, v2) = (echo("reviews", "v1"), echo("reviews", "v2"));
+    let good = config(&v1, &v2, "v1", "");
+    let g = gate(&good, &[80]);
+    std::fs::write(&g.config, format!("{good}{}", alias_bomb())).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !g.stderr().contains("aliases expand to more than") {
+        assert!(std::time::Instant::now() < deadline, "no diagnostic: {}", g.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        g.stderr().contains("config rejected, version 1 keeps serving"),
+        "{}",
+        g.stderr()
+    );
+    assert_eq!(version_of(&g).as_deref(), Some("v1"));
+    assert_eq!(g.version(), 1);
+    let rss = rss_kib(g.child.id());
+    assert!(rss < 200 * 1024, "RSS {rss} KiB after the bomb");
+}
+
 #[test]
 fn sighup_reloads() {
     let (v1, v2) = (echo("reviews", "v1"), echo("reviews", "v2"));

@@ -1,5 +1,6 @@
 //! A loaded config: every resource from a set of files, the mesh settings, and what loading found.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::api::kube::KubeObject;
@@ -11,10 +12,14 @@ use crate::load::{self, ReadError, Sources};
 /// Every resource of a config, in load order, with the mesh settings.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// Every resource, in load order. Add with [`Config::push`], which keeps the index right.
     pub resources: Vec<Resource>,
     /// Kubernetes Services, Pods, Endpoints and EndpointSlices, in load order.
     pub kube: Vec<KubeObject>,
     pub mesh: MeshConfig,
+    /// Positions in `resources` by kind, and by (kind, namespace, name).
+    by_kind: HashMap<Kind, Vec<usize>>,
+    by_key: HashMap<(Kind, String, String), usize>,
 }
 
 /// A config together with the problems loading it found.
@@ -25,15 +30,38 @@ pub struct Loaded {
 }
 
 impl Config {
-    /// Resources of one kind.
+    /// Adds a resource; false (and nothing added) when one of its kind, namespace and name is there.
+    pub fn push(&mut self, resource: Resource) -> bool {
+        let key = (
+            resource.kind(),
+            resource.namespace().to_string(),
+            resource.name().to_string(),
+        );
+        if self.by_key.contains_key(&key) {
+            return false;
+        }
+        self.by_key.insert(key, self.resources.len());
+        self.by_kind
+            .entry(resource.kind())
+            .or_default()
+            .push(self.resources.len());
+        self.resources.push(resource);
+        true
+    }
+
+    /// Resources of one kind, in load order.
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
-        self.resources.iter().filter(move |r| r.kind() == kind)
+        self.by_kind
+            .get(&kind)
+            .into_iter()
+            .flatten()
+            .map(move |&i| &self.resources[i])
     }
 
     /// A resource by kind, namespace and name.
     pub fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Resource> {
-        self.of_kind(kind)
-            .find(|r| r.namespace() == namespace && r.name() == name)
+        let i = self.by_key.get(&(kind, namespace.to_string(), name.to_string()))?;
+        self.resources.get(*i)
     }
 
     /// Kubernetes objects of one kind (`Service`, `Pod`, `Endpoints`, `EndpointSlice`).
@@ -85,8 +113,16 @@ fn yaml_problem(p: load::YamlProblem) -> Diagnostic {
     } else {
         Code::YamlSyntax
     };
+    let m = p.message.as_str();
     let hint = match code {
         Code::DuplicateKey => "keep one of the two entries; the later one is used",
+        _ if m.contains("aliases expand") => {
+            "write the repeated part out, or alias less: Kubernetes' YAML reader refuses excessive aliasing too"
+        }
+        _ if m.contains("levels deep") => "flatten the structure: no Istio resource nests this deep",
+        _ if m.contains("MiB") || m.contains("documents") => {
+            "split the config into smaller sets, or keep only what the gateway needs"
+        }
         _ => "fix the YAML at this line (indentation, a missing `:` or an unclosed bracket or quote)",
     };
     Diagnostic::new(Severity::Error, code, p.message)
@@ -99,11 +135,12 @@ fn from_sources(sources: Sources) -> Loaded {
     loaded
         .diagnostics
         .extend(sources.problems.into_iter().map(yaml_problem));
+    let mut kube_seen = KubeSeen::new();
     for doc in sources.documents.iter().flat_map(list_items) {
         let decoded = decode_document(&doc);
         loaded.diagnostics.extend(decoded.diagnostics);
         if let Some(object) = decoded.kube {
-            add_kube_object(&mut loaded, object);
+            add_kube_object(&mut loaded, &mut kube_seen, object);
             continue;
         }
         let Some(resource) = decoded.resource else { continue };
@@ -129,7 +166,7 @@ fn from_sources(sources: Sources) -> Loaded {
             loaded.diagnostics.push(d);
             continue;
         }
-        loaded.config.resources.push(resource);
+        loaded.config.push(resource);
     }
     loaded
 }
@@ -154,12 +191,14 @@ fn list_items(doc: &load::Document) -> Vec<load::Document> {
         .collect()
 }
 
-fn add_kube_object(loaded: &mut Loaded, object: KubeObject) {
+/// Kubernetes objects by (kind, namespace, name), as positions in `Config::kube`.
+type KubeSeen = HashMap<(&'static str, String, String), usize>;
+
+fn add_kube_object(loaded: &mut Loaded, seen: &mut KubeSeen, object: KubeObject) {
     let kind = object.spec.kind();
-    let first = loaded.config.kube.iter().find(|o| {
-        o.spec.kind() == kind && o.meta.namespace == object.meta.namespace && o.meta.name == object.meta.name
-    });
-    if let Some(first) = first {
+    let key = (kind, object.meta.namespace.clone(), object.meta.name.clone());
+    if let Some(&at) = seen.get(&key) {
+        let first = &loaded.config.kube[at];
         let msg = format!(
             "{kind} {} is defined twice; the first definition ({}:{}) is used",
             object.key(),
@@ -177,6 +216,7 @@ fn add_kube_object(loaded: &mut Loaded, object: KubeObject) {
         loaded.diagnostics.push(d);
         return;
     }
+    seen.insert(key, loaded.config.kube.len());
     loaded.config.kube.push(object);
 }
 

@@ -11,6 +11,14 @@ use yaml_rust2::Yaml;
 
 mod go_yaml;
 
+/// What one load reads at most: bytes over all files, documents over all files.
+pub const MAX_BYTES: u64 = 64 << 20;
+pub const MAX_DOCUMENTS: usize = 250_000;
+/// Nodes that aliases may expand to in one document (a "billion laughs" file stops here).
+pub const MAX_ALIAS_NODES: usize = 10_000;
+/// Nesting of sequences and mappings (deeper input would exhaust the stack of recursive readers).
+pub const MAX_DEPTH: usize = 64;
+
 /// One YAML node with the line (1-based) it starts on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -78,6 +86,15 @@ impl Node {
         match &self.value {
             NodeValue::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
             _ => None,
+        }
+    }
+
+    /// The number of nodes in this tree.
+    pub fn size(&self) -> usize {
+        1 + match &self.value {
+            NodeValue::Seq(items) => items.iter().map(Node::size).sum(),
+            NodeValue::Map(entries) => entries.iter().map(|e| e.value.size()).sum(),
+            _ => 0,
         }
     }
 
@@ -214,26 +231,63 @@ pub fn parse_str(file: &str, text: &str) -> Sources {
 /// Reads files, directories (recursively, `*.yaml` and `*.yml`, in name order) and `-` (stdin).
 pub fn read_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Sources, ReadError> {
     let mut out = Sources::default();
+    let mut budget = MAX_BYTES;
     for path in paths {
         let path = path.as_ref();
         if path == Path::new("-") {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| ReadError {
+            let mut stdin = std::io::Read::take(std::io::stdin(), budget + 1);
+            std::io::Read::read_to_string(&mut stdin, &mut text).map_err(|source| ReadError {
                 path: "-".into(),
                 source,
             })?;
+            if text.len() as u64 > budget {
+                out.problems.push(too_big("<stdin>", text.len() as u64));
+                return Ok(out);
+            }
+            budget -= text.len() as u64;
             out.extend(parse_str("<stdin>", &text));
             continue;
         }
         for file in yaml_files(path)? {
+            let name = file.display().to_string();
+            let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            if len > budget {
+                out.problems.push(too_big(&name, len));
+                return Ok(out);
+            }
             let text = std::fs::read_to_string(&file).map_err(|source| ReadError {
-                path: file.display().to_string(),
+                path: name.clone(),
                 source,
             })?;
-            out.extend(parse_str(&file.display().to_string(), &text));
+            budget = budget.saturating_sub(text.len() as u64);
+            out.extend(parse_str(&name, &text));
         }
     }
+    if out.documents.len() > MAX_DOCUMENTS {
+        let first_over = &out.documents[MAX_DOCUMENTS];
+        out.problems.push(YamlProblem {
+            file: first_over.file.clone(),
+            line: first_over.line,
+            message: format!(
+                "more than {MAX_DOCUMENTS} documents: the documents from here on are not read (split the config, or keep what one gateway needs)"
+            ),
+        });
+        out.documents.truncate(MAX_DOCUMENTS);
+    }
     Ok(out)
+}
+
+fn too_big(file: &str, len: u64) -> YamlProblem {
+    YamlProblem {
+        file: Arc::from(file),
+        line: 1,
+        message: format!(
+            "the config is larger than {} MiB with this file ({} MiB); it is not read",
+            MAX_BYTES >> 20,
+            len.div_ceil(1 << 20)
+        ),
+    }
 }
 
 impl Sources {
@@ -243,7 +297,9 @@ impl Sources {
     }
 }
 
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ReadError> {
+/// The files [`read_paths`] reads for one path: the file itself, or a directory's `*.yaml` and
+/// `*.yml` files, recursively, in name order.
+pub fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ReadError> {
     let err = |source| ReadError {
         path: path.display().to_string(),
         source,
@@ -302,6 +358,11 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     doc_line: usize,
     doc_index: usize,
+    /// Nodes aliases have expanded to in this document.
+    expanded: usize,
+    /// Inside a collection nested too deep (or after the alias budget ran out): how many
+    /// collections deep into the skipped part the parser is.
+    skipping: usize,
 }
 
 enum Frame {
@@ -326,7 +387,17 @@ impl Builder {
             anchors: HashMap::new(),
             doc_line: 1,
             doc_index: 0,
+            expanded: 0,
+            skipping: 0,
         }
+    }
+
+    fn problem(&mut self, line: usize, message: String) {
+        self.problems.push(YamlProblem {
+            file: self.file.clone(),
+            line,
+            message,
+        });
     }
 
     fn push(&mut self, node: Node, anchor: usize) {
@@ -402,10 +473,30 @@ fn scalar(text: String, style: TScalarStyle, tag: Option<&yaml_rust2::parser::Ta
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
+        if self.skipping > 0 {
+            match ev {
+                Event::SequenceStart(..) | Event::MappingStart(..) => self.skipping += 1,
+                Event::SequenceEnd | Event::MappingEnd => {
+                    self.skipping -= 1;
+                    if self.skipping == 0 {
+                        self.push(
+                            Node {
+                                line,
+                                value: NodeValue::Null,
+                            },
+                            0,
+                        );
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
         match ev {
             Event::DocumentStart => {
                 self.doc_line = line;
                 self.anchors.clear();
+                self.expanded = 0;
             }
             Event::DocumentEnd => self.doc_index += 1,
             Event::Scalar(text, style, anchor, tag) => {
@@ -417,7 +508,33 @@ impl MarkedEventReceiver for Builder {
                     line,
                     value: NodeValue::Null,
                 });
+                let size = node.size();
+                if self.expanded <= MAX_ALIAS_NODES && self.expanded + size > MAX_ALIAS_NODES {
+                    self.expanded = MAX_ALIAS_NODES + 1;
+                    let msg = format!(
+                        "aliases expand to more than {MAX_ALIAS_NODES} nodes in this document (an alias bomb?); the rest are read as null"
+                    );
+                    self.problem(line, msg);
+                }
+                if self.expanded > MAX_ALIAS_NODES {
+                    self.push(
+                        Node {
+                            line,
+                            value: NodeValue::Null,
+                        },
+                        0,
+                    );
+                    return;
+                }
+                self.expanded += size;
                 self.push(node, 0);
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.problem(
+                    line,
+                    format!("nested more than {MAX_DEPTH} levels deep; this part is read as null"),
+                );
+                self.skipping = 1;
             }
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
                 node: Node {
@@ -528,5 +645,63 @@ spec:
                 Segment::Index(0)
             ]
         );
+    }
+
+    #[test]
+    fn aliases_expand_within_a_budget_and_a_bomb_stops_with_its_line() {
+        let ok = parse_str("a.yaml", "a: &x [1, 2]\nb: *x\n");
+        assert!(ok.problems.is_empty());
+        assert_eq!(ok.documents[0].root.get("b").map(Node::size), Some(3));
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [{}]\n",
+                vec![format!("*a{}", i - 1); 10].join(", ")
+            ));
+        }
+        let start = std::time::Instant::now();
+        let s = parse_str("bomb.yaml", &bomb);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert_eq!(s.problems[0].line, 4, "where a3 expands past the budget");
+        assert!(s.problems[0]
+            .message
+            .contains("aliases expand to more than 10000 nodes"));
+        assert!(s.documents[0].root.size() < 2 * MAX_ALIAS_NODES);
+        // The budget is per document.
+        let two = format!("{}---\n{}", "a: &x [1]\nb: *x\n", "c: &y [1]\nd: *y\n");
+        assert!(parse_str("t.yaml", &two).problems.is_empty());
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_null_and_the_rest_is_read() {
+        let deep = format!("a: {}{}\nb: 1\n", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
+        let s = parse_str("d.yaml", &deep);
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(s.problems[0].message.contains("levels deep"));
+        assert_eq!(
+            s.documents[0].root.get("b").map(|n| n.value.clone()),
+            Some(NodeValue::Int(1))
+        );
+        let fine = format!("a: {}{}\n", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(parse_str("f.yaml", &fine).problems.is_empty());
+    }
+
+    #[test]
+    fn too_many_bytes_or_documents_are_refused_with_a_problem() {
+        let dir = std::env::temp_dir().join(format!("meshbench-load-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let many = dir.join("many.yaml");
+        std::fs::write(&many, "a: 1\n---\n".repeat(MAX_DOCUMENTS + 3)).unwrap_or_default();
+        let s = read_paths(&[&many]).expect("read");
+        assert_eq!(s.documents.len(), MAX_DOCUMENTS);
+        assert!(s.problems.iter().any(|p| p.message.contains("documents")));
+        let big = dir.join("big.yaml");
+        let f = std::fs::File::create(&big).expect("create");
+        f.set_len(MAX_BYTES + 1).expect("size");
+        let s = read_paths(&[&big]).expect("read");
+        assert!(s.documents.is_empty());
+        assert!(s.problems[0].message.contains("larger than 64 MiB"), "{:?}", s.problems);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

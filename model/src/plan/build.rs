@@ -179,8 +179,9 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
 fn clusters(config: &Config, registry: &Registry, proxy_ns: &str, proxy_labels: Option<&Labels>) -> Vec<Cluster> {
     let mut out = Vec::new();
     let mut seen: HashMap<String, ()> = HashMap::new();
+    let rules = policy::RuleIndex::new(config);
     for svc in registry.visible(proxy_ns, &config.mesh.default_service_export_to) {
-        let rule = policy::find_rule(config, &svc.host, proxy_ns, proxy_labels, &svc.namespace);
+        let rule = rules.find(&svc.host, proxy_ns, proxy_labels, &svc.namespace);
         for port in &svc.ports {
             let protocol = crate::api::Protocol::parse(port.protocol.as_deref().unwrap_or(""))
                 .unwrap_or(crate::api::Protocol::Unsupported);

@@ -2,7 +2,7 @@
 //! plaintext HTTP servers on a port share one route table; each TLS server is its own filter
 //! chain chosen by SNI; TCP servers proxy by `tcp` rules; passthrough servers route by SNI.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::api::gateway::{Server, ServerTlsMode};
 use crate::api::virtual_service::VirtualService;
@@ -284,6 +284,7 @@ fn tcp_chain(ctx: &mut Ctx, servers: &[&ServerRef]) -> Vec<FilterChain> {
 fn domains(ctx: &Ctx, s: &ServerRef, res: &Resource, vs: &VirtualService) -> Vec<String> {
     let gw_ns = s.gateway.namespace();
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for (ns, server_host) in s.hosts() {
         let ns_ok = ns == "*" || ns == res.namespace() || (ns == "." && res.namespace() == gw_ns);
         if !ns_ok {
@@ -292,7 +293,7 @@ fn domains(ctx: &Ctx, s: &ServerRef, res: &Resource, vs: &VirtualService) -> Vec
         for h in &vs.hosts {
             let h = host::resolve_short_name(h, res.namespace(), ctx.config.domain_suffix());
             if let Some(d) = host::intersection(&h, &server_host) {
-                if !out.contains(&d) {
+                if seen.insert(d.clone()) {
                     out.push(d);
                 }
             }
@@ -302,7 +303,7 @@ fn domains(ctx: &Ctx, s: &ServerRef, res: &Resource, vs: &VirtualService) -> Vec
 }
 
 fn route_table(ctx: &mut Ctx, name: &str, servers: &[&ServerRef]) -> RouteTable {
-    let mut vhosts: Vec<VirtualHost> = Vec::new();
+    let mut hosts = VirtualHosts::default();
     let mut added: HashSet<(String, String)> = HashSet::new();
     for s in servers {
         ctx.gateway = s.gateway_key();
@@ -318,17 +319,18 @@ fn route_table(ctx: &mut Ctx, name: &str, servers: &[&ServerRef]) -> RouteTable 
                 if !added.insert((d.clone(), res.key())) {
                     continue;
                 }
-                let vh = vhost(&mut vhosts, &d, s.port);
+                let vh = hosts.get(&d, s.port);
                 vh.require_tls |= redirect;
                 vh.routes.extend(vs_routes.iter().cloned());
             }
         }
         if redirect {
             for (_, h) in s.hosts() {
-                vhost(&mut vhosts, &h, s.port).require_tls = true;
+                hosts.get(&h, s.port).require_tls = true;
             }
         }
     }
+    let mut vhosts = hosts.list;
     for vh in &mut vhosts {
         // Catch-alls go last, their relative order kept (SortVHostRoutes).
         vh.routes.sort_by_key(|r| routes::is_catch_all(&r.matcher));
@@ -348,21 +350,28 @@ fn route_table(ctx: &mut Ctx, name: &str, servers: &[&ServerRef]) -> RouteTable 
     }
 }
 
-fn vhost<'v>(vhosts: &'v mut Vec<VirtualHost>, domain: &str, port: u32) -> &'v mut VirtualHost {
-    let i = match vhosts.iter().position(|v| v.domains.iter().any(|d| d == domain)) {
-        Some(i) => i,
-        None => {
-            let name = format!("{domain}:{port}");
-            vhosts.push(VirtualHost {
-                name,
+/// Virtual hosts of one route table, in the order they were first named, found by domain.
+#[derive(Default)]
+struct VirtualHosts {
+    list: Vec<VirtualHost>,
+    by_domain: HashMap<String, usize>,
+}
+
+impl VirtualHosts {
+    /// The virtual host serving `domain`, added (named `<domain>:<port>`) when there is none.
+    fn get(&mut self, domain: &str, port: u32) -> &mut VirtualHost {
+        let next = self.list.len();
+        let i = *self.by_domain.entry(domain.to_string()).or_insert(next);
+        if i == next {
+            self.list.push(VirtualHost {
+                name: format!("{domain}:{port}"),
                 domains: vec![domain.to_string()],
                 require_tls: false,
                 routes: Vec::new(),
             });
-            vhosts.len() - 1
         }
-    };
-    &mut vhosts[i]
+        &mut self.list[i]
+    }
 }
 
 /// The first `tcp` rule (of the first bound VirtualService, in order) that takes this server.

@@ -3,7 +3,7 @@
 //! rules for one host merged (subsets appended, the first traffic policy wins); port-level
 //! settings replace the whole policy; subset policies override field by field.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::api::destination_rule::{
     ClientTls, ClientTlsMode, DestinationRule, LoadBalancerSettings, PortTrafficPolicy, SimpleLb, Subset, TrafficPolicy,
@@ -31,6 +31,7 @@ impl MergedRule {
 
 /// One DestinationRule as istiod indexes it: its host resolved in its namespace and the
 /// namespaces it is exported to (a rule with a workloadSelector is private to its namespace).
+#[derive(Debug)]
 struct Indexed<'a> {
     key: String,
     ns: &'a str,
@@ -57,14 +58,130 @@ impl Indexed<'_> {
     }
 }
 
-/// Finds and merges the DestinationRules for `service_host` (an FQDN) as istiod does for a proxy
-/// in `proxy_ns` with `proxy_labels`, for a service in `service_ns` (`destinationRule` and
-/// `SidecarScope.DestinationRule`): the rules local to the proxy's namespace (when that is the
-/// root namespace, only the root's private ones), else those the service's namespace exports to
-/// the proxy's, else those the root namespace exports; the most specific host in the first
-/// namespace that has one. Rules for one host with the same exportTo and selector are merged
-/// (subsets appended, the first traffic policy kept), oldest first; a rule whose workloadSelector
-/// matches the proxy's labels wins over one without.
+/// Every DestinationRule of a config, indexed once (namespace and host) for the lookups of a
+/// Plan or an analysis.
+#[derive(Debug)]
+pub struct RuleIndex<'a> {
+    root: &'a str,
+    defaults: &'a [String],
+    /// In istiod's order: with a workloadSelector first, then by creation time, name, namespace.
+    rules: Vec<Indexed<'a>>,
+    /// (namespace, host) -> rules, for exact hosts.
+    exact: HashMap<(&'a str, String), Vec<usize>>,
+    /// namespace -> rules with a wildcard host.
+    wildcard: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> RuleIndex<'a> {
+    pub fn new(config: &'a Config) -> RuleIndex<'a> {
+        let mut rules: Vec<(Option<String>, Indexed<'a>)> = config
+            .of_kind(Kind::DestinationRule)
+            .filter_map(|r| match &r.spec {
+                Spec::DestinationRule(dr) => Some((
+                    r.meta.creation_timestamp.clone(),
+                    Indexed {
+                        key: r.key(),
+                        ns: r.namespace(),
+                        host: host::resolve_short_name(&dr.host, r.namespace(), config.domain_suffix()),
+                        export: match dr.workload_selector {
+                            Some(_) => BTreeSet::from([".".to_string()]),
+                            None => dr.export_to.iter().cloned().collect(),
+                        },
+                        rule: dr,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        rules.sort_by(|(ta, a), (tb, b)| {
+            let key = |t: &Option<String>, i: &Indexed<'a>| {
+                (
+                    i.rule.workload_selector.is_none(),
+                    t.clone(),
+                    i.key.split_once('/').map(|(_, n)| n.to_string()),
+                    i.ns,
+                )
+            };
+            key(ta, a).cmp(&key(tb, b))
+        });
+        let rules: Vec<Indexed<'a>> = rules.into_iter().map(|(_, i)| i).collect();
+        let mut exact: HashMap<(&'a str, String), Vec<usize>> = HashMap::new();
+        let mut wildcard: HashMap<&'a str, Vec<usize>> = HashMap::new();
+        for (n, i) in rules.iter().enumerate() {
+            exact.entry((i.ns, i.host.clone())).or_default().push(n);
+            if host::is_wildcard(&i.host) {
+                wildcard.entry(i.ns).or_default().push(n);
+            }
+        }
+        RuleIndex {
+            root: config.mesh.root_namespace.as_str(),
+            defaults: &config.mesh.default_destination_rule_export_to,
+            rules,
+            exact,
+            wildcard,
+        }
+    }
+
+    /// Finds and merges the DestinationRules for `service_host` (an FQDN) as istiod does for a
+    /// proxy in `proxy_ns` with `proxy_labels`, for a service in `service_ns` (`destinationRule`
+    /// and `SidecarScope.DestinationRule`): the rules local to the proxy's namespace (when that
+    /// is the root namespace, only the root's private ones), else those the service's namespace
+    /// exports to the proxy's, else those the root namespace exports; the most specific host in
+    /// the first namespace that has one. Rules for one host with the same exportTo and selector
+    /// are merged (subsets appended, the first traffic policy kept), oldest first; a rule whose
+    /// workloadSelector matches the proxy's labels wins over one without.
+    pub fn find(
+        &self,
+        service_host: &str,
+        proxy_ns: &str,
+        proxy_labels: Option<&Labels>,
+        service_ns: &str,
+    ) -> Option<MergedRule> {
+        let (root, defaults) = (self.root, self.defaults);
+        // The three places istiod looks, in order, each a namespace and a test.
+        let steps: [(&str, u8); 3] = [
+            (if proxy_ns == root { root } else { proxy_ns }, 0),
+            (service_ns, 1),
+            (root, 2),
+        ];
+        let in_step = |step: u8, i: &Indexed| match step {
+            0 if proxy_ns == root => i.private_only(defaults),
+            0 => i.local(),
+            _ => !i.private_only(defaults) && i.exported_to(proxy_ns),
+        };
+        let service_host = service_host.to_ascii_lowercase();
+        for (ns, step) in steps {
+            let exact: Vec<&Indexed> = self
+                .exact
+                .get(&(ns, service_host.clone()))
+                .into_iter()
+                .flatten()
+                .map(|&n| &self.rules[n])
+                .filter(|i| in_step(step, i))
+                .collect();
+            if !exact.is_empty() {
+                return Some(pick_for_proxy(&exact, proxy_ns, proxy_labels));
+            }
+            let wild: Vec<&Indexed> = self
+                .wildcard
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .map(|&n| &self.rules[n])
+                .filter(|i| in_step(step, i) && host::subset_of(&service_host, &i.host))
+                .collect();
+            // The most specific wildcard: the longest.
+            let Some(best) = wild.iter().map(|i| i.host.len()).max() else {
+                continue;
+            };
+            let chosen: Vec<&Indexed> = wild.into_iter().filter(|i| i.host.len() == best).collect();
+            return Some(pick_for_proxy(&chosen, proxy_ns, proxy_labels));
+        }
+        None
+    }
+}
+
+/// [`RuleIndex::find`] for a single lookup.
 pub fn find_rule(
     config: &Config,
     service_host: &str,
@@ -72,57 +189,7 @@ pub fn find_rule(
     proxy_labels: Option<&Labels>,
     service_ns: &str,
 ) -> Option<MergedRule> {
-    let root = config.mesh.root_namespace.as_str();
-    let defaults = &config.mesh.default_destination_rule_export_to;
-    let mut all: Vec<Indexed> = config
-        .of_kind(Kind::DestinationRule)
-        .filter_map(|r| match &r.spec {
-            Spec::DestinationRule(dr) => Some(Indexed {
-                key: r.key(),
-                ns: r.namespace(),
-                host: host::resolve_short_name(&dr.host, r.namespace(), config.domain_suffix()),
-                export: match dr.workload_selector {
-                    Some(_) => BTreeSet::from([".".to_string()]),
-                    None => dr.export_to.iter().cloned().collect(),
-                },
-                rule: dr,
-            }),
-            _ => None,
-        })
-        .collect();
-    all.sort_by_key(|i| {
-        let r = config.of_kind(Kind::DestinationRule).find(|r| r.key() == i.key);
-        (
-            i.rule.workload_selector.is_none(),
-            r.and_then(|r| r.meta.creation_timestamp.clone()),
-            i.key.split_once('/').map(|(_, n)| n.to_string()),
-            i.ns.to_string(),
-        )
-    });
-    // The three places istiod looks, in order.
-    let in_step = |step: usize, i: &Indexed| match step {
-        0 if proxy_ns == root => i.ns == root && i.private_only(defaults),
-        0 => i.ns == proxy_ns && i.local(),
-        1 => i.ns == service_ns && !i.private_only(defaults) && i.exported_to(proxy_ns),
-        _ => i.ns == root && !i.private_only(defaults) && i.exported_to(proxy_ns),
-    };
-    for step in 0..3 {
-        let candidates: Vec<&Indexed> = all
-            .iter()
-            .filter(|i| in_step(step, i) && host::subset_of(service_host, &i.host))
-            .collect();
-        // Most specific host: an exact name, else the longest wildcard.
-        let Some(best) = candidates
-            .iter()
-            .map(|i| i.host.as_str())
-            .max_by_key(|h| (!host::is_wildcard(h), h.len()))
-        else {
-            continue;
-        };
-        let chosen: Vec<&Indexed> = candidates.iter().copied().filter(|i| i.host == best).collect();
-        return Some(pick_for_proxy(&chosen, proxy_ns, proxy_labels));
-    }
-    None
+    RuleIndex::new(config).find(service_host, proxy_ns, proxy_labels, service_ns)
 }
 
 /// The consolidated rules of one host, then the one this proxy uses: a rule of its own namespace

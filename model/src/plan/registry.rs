@@ -3,11 +3,11 @@
 //! Kubernetes Service (`<name>.<ns>.svc.<domain>`, endpoints from its EndpointSlices, its
 //! Endpoints, or the Pods its selector picks, in that order, as Istio's Kubernetes registry reads them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::api::kube::{self, IntOrString, KubeObject, KubeServicePort, KubeSpec, ServiceSpec};
 use crate::api::service_entry::{Location, Resolution, ServicePort, WorkloadEntry};
-use crate::api::{Kind, Labels, Protocol, Resource, Spec};
+use crate::api::{Kind, Labels, Protocol, Spec};
 use crate::config::Config;
 
 /// One host of one ServiceEntry.
@@ -42,6 +42,10 @@ impl Service {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     pub services: Vec<Service>,
+    /// host -> positions in `services`, in order.
+    by_host: HashMap<String, Vec<usize>>,
+    /// Positions of services with a wildcard host.
+    wildcards: Vec<usize>,
 }
 
 /// Whether a resource with `export_to` (empty: `defaults`) in `own_ns` is visible from `ns`.
@@ -58,10 +62,14 @@ pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
 impl Registry {
     pub fn build(config: &Config) -> Registry {
         let mut services = Vec::new();
+        let workloads = workload_index(config);
         for res in config.of_kind(Kind::ServiceEntry) {
             let Spec::ServiceEntry(se) = &res.spec else { continue };
             let endpoints = match &se.workload_selector {
-                Some(sel) => selected_workloads(config, res, &sel.labels),
+                Some(sel) => workloads
+                    .select(res.namespace(), &sel.labels)
+                    .map(|we| (*we).clone())
+                    .collect(),
                 None => se.endpoints.clone(),
             };
             for host in &se.hosts {
@@ -78,12 +86,39 @@ impl Registry {
                 });
             }
         }
+        let kube = KubeIndex::new(config);
         for svc in config.kube_of_kind("Service") {
             if let Some(spec) = svc.service() {
-                services.push(kube_service(config, svc, spec));
+                services.push(kube_service(config, &kube, svc, spec));
             }
         }
-        Registry { services }
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (i, s) in services.iter().enumerate() {
+            by_host.entry(s.host.clone()).or_default().push(i);
+            if s.host.starts_with('*') {
+                wildcards.push(i);
+            }
+        }
+        Registry {
+            services,
+            by_host,
+            wildcards,
+        }
+    }
+
+    /// Services with exactly this host (lowercase), in definition order.
+    pub fn with_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Service> + 'a {
+        self.by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(move |&i| &self.services[i])
+    }
+
+    /// Services whose host is a wildcard, in definition order.
+    pub fn wildcard_services(&self) -> impl Iterator<Item = &Service> {
+        self.wildcards.iter().map(move |&i| &self.services[i])
     }
 
     /// Services visible from namespace `ns` under the mesh's default exportTo.
@@ -96,19 +131,60 @@ impl Registry {
     /// The service for an exact host, as seen from `ns` (the first ServiceEntry wins).
     pub fn lookup<'a>(&'a self, host: &str, ns: &'a str, defaults: &'a [String]) -> Option<&'a Service> {
         let host = host.to_ascii_lowercase();
-        self.visible(ns, defaults).find(|s| s.host == host)
+        self.with_host(&host)
+            .find(|s| exported_to(&s.export_to, defaults, &s.namespace, ns))
     }
 }
 
-fn selected_workloads(config: &Config, se: &Resource, selector: &Labels) -> Vec<WorkloadEntry> {
-    config
-        .of_kind(Kind::WorkloadEntry)
-        .filter(|r| r.namespace() == se.namespace())
-        .filter_map(|r| match &r.spec {
-            Spec::WorkloadEntry(we) if labels_match(selector, &we.labels) => Some(we.clone()),
-            _ => None,
-        })
-        .collect()
+/// Items (WorkloadEntries, Pods) by namespace and by each of their labels, so a selector finds
+/// its items without reading all of them.
+struct LabelIndex<'a, T> {
+    items: Vec<(&'a str, &'a Labels, T)>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    by_ns: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a, T> LabelIndex<'a, T> {
+    fn new(items: impl Iterator<Item = (&'a str, &'a Labels, T)>) -> Self {
+        let items: Vec<_> = items.collect();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        let mut by_ns: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (ns, labels, _)) in items.iter().enumerate() {
+            by_ns.entry(ns).or_default().push(i);
+            for (k, v) in labels.iter() {
+                by_label.entry((ns, k.as_str(), v.as_str())).or_default().push(i);
+            }
+        }
+        LabelIndex { items, by_label, by_ns }
+    }
+
+    /// The items of `ns` whose labels carry all of `selector`, in their order.
+    fn select<'s>(&'s self, ns: &'s str, selector: &'s Labels) -> impl Iterator<Item = &'s T> + 's {
+        let candidates: &[usize] = match selector.iter().next() {
+            None => self.by_ns.get(ns).map_or(&[], Vec::as_slice),
+            Some(_) => selector
+                .iter()
+                .map(|(k, v)| {
+                    self.by_label
+                        .get(&(ns, k.as_str(), v.as_str()))
+                        .map_or(&[][..], Vec::as_slice)
+                })
+                .min_by_key(|c| c.len())
+                .unwrap_or(&[]),
+        };
+        candidates
+            .iter()
+            .map(move |&i| &self.items[i])
+            .filter(move |(_, labels, _)| labels_match(selector, labels))
+            .map(|(_, _, t)| t)
+    }
+}
+
+fn workload_index(config: &Config) -> LabelIndex<'_, &WorkloadEntry> {
+    LabelIndex::new(config.of_kind(Kind::WorkloadEntry).filter_map(|r| match &r.spec {
+        Spec::WorkloadEntry(we) => Some((r.namespace(), &we.labels, we)),
+        _ => None,
+    }))
 }
 
 /// Istio's `kube.ConvertProtocol`: UDP, else `appProtocol`, else the port name's prefix
@@ -135,7 +211,53 @@ pub fn kube_port_protocol(p: &KubeServicePort) -> Protocol {
     }
 }
 
-fn kube_service(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Service {
+/// The Kubernetes objects a Service's endpoints come from, by the names that link them.
+struct KubeIndex<'a> {
+    slices: HashMap<(&'a str, &'a str), Vec<&'a KubeObject>>,
+    endpoints: HashMap<(&'a str, &'a str), &'a KubeObject>,
+    pods: HashMap<(&'a str, &'a str), &'a KubeObject>,
+    pods_by_label: LabelIndex<'a, &'a KubeObject>,
+}
+
+impl<'a> KubeIndex<'a> {
+    fn new(config: &'a Config) -> Self {
+        let mut slices: HashMap<(&str, &str), Vec<&KubeObject>> = HashMap::new();
+        for s in config.kube_of_kind("EndpointSlice") {
+            if let Some(svc) = s.meta.labels.get(kube::SERVICE_NAME_LABEL) {
+                slices
+                    .entry((s.meta.namespace.as_str(), svc.as_str()))
+                    .or_default()
+                    .push(s);
+            }
+        }
+        let by_name = |kind: &'a str| -> HashMap<(&'a str, &'a str), &'a KubeObject> {
+            let mut m = HashMap::new();
+            for o in config.kube_of_kind(kind) {
+                m.entry((o.meta.namespace.as_str(), o.meta.name.as_str())).or_insert(o);
+            }
+            m
+        };
+        KubeIndex {
+            slices,
+            endpoints: by_name("Endpoints"),
+            pods: by_name("Pod"),
+            pods_by_label: LabelIndex::new(
+                config
+                    .kube_of_kind("Pod")
+                    .map(|p| (p.meta.namespace.as_str(), &p.meta.labels, p)),
+            ),
+        }
+    }
+
+    /// The Pod an endpoint's `targetRef` names, for its labels.
+    fn target_pod(&self, ns: &str, target: Option<&kube::ObjectReference>) -> Option<&'a KubeObject> {
+        let t = target.filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))?;
+        let ns = t.namespace.as_deref().unwrap_or(ns);
+        self.pods.get(&(ns, t.name.as_str())).copied()
+    }
+}
+
+fn kube_service(config: &Config, kube: &KubeIndex, svc: &KubeObject, spec: &ServiceSpec) -> Service {
     let ns = &svc.meta.namespace;
     let ports = spec
         .ports
@@ -172,22 +294,13 @@ fn kube_service(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Servic
             None => Resolution::Static,
         },
         location: Location::MeshInternal,
-        endpoints: kube_endpoints(config, svc, spec),
+        endpoints: kube_endpoints(kube, svc, spec),
         export_to,
         subject_alt_names: Vec::new(),
     }
 }
 
-/// The Pod an endpoint's `targetRef` names, for its labels.
-fn target_pod<'a>(config: &'a Config, ns: &str, target: Option<&kube::ObjectReference>) -> Option<&'a KubeObject> {
-    let t = target.filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))?;
-    let ns = t.namespace.as_deref().unwrap_or(ns);
-    config
-        .kube_of_kind("Pod")
-        .find(|p| p.meta.namespace == ns && p.meta.name == t.name)
-}
-
-fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<WorkloadEntry> {
+fn kube_endpoints(kube: &KubeIndex, svc: &KubeObject, spec: &ServiceSpec) -> Vec<WorkloadEntry> {
     let ns = svc.meta.namespace.as_str();
     let name = svc.meta.name.as_str();
     if let Some(external) = &spec.external_name {
@@ -208,12 +321,7 @@ fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<
             .map(|p| (p.name.clone().unwrap_or_default(), p.port))
             .collect()
     };
-    let slices: Vec<_> = config
-        .kube_of_kind("EndpointSlice")
-        .filter(|s| {
-            s.meta.namespace == ns && s.meta.labels.get(kube::SERVICE_NAME_LABEL).map(String::as_str) == Some(name)
-        })
-        .collect();
+    let slices = kube.slices.get(&(ns, name)).cloned().unwrap_or_default();
     if !slices.is_empty() {
         let mut out = Vec::new();
         for slice in slices {
@@ -221,15 +329,13 @@ fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<
                 continue;
             };
             for ep in endpoints.iter().filter(|e| e.conditions.ready != Some(false)) {
-                let pod = target_pod(config, ns, ep.target_ref.as_ref());
+                let pod = kube.target_pod(ns, ep.target_ref.as_ref());
                 out.extend(ep.addresses.iter().map(|a| entry(a, named(ports), pod)));
             }
         }
         return out;
     }
-    let endpoints = config
-        .kube_of_kind("Endpoints")
-        .find(|e| e.meta.namespace == ns && e.meta.name == name);
+    let endpoints = kube.endpoints.get(&(ns, name)).copied();
     if let Some(KubeObject {
         spec: KubeSpec::Endpoints(subsets),
         ..
@@ -239,7 +345,7 @@ fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<
             .iter()
             .flat_map(|sub| {
                 sub.addresses.iter().map(|a| {
-                    let pod = target_pod(config, ns, a.target_ref.as_ref());
+                    let pod = kube.target_pod(ns, a.target_ref.as_ref());
                     entry(&a.ip, named(&sub.ports), pod)
                 })
             })
@@ -248,10 +354,9 @@ fn kube_endpoints(config: &Config, svc: &KubeObject, spec: &ServiceSpec) -> Vec<
     if spec.selector.is_empty() {
         return Vec::new();
     }
-    config
-        .kube_of_kind("Pod")
-        .filter(|p| p.meta.namespace == ns && labels_match(&spec.selector, &p.meta.labels))
-        .filter_map(|pod| {
+    kube.pods_by_label
+        .select(ns, &spec.selector)
+        .filter_map(|&pod| {
             let KubeSpec::Pod { spec: pod_spec, status } = &pod.spec else {
                 return None;
             };

@@ -1,6 +1,8 @@
 //! VirtualService rules (`ValidateVirtualService`, `validateTLSRoute`, `validateTCPRoute`,
 //! `validateGatewayNames`); the unreachable-rule warnings IST0130/IST0131 are in `unreachable`.
 
+use std::collections::HashMap;
+
 use super::common;
 use super::http;
 use super::Sink;
@@ -95,7 +97,25 @@ pub fn validate(s: &mut Sink, vs: &VirtualService) {
 }
 
 fn check_hosts(s: &mut Sink, hosts: &[String], applies_to_mesh: bool, sni: bool) {
+    // Overlaps: an exact host meets an equal one or a wildcard; a wildcard may meet anything.
+    // Exact hosts are found by name, so the check is linear unless there are many wildcards.
+    let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut wildcards: Vec<usize> = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        let mut earlier: Vec<usize> = match host::is_wildcard(h) {
+            true => (0..i).filter(|&j| host::matches(h, &hosts[j])).collect(),
+            false => {
+                let mut e = exact.get(&lower).cloned().unwrap_or_default();
+                e.extend(wildcards.iter().copied().filter(|&j| host::matches(h, &hosts[j])));
+                e.sort_unstable();
+                e
+            }
+        };
+        match host::is_wildcard(h) {
+            true => wildcards.push(i),
+            false => exact.entry(lower).or_default().push(i),
+        }
         let path = format!("spec.hosts[{i}]");
         if h == "*" && applies_to_mesh {
             s.error(
@@ -121,16 +141,14 @@ fn check_hosts(s: &mut Sink, hosts: &[String], applies_to_mesh: bool, sni: bool)
                 "use a DNS name, `*.example.com`, or a short service name",
             );
         }
-        for (j, other) in hosts.iter().enumerate().take(i) {
-            if host::matches(h, other) {
-                let msg = format!("host `{h}` overlaps host `{other}` (spec.hosts[{j}])");
-                s.error(
-                    Code::Duplicate,
-                    &path,
-                    msg,
-                    "list each host once; a wildcard already covers the names under it",
-                );
-            }
+        for j in earlier.drain(..) {
+            let msg = format!("host `{h}` overlaps host `{}` (spec.hosts[{j}])", hosts[j]);
+            s.error(
+                Code::Duplicate,
+                &path,
+                msg,
+                "list each host once; a wildcard already covers the names under it",
+            );
         }
     }
 }

@@ -12,20 +12,34 @@ use crate::api::{Destination, Kind, Resource, Spec};
 use crate::config::Config;
 use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::host;
-use crate::plan::policy::find_rule;
+use crate::plan::policy::RuleIndex;
 use crate::plan::registry::{Registry, Service};
 use crate::validate::Sink;
 
+/// What the per-VirtualService checks look things up in, built once.
+struct Lookups<'a> {
+    config: &'a Config,
+    registry: &'a Registry,
+    rules: RuleIndex<'a>,
+    splitters: Splitters<'a>,
+}
+
 pub fn analyze(config: &Config, registry: &Registry, out: &mut Vec<Diagnostic>) {
+    let at = Lookups {
+        config,
+        registry,
+        rules: RuleIndex::new(config),
+        splitters: splitters(config),
+    };
     for res in config.of_kind(Kind::VirtualService) {
         let Spec::VirtualService(vs) = &res.spec else { continue };
         let mut s = Sink::new(res);
         gateways(&mut s, config, vs);
         match_gateways(&mut s, config, vs);
         for d in destinations(vs) {
-            destination(&mut s, config, registry, vs, &d);
+            destination(&mut s, &at, vs, &d);
         }
-        route_rules_not_affected(&mut s, config, vs);
+        route_rules_not_affected(&mut s, &at.splitters, vs);
         deprecated_fields(&mut s, vs);
         out.extend(s.out);
     }
@@ -234,26 +248,21 @@ fn find_service<'a>(
     };
     let defaults = &config.mesh.default_service_export_to;
     let visible = |svc: &&Service| scopes.iter().any(|sc| visible_in(svc, sc, defaults));
-    registry
-        .services
-        .iter()
-        .filter(visible)
-        .find(|svc| svc.host == fqdn)
-        .or_else(|| {
-            let bare = fqdn.trim_start_matches('*');
-            registry
-                .services
-                .iter()
-                .filter(visible)
-                .find(|svc| svc.host.starts_with('*') && bare.ends_with(&svc.host[1..]))
-        })
+    registry.with_host(&fqdn).find(visible).or_else(|| {
+        let bare = fqdn.trim_start_matches('*');
+        registry
+            .wildcard_services()
+            .filter(visible)
+            .find(|svc| bare.ends_with(&svc.host[1..]))
+    })
 }
 
 /// IST0101 for a host no ServiceEntry or Service defines (a warning: a Kubernetes Service may
 /// live outside the files), for a port the service does not have, and for a subset no
 /// DestinationRule that applies defines; IST0112 when the port is left out of a service with
 /// several.
-fn destination(s: &mut Sink, config: &Config, registry: &Registry, vs: &VirtualService, dest: &Dest) {
+fn destination(s: &mut Sink, at: &Lookups, vs: &VirtualService, dest: &Dest) {
+    let (config, registry) = (at.config, at.registry);
     let d = dest.d;
     if d.host.is_empty() || d.host == "*" {
         return;
@@ -305,7 +314,7 @@ fn destination(s: &mut Sink, config: &Config, registry: &Registry, vs: &VirtualS
         Some(svc) => svc.namespace.clone(),
         None => resource_name_of_host(config, &ns, &fqdn).0,
     };
-    let rule = find_rule(config, &fqdn, &ns, None, &service_ns);
+    let rule = at.rules.find(&fqdn, &ns, None, &service_ns);
     if rule.as_ref().and_then(|r| r.subset(subset)).is_none() {
         let hint = match &rule {
             Some(r) if !r.subsets.is_empty() => {
@@ -322,15 +331,12 @@ fn destination(s: &mut Sink, config: &Config, registry: &Registry, vs: &VirtualS
     }
 }
 
-/// IST0140, as Istio's DestinationHostAnalyzer reports it: a gateway-bound VirtualService routes
-/// to a host without a subset while a VirtualService for that host splits it by subset; the
-/// split applies to the mesh, not to requests through the gateway.
-fn route_rules_not_affected(s: &mut Sink, config: &Config, vs: &VirtualService) {
-    if vs.gateways.is_empty() {
-        return;
-    }
-    // VirtualServices routing one of their own hosts to a subset, with those hosts.
-    let mut splitters: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+/// Hosts that VirtualServices route to a subset where the host is one of their own, with those
+/// VirtualServices (`namespace/name`), once per such route.
+type Splitters<'a> = BTreeMap<&'a str, Vec<String>>;
+
+fn splitters(config: &Config) -> Splitters<'_> {
+    let mut splitters: Splitters = BTreeMap::new();
     for res in config.of_kind(Kind::VirtualService) {
         let Spec::VirtualService(other) = &res.spec else {
             continue;
@@ -340,28 +346,36 @@ fn route_rules_not_affected(s: &mut Sink, config: &Config, vs: &VirtualService) 
                 continue;
             };
             if other.hosts.contains(&d.host) {
-                splitters.entry(res.key()).or_default().push(d.host.as_str());
+                splitters.entry(d.host.as_str()).or_default().push(res.key());
             }
         }
+    }
+    splitters
+}
+
+/// IST0140, as Istio's DestinationHostAnalyzer reports it: a gateway-bound VirtualService routes
+/// to a host without a subset while a VirtualService for that host splits it by subset; the
+/// split applies to the mesh, not to requests through the gateway.
+fn route_rules_not_affected(s: &mut Sink, splitters: &Splitters, vs: &VirtualService) {
+    if vs.gateways.is_empty() {
+        return;
     }
     for (i, r) in vs.http.iter().enumerate() {
         for (j, rd) in r.route.iter().enumerate() {
             let Some(d) = rd.destination.as_ref().filter(|d| d.subset.is_none()) else {
                 continue;
             };
-            for (other, hosts) in &splitters {
-                for _ in hosts.iter().filter(|h| **h == d.host) {
-                    let msg = format!(
-                        "VirtualService {other} splits `{}` by subset, but that does not apply to requests through the gateway, which this rule sends to `{}` without a subset",
-                        d.host, d.host
-                    );
-                    s.warn(
-                        Code::IngressRouteRulesNotAffected,
-                        &format!("spec.http[{i}].route[{j}].destination.host"),
-                        msg,
-                        "name the subset here too, or bind the splitting VirtualService to the gateway as well",
-                    );
-                }
+            for other in splitters.get(d.host.as_str()).into_iter().flatten() {
+                let msg = format!(
+                    "VirtualService {other} splits `{}` by subset, but that does not apply to requests through the gateway, which this rule sends to `{}` without a subset",
+                    d.host, d.host
+                );
+                s.warn(
+                    Code::IngressRouteRulesNotAffected,
+                    &format!("spec.http[{i}].route[{j}].destination.host"),
+                    msg,
+                    "name the subset here too, or bind the splitting VirtualService to the gateway as well",
+                );
             }
         }
     }
