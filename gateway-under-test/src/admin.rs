@@ -14,6 +14,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::conns::Phase;
 use crate::state::{State, BUCKETS_MS};
 
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
@@ -44,7 +45,9 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
 
 fn route<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/ready" => text(StatusCode::OK, "LIVE\n".into(), "text/plain"),
+        // Envoy's /ready: LIVE while serving, DRAINING (503) from SIGTERM on.
+        "/ready" if state.conns.phase() == Phase::Serving => text(StatusCode::OK, "LIVE\n".into(), "text/plain"),
+        "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n".into(), "text/plain"),
         "/config_dump" => text(StatusCode::OK, config_dump(state), "application/json"),
         "/plan" => text(StatusCode::OK, plan(state), "application/json"),
         "/stats/prometheus" => text(StatusCode::OK, prometheus(state), "text/plain; version=0.0.4"),
@@ -137,6 +140,20 @@ fn prometheus(state: &State) -> String {
         "meshgate_downstream_cx_active {}",
         s.active_connections.load(Ordering::Relaxed)
     );
+    let c = &state.conns;
+    let counters = [
+        ("meshgate_downstream_cx_overflow_total", &c.overflow),
+        ("meshgate_downstream_cx_evicted_total", &c.evicted),
+        ("meshgate_downstream_cx_accept_errors_total", &c.accept_errors),
+    ];
+    for (name, v) in counters {
+        let _ = writeln!(o, "# TYPE {name} counter");
+        let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(o, "# TYPE meshgate_downstream_cx_limit gauge");
+    let _ = writeln!(o, "meshgate_downstream_cx_limit {}", c.limit());
+    let _ = writeln!(o, "# TYPE meshgate_request_buffer_bytes gauge");
+    let _ = writeln!(o, "meshgate_request_buffer_bytes {}", state.body.budget.used());
     let _ = writeln!(o, "# TYPE meshgate_config_reloads_total counter");
     let _ = writeln!(o, "meshgate_config_reloads_total {}", s.reloads.load(Ordering::Relaxed));
     let _ = writeln!(o, "# TYPE meshgate_config_reload_failures_total counter");

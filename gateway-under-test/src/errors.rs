@@ -29,6 +29,14 @@ pub enum Failure {
     Overflow,
     /// The downstream request was malformed (DPE).
     BadRequest(String),
+    /// The request's headers are larger or more than the limits allow (431, DPE).
+    HeadersTooLarge,
+    /// The request body is larger than the gateway buffers (413).
+    PayloadTooLarge,
+    /// The request body did not arrive within the request timeout (408).
+    RequestTimeout,
+    /// The gateway's buffer budget is spent (503 OM, as Envoy's overload manager answers).
+    Overloaded,
 }
 
 impl Failure {
@@ -39,10 +47,14 @@ impl Failure {
             | Failure::NoHealthyUpstream
             | Failure::ConnectFailure(_)
             | Failure::Reset(_)
-            | Failure::Overflow => 503,
+            | Failure::Overflow
+            | Failure::Overloaded => 503,
             Failure::Timeout => 504,
             Failure::FaultAbort { http, .. } => http.unwrap_or(200),
             Failure::BadRequest(_) => 400,
+            Failure::HeadersTooLarge => 431,
+            Failure::PayloadTooLarge => 413,
+            Failure::RequestTimeout => 408,
         }
     }
 
@@ -57,7 +69,10 @@ impl Failure {
             Failure::Timeout => "UT",
             Failure::FaultAbort { .. } => "FI",
             Failure::Overflow => "UO",
-            Failure::BadRequest(_) => "DPE",
+            Failure::BadRequest(_) | Failure::HeadersTooLarge => "DPE",
+            // Envoy sets no flag for these two.
+            Failure::PayloadTooLarge | Failure::RequestTimeout => "",
+            Failure::Overloaded => "OM",
         }
     }
 
@@ -84,6 +99,10 @@ impl Failure {
             Failure::FaultAbort { .. } => "fault_filter_abort".into(),
             Failure::Overflow => "upstream_reset_before_response_started{overflow}".into(),
             Failure::BadRequest(_) => "downstream_protocol_error".into(),
+            Failure::HeadersTooLarge => "http1.headers_too_large".into(),
+            Failure::PayloadTooLarge => "request_payload_too_large".into(),
+            Failure::RequestTimeout => "request_overall_timeout".into(),
+            Failure::Overloaded => "overload".into(),
         }
     }
 
@@ -103,6 +122,10 @@ impl Failure {
             Failure::FaultAbort { .. } => "fault filter abort".into(),
             Failure::Overflow => reset("overflow"),
             Failure::BadRequest(why) => why.clone(),
+            Failure::HeadersTooLarge => "Request Header Fields Too Large".into(),
+            Failure::PayloadTooLarge => "Payload Too Large".into(),
+            Failure::RequestTimeout => "request timeout".into(),
+            Failure::Overloaded => "envoy overloaded".into(),
         }
     }
 
@@ -146,7 +169,7 @@ pub fn reply(f: &Failure, grpc: bool) -> Response<Body> {
 /// The response for a failure after `retried` attempts.
 pub fn reply_after(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
     let mut r = reply_body(f, grpc, retried);
-    if *f == Failure::Overflow {
+    if matches!(f, Failure::Overflow | Failure::Overloaded) {
         r.headers_mut()
             .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
     }

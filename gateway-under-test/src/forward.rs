@@ -14,6 +14,7 @@ use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
 use crate::errors::{reply, Failure};
+use crate::limits::{BodyLimits, Reservation};
 use crate::local::{chance, set};
 use crate::proxy::{fail, Body, Downstream, Outcome};
 
@@ -126,9 +127,9 @@ pub(crate) async fn forward(
         return upgrade(cluster, r, req, out).await;
     }
     let (mut parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return fail(Failure::BadRequest(format!("request body: {e}")), grpc, out),
+    let (body, _buffered) = match buffer_body(&down.body, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(f) => return fail(f, grpc, out),
     };
     let path = rewritten_path(r, &parts.uri);
     let original = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
@@ -532,8 +533,49 @@ fn spawn_mirror(
     });
 }
 
-/// Requests larger than this are refused (bodies are buffered so that retries can resend them).
-const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Reads a request body whole (a retry or a mirror sends it again), within the limits: a
+/// Content-Length over the maximum is refused before any upload (413, and so no `100 Continue`),
+/// and so is a body that grows past it; its bytes count against the gateway's buffer budget
+/// until the response is done (503 overloaded when the budget is spent); the whole body must
+/// arrive within the request timeout (408).
+async fn buffer_body<'a>(
+    limits: &'a BodyLimits,
+    headers: &HeaderMap,
+    mut body: hyper::body::Incoming,
+) -> Result<(Bytes, Reservation<'a>), Failure> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max as u64) {
+        return Err(Failure::PayloadTooLarge);
+    }
+    let mut reservation = limits.budget.reserve();
+    let declared = declared.unwrap_or(0) as usize;
+    if declared > 0 && !reservation.grow(declared) {
+        return Err(Failure::Overloaded);
+    }
+    let read = async {
+        let mut buf = bytes::BytesMut::with_capacity(declared);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failure::BadRequest(format!("request body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            let len = buf.len() + data.len();
+            if len > limits.max {
+                return Err(Failure::PayloadTooLarge);
+            }
+            if len > declared.max(buf.len()) && !reservation.grow(len - declared.max(buf.len())) {
+                return Err(Failure::Overloaded);
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(limits.timeout, read).await {
+        Ok(body) => Ok((body?, reservation)),
+        Err(_) => Err(Failure::RequestTimeout),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,9 +6,11 @@
 pub mod admin;
 pub mod breaker;
 pub mod compile;
+pub mod conns;
 pub mod errors;
 pub mod forward;
 pub mod l4;
+pub mod limits;
 pub mod local;
 pub mod matching;
 pub mod origination;
@@ -73,7 +75,12 @@ pub struct Args {
     /// Once listening, write `{"listeners": {"80": "127.0.0.1:41234"}, "admin": "…"}` here.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
-    /// How long SIGTERM waits for in-flight requests.
+    /// After SIGTERM, how long listeners keep accepting while connections are drained
+    /// (HTTP/1.1 responses say `Connection: close`, HTTP/2 gets GOAWAY, `/ready` answers 503):
+    /// Istio's `terminationDrainDuration`, 5 s.
+    #[arg(long, default_value = "5s")]
+    pub drain_time: String,
+    /// After the drain period, how long requests still in flight may take to finish.
     #[arg(long, default_value = "5s")]
     pub drain_timeout: String,
     /// How often config files are checked for changes.
@@ -95,6 +102,8 @@ pub struct Args {
     /// slowdown for checking that the regression gate catches one).
     #[arg(long, hide = true, default_value = "0")]
     pub test_spin_us: u64,
+    #[command(flatten)]
+    pub limits: limits::Limits,
 }
 
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
@@ -296,7 +305,10 @@ async fn reload(args: &Args, listeners: &Arc<Listeners>, admin: SocketAddr) {
 pub async fn run(args: Args) -> u8 {
     proxy::TEST_SPIN_NS.store(args.test_spin_us.saturating_mul(1000), Ordering::Relaxed);
     let setup = async {
-        let drain = parse_duration("drain-timeout", &args.drain_timeout)?;
+        let drain_times = (
+            parse_duration("drain-time", &args.drain_time)?,
+            parse_duration("drain-timeout", &args.drain_timeout)?,
+        );
         parse_duration("watch-interval", &args.watch_interval)?;
         let map = port_map(&args)?;
         let plan = load_plan(&args)?;
@@ -306,7 +318,8 @@ pub async fn run(args: Args) -> u8 {
         }
         let access_log =
             AccessLog::open(&args.access_log).map_err(|e| format!("--access-log {}: {e}", args.access_log))?;
-        let state = State::new(compiled, access_log);
+        let state = State::new(compiled, access_log, args.limits.clone());
+        tokio::spawn(state.conns.clone().sweep(args.limits.idle_timeout));
         let (stop, _) = watch::channel(false);
         let listeners = Arc::new(Listeners {
             state: state.clone(),
@@ -335,9 +348,9 @@ pub async fn run(args: Args) -> u8 {
             write_ready_file(p, &state, admin)?;
         }
         eprintln!("meshgate: ready, config version 1, admin on {admin}");
-        Ok::<_, String>((listeners, admin, drain))
+        Ok::<_, String>((listeners, admin, drain_times))
     };
-    let (listeners, admin, drain) = match setup.await {
+    let (listeners, admin, (drain_time, drain_timeout)) = match setup.await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("meshgate: {e}");
@@ -347,17 +360,29 @@ pub async fn run(args: Args) -> u8 {
     let watcher = tokio::spawn(watch_config(args.clone(), listeners.clone(), admin));
     wait_for_shutdown().await;
     watcher.abort();
-    eprintln!("meshgate: draining (up to {drain:?})");
+    drain(&listeners, drain_time, drain_timeout).await;
+    0
+}
+
+/// Envoy's drain on SIGTERM: `/ready` turns 503 and, for `drain_time`, listeners keep accepting
+/// while every HTTP/1.1 response says `Connection: close` and HTTP/2 connections get GOAWAY;
+/// then listeners close, every connection closes after its in-flight requests, and those get up
+/// to `timeout` to finish.
+async fn drain(listeners: &Listeners, drain_time: Duration, timeout: Duration) {
+    let state = &listeners.state;
+    eprintln!("meshgate: draining for {drain_time:?}");
+    state.conns.set_phase(conns::Phase::Draining);
+    tokio::time::sleep(drain_time).await;
+    state.conns.set_phase(conns::Phase::Stopping);
     let _ = listeners.stop.send(true);
-    let deadline = tokio::time::Instant::now() + drain;
-    while listeners.state.stats.active_connections.load(Ordering::Relaxed) > 0 {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while state.stats.active_connections.load(Ordering::Relaxed) > 0 {
         if tokio::time::Instant::now() >= deadline {
             eprintln!("meshgate: drain timeout; closing the remaining connections");
-            break;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    0
 }
 
 async fn wait_for_shutdown() {
@@ -388,12 +413,15 @@ mod tests {
         for f in ["a.yaml", "sub/b.yml", "a.yaml.tmp", ".a.yaml.swp", "notes.txt"] {
             std::fs::write(dir.join(f), "x").unwrap_or_default();
         }
-        let files: Vec<PathBuf> = fingerprint(&[dir.clone()]).into_iter().map(|(p, _, _)| p).collect();
+        let files: Vec<PathBuf> = fingerprint(std::slice::from_ref(&dir))
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect();
         assert_eq!(files, vec![dir.join("a.yaml"), dir.join("sub/b.yml")]);
         // A change of size is a change; a file that is gone drops out.
-        let before = fingerprint(&[dir.clone()]);
+        let before = fingerprint(std::slice::from_ref(&dir));
         std::fs::write(dir.join("a.yaml"), "xy").unwrap_or_default();
-        assert_ne!(fingerprint(&[dir.clone()]), before);
+        assert_ne!(fingerprint(std::slice::from_ref(&dir)), before);
         std::fs::remove_dir_all(&dir).unwrap_or_default();
         assert!(fingerprint(&[dir]).is_empty());
     }

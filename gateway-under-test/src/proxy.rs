@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use crate::compile::Compiled;
 use crate::errors::{reply, Failure};
 use crate::forward::forward;
+use crate::limits::BodyLimits;
 use crate::local::{
     cors_headers, https_redirect, is_preflight, local_actions, origin_allowed, preflight, redirect_response,
 };
@@ -51,6 +52,8 @@ pub struct Downstream {
     pub outbound: bool,
     /// The destination a client asked for (CONNECT host:port), for original-destination clusters.
     pub original_dst: Option<String>,
+    /// How large a request body may be buffered, and the gateway's buffer budget.
+    pub body: Arc<BodyLimits>,
 }
 
 /// What the access log and stats need to know about one request.

@@ -9,35 +9,56 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response};
 use hyper::body::Body as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_model::plan::{ChainAction, Transport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::conns::{ConnHandle, Phase, Registered};
+use crate::errors::Failure;
 use crate::proxy::{self, Body, Downstream, Outcome};
 use crate::state::State;
 use crate::{l4, tls};
 
-/// Accepts connections until `stop` turns true, each run by `conn` (counted as active while it
-/// runs); then each open connection finishes its in-flight requests and closes (HTTP/1.1: after
-/// the current response; h2: GOAWAY).
+/// Accepts connections until `stop` turns true, each registered against the connection limit
+/// and run by `conn` (counted as active while it runs). Each connection closes gracefully when
+/// the gateway drains or stops or when it is asked to (HTTP/1.1: after the current response;
+/// h2: GOAWAY). `accept` failures (out of file descriptors) back off, doubling up to 100 ms,
+/// and ask the connection idle longest to close, instead of spinning.
 pub async fn accept_loop<F, Fut>(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>, conn: F)
 where
-    F: Fn(TcpStream, SocketAddr, SocketAddr, Arc<State>, watch::Receiver<bool>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, SocketAddr, Arc<State>, Registered) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                state.conns.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if is_out_of_files(&e) {
+                    state.conns.evict_idle();
+                }
+                backoff = (backoff * 2).clamp(Duration::from_millis(1), Duration::from_millis(100));
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        backoff = Duration::ZERO;
+        // Over the limit with nothing idle to close: the new connection is closed at once.
+        let Some(registered) = state.conns.register() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
-        let work = conn(stream, peer, local, state.clone(), stop.clone());
+        let work = conn(stream, peer, local, state.clone(), registered);
         let state = state.clone();
         tokio::spawn(async move {
             work.await;
@@ -46,21 +67,23 @@ where
     }
 }
 
+/// EMFILE or ENFILE: the process or the system is out of file descriptors.
+fn is_out_of_files(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
+}
+
 /// A Plan listener's accept loop.
 pub async fn serve(listener: TcpListener, port: u32, state: Arc<State>, stop: watch::Receiver<bool>) {
     accept_loop(
         listener,
         state,
         stop,
-        move |stream, peer, local, state, stop| async move {
-            connection(stream, peer, local, port, &state, stop).await;
+        move |stream, peer, local, state, registered| async move {
+            connection(stream, peer, local, port, &state, registered).await;
         },
     )
     .await;
 }
-
-/// How long a client may take to send its ClientHello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One downstream connection: inspect TLS and SNI, choose the filter chain, run it.
 async fn connection(
@@ -69,14 +92,15 @@ async fn connection(
     local: SocketAddr,
     port: u32,
     state: &Arc<State>,
-    stop: watch::Receiver<bool>,
+    registered: Registered,
 ) {
     let compiled = state.current.load_full();
+    let handshake = state.limits.tls_handshake_timeout;
     let Some(listener) = compiled.listeners.get(&port) else {
         return;
     };
     let (hello, prefix) = if listener.inspects_tls() {
-        match tokio::time::timeout(HELLO_TIMEOUT, tls::peek_hello(&mut stream)).await {
+        match tokio::time::timeout(handshake, tls::peek_hello(&mut stream)).await {
             Ok(Ok(x)) => x,
             _ => return,
         }
@@ -100,17 +124,18 @@ async fn connection(
         scheme: "http",
         table: None,
         sni: hello.sni.clone(),
+        body: state.body.clone(),
     };
     match (&chain.action, chain.transport, chain.tls.clone()) {
         (ChainAction::Http { route_table }, Transport::Plaintext, _) => {
             down.table = Some(route_table.clone());
-            serve_http(io, down, state.clone(), stop).await;
+            serve_http(io, down, state.clone(), registered).await;
         }
         (ChainAction::Http { route_table }, Transport::TerminateTls, Some(cfg)) => {
             down.table = Some(route_table.clone());
             down.scheme = "https";
-            match tokio_rustls::TlsAcceptor::from(cfg).accept(io).await {
-                Ok(tls) => serve_http(tls, down, state.clone(), stop).await,
+            match accept_tls(cfg, io, handshake).await {
+                Ok(tls) => serve_http(tls, down, state.clone(), registered).await,
                 Err(e) => eprintln!("meshgate: TLS handshake with {peer} failed (chain {}): {e}", chain.name),
             }
         }
@@ -118,7 +143,7 @@ async fn connection(
             l4::proxy(io, route.as_ref(), &compiled, state, &down).await;
         }
         (ChainAction::Tcp { route }, Transport::TerminateTls, Some(cfg)) => {
-            match tokio_rustls::TlsAcceptor::from(cfg).accept(io).await {
+            match accept_tls(cfg, io, handshake).await {
                 Ok(tls) => l4::proxy(tls, route.as_ref(), &compiled, state, &down).await,
                 Err(e) => eprintln!("meshgate: TLS handshake with {peer} failed (chain {}): {e}", chain.name),
             }
@@ -140,41 +165,88 @@ async fn connection(
     }
 }
 
-pub async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, mut stop: watch::Receiver<bool>)
+/// The TLS handshake, within `timeout` (a client that stalls mid-handshake is dropped).
+async fn accept_tls<IO>(
+    cfg: Arc<rustls::ServerConfig>,
+    io: IO,
+    timeout: Duration,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(cfg).accept(io))
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out")))
+}
+
+/// HTTP/1.1 and h2c (or h2 after ALPN) on one connection, within the gateway's limits: the
+/// request-headers timeout, header size and count (431 above them), h2's header list size.
+pub async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, mut registered: Registered)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let down = Arc::new(down);
+    let conn_state = Arc::new(registered.handle());
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let (state, down) = (svc_state.clone(), down.clone());
-        async move { Ok::<_, Infallible>(one_request(&state, &down, req).await) }
+        let (state, down, conn) = (svc_state.clone(), down.clone(), conn_state.clone());
+        async move { Ok::<_, Infallible>(one_request(&state, &down, &conn, req).await) }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits = &state.limits;
+    let headers_bytes = limits.max_request_headers_kb.saturating_mul(1024);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_headers_timeout)
+        // hyper's smallest read buffer is 8 KiB.
+        .max_buf_size(headers_bytes.max(8192))
+        .max_headers(limits.max_headers_count);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(headers_bytes).unwrap_or(u32::MAX));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .into_owned();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+        _ = registered.closing() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.as_mut().await;
         }
     }
 }
 
-async fn one_request(state: &Arc<State>, down: &Downstream, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn one_request(
+    state: &Arc<State>,
+    down: &Downstream,
+    conn: &ConnHandle,
+    mut req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let start = Instant::now();
+    let h2 = req.version() == http::Version::HTTP_2;
+    let _in_flight = conn.request(h2);
     proxy::prepare_downstream_headers(req.headers_mut(), down);
     let started_at = SystemTime::now();
     let line = state.access_log.enabled().then(|| RequestLine::of(&req));
     let compiled = state.current.load_full();
-    let (resp, out) = if down.outbound {
+    let (mut resp, out) = if let Err(f) = within_header_limits(&req, &state.limits) {
+        let mut out = Outcome::new();
+        (proxy::fail(f, proxy::is_grpc(req.headers()), &mut out), out)
+    } else if down.outbound {
         crate::sidecar::handle(state.clone(), compiled, down, req).await
     } else {
         proxy::handle(compiled, down, req).await
     };
+    // Draining: the client opens a new connection for its next request (Envoy's drain). A
+    // request whose body was refused or timed out leaves the rest of its body unread.
+    let refused_body = matches!(resp.status().as_u16(), 408 | 413) && out.upstream_host.is_empty();
+    if !h2 && (conn.phase() != Phase::Serving || refused_body) {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     state
         .stats
         .record(resp.status().as_u16(), &out.cluster, out.upstream_ms);
@@ -184,6 +256,18 @@ async fn one_request(state: &Arc<State>, down: &Downstream, mut req: Request<hyp
             .write(&line.format(started_at, start, &resp, &out, down));
     }
     resp
+}
+
+/// Envoy's `max_request_headers_kb` and `max_headers_count`, counted exactly (hyper's own
+/// buffer limit is a coarse bound): the request line and every header name and value.
+fn within_header_limits<B>(req: &Request<B>, limits: &crate::limits::Limits) -> Result<(), Failure> {
+    let headers = req.headers();
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let size: usize = line + headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>();
+    if size > limits.max_request_headers_kb.saturating_mul(1024) || headers.len() > limits.max_headers_count {
+        return Err(Failure::HeadersTooLarge);
+    }
+    Ok(())
 }
 
 /// The request's part of the access log, taken before the request moves on.

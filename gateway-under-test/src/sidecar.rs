@@ -24,19 +24,25 @@ pub const BLACKHOLE: &str = "BlackHoleCluster";
 
 /// Accepts proxy connections until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<State>, stop: watch::Receiver<bool>) {
-    crate::server::accept_loop(listener, state, stop, |stream, peer, local, state, stop| async move {
-        let down = Downstream {
-            peer,
-            local,
-            port: 15001,
-            scheme: "http",
-            table: None,
-            sni: None,
-            outbound: true,
-            original_dst: None,
-        };
-        crate::server::serve_http(stream, down, state, stop).await;
-    })
+    crate::server::accept_loop(
+        listener,
+        state,
+        stop,
+        |stream, peer, local, state, registered| async move {
+            let down = Downstream {
+                peer,
+                local,
+                port: 15001,
+                scheme: "http",
+                table: None,
+                sni: None,
+                outbound: true,
+                original_dst: None,
+                body: state.body.clone(),
+            };
+            crate::server::serve_http(stream, down, state, registered).await;
+        },
+    )
     .await;
 }
 

@@ -11,6 +11,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::compile::Compiled;
+use crate::conns::Conns;
+use crate::limits::{BodyLimits, Limits};
 
 /// Upper bounds (ms) of the upstream time histogram buckets.
 pub const BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
@@ -92,16 +94,24 @@ pub struct State {
     pub access_log: AccessLog,
     /// Plan listener port -> the address it is bound to.
     pub bound: Mutex<BTreeMap<u32, SocketAddr>>,
+    pub limits: Limits,
+    /// Open downstream connections and the gateway's phase.
+    pub conns: Arc<Conns>,
+    /// Request body limits and the bytes buffered over all connections.
+    pub body: Arc<BodyLimits>,
 }
 
 impl State {
-    pub fn new(compiled: Compiled, access_log: AccessLog) -> Arc<State> {
+    pub fn new(compiled: Compiled, access_log: AccessLog, limits: Limits) -> Arc<State> {
         Arc::new(State {
             current: ArcSwap::from_pointee(compiled),
             last_error: Mutex::new(None),
             stats: Stats::default(),
             access_log,
             bound: Mutex::new(BTreeMap::new()),
+            conns: Conns::new(limits.connection_limit()),
+            body: BodyLimits::new(&limits),
+            limits,
         })
     }
 

@@ -174,7 +174,8 @@ fn ten_reloads_under_load_drop_no_request() {
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_0() {
     let (v1, v2) = (echo("reviews", "v1"), echo("reviews", "v2"));
-    let mut g = gate(&config(&v1, &v2, "v1", ""), &[80]);
+    // No drain period: listeners close at once and in-flight requests still finish.
+    let mut g = gate_with(&config(&v1, &v2, "v1", ""), &[80], &["--drain-time", "0s"]);
     let addr = g.port(80);
     let slow = std::thread::spawn(move || get(addr, "/?delay=1s", &[]));
     // Wait until the request is in flight upstream (no guessing with a sleep).

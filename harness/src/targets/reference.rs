@@ -86,6 +86,8 @@ impl Target for Reference {
             .arg(&ready)
             .args(["--labels", &labels.join(",")])
             .args(["--workers", &self.workers.to_string()])
+            // A suite's gateway has no load balancer to drain from: it stops at once.
+            .args(["--drain-time", "0s"])
             .args(&self.extra_args)
             .arg("--access-log")
             .arg(logs.access());

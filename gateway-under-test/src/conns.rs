@@ -1,0 +1,334 @@
+//! Open downstream connections and the gateway's lifecycle as each connection sees it: how many
+//! are open against the connection limit, which are idle (no request in flight) and since when,
+//! a way to ask one to close, and the phase of the whole gateway (serving, draining, stopping).
+//! At the limit, or when `accept` runs out of file descriptors, the connection idle longest is
+//! asked to close, as nginx reuses idle keep-alive connections when it runs out of them; a
+//! sweeper closes connections idle past the idle timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+/// The gateway's phase, as connections follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// SIGTERM: listeners still accept; HTTP/1.1 responses say `Connection: close`, HTTP/2
+    /// connections get GOAWAY; `/ready` answers 503.
+    Draining,
+    /// After the drain period: listeners closed; every connection closes once its requests end.
+    Stopping,
+}
+
+/// One open connection, as the registry and the request path see it.
+#[derive(Debug, Default)]
+struct Conn {
+    in_flight: AtomicU32,
+    /// Milliseconds since the registry's epoch at the last request's start or end (or the
+    /// connection's start).
+    last_active_ms: AtomicU64,
+    h2: AtomicBool,
+    close: Notify,
+}
+
+impl Conn {
+    fn idle_since(&self) -> Option<u64> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// Asks the connection to close gracefully (an idle HTTP/1.1 connection closes at once).
+    fn close(&self) {
+        self.close.notify_one();
+    }
+}
+
+/// Every open connection, with the connection limit and the gateway's phase.
+#[derive(Debug)]
+pub struct Conns {
+    limit: usize,
+    epoch: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    phase: watch::Sender<Phase>,
+    /// New connections closed at once: the limit was reached and none was idle.
+    pub overflow: AtomicU64,
+    /// Idle connections closed to make room for new ones.
+    pub evicted: AtomicU64,
+    /// `accept` failures (out of file descriptors, mostly).
+    pub accept_errors: AtomicU64,
+}
+
+/// A registered connection; it leaves the registry when dropped.
+#[derive(Debug)]
+pub struct Registered {
+    conns: Arc<Conns>,
+    id: u64,
+    conn: Arc<Conn>,
+    phase: watch::Receiver<Phase>,
+}
+
+/// What a connection's requests hold of it: its in-flight count and the gateway's phase.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    conns: Arc<Conns>,
+    conn: Arc<Conn>,
+}
+
+/// One request in flight on a connection; its end is marked when dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a ConnHandle);
+
+impl Conns {
+    pub fn new(limit: usize) -> Arc<Conns> {
+        Arc::new(Conns {
+            limit,
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            phase: watch::channel(Phase::Serving).0,
+            overflow: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// Moves the gateway to `phase` (never back).
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_if_modified(|p| {
+            let later = phase > *p;
+            if later {
+                *p = phase;
+            }
+            later
+        });
+    }
+
+    /// Registers a new connection. At the limit the connection idle longest is asked to close
+    /// to make room; with none idle the new one is refused (None).
+    pub fn register(self: &Arc<Self>) -> Option<Registered> {
+        let mut open = self.open.lock().ok()?;
+        if open.len() >= self.limit && !self.evict_idle_locked(&open) {
+            self.overflow.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::default());
+        conn.last_active_ms.store(self.now_ms(), Ordering::Relaxed);
+        open.insert(id, conn.clone());
+        Some(Registered {
+            conns: self.clone(),
+            id,
+            conn,
+            phase: self.phase.subscribe(),
+        })
+    }
+
+    /// Asks the connection idle longest to close; false when none is idle.
+    pub fn evict_idle(&self) -> bool {
+        self.open.lock().is_ok_and(|open| self.evict_idle_locked(&open))
+    }
+
+    fn evict_idle_locked(&self, open: &HashMap<u64, Arc<Conn>>) -> bool {
+        let oldest = open
+            .values()
+            .filter_map(|c| c.idle_since().map(|t| (t, c)))
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, c)) => {
+                c.close();
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every connection idle for `idle` or longer to close; how many were asked.
+    pub fn close_idle_for(&self, idle: Duration) -> usize {
+        let now = self.now_ms();
+        let idle_ms = idle.as_millis() as u64;
+        let Ok(open) = self.open.lock() else { return 0 };
+        let mut n = 0;
+        for c in open.values() {
+            if c.idle_since().is_some_and(|t| now.saturating_sub(t) >= idle_ms) {
+                c.close();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes connections idle past `idle`, looking ten times per idle period (at most once a
+    /// second), until the gateway stops.
+    pub async fn sweep(self: Arc<Self>, idle: Duration) {
+        let every = (idle / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut phase = self.phase.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => { self.close_idle_for(idle); }
+                _ = phase.wait_for(|p| *p == Phase::Stopping) => return,
+            }
+        }
+    }
+}
+
+impl ConnHandle {
+    /// A request starts on this connection; it is idle again when the guard is dropped.
+    pub fn request(&self, h2: bool) -> InFlight<'_> {
+        self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        if h2 {
+            self.conn.h2.store(true, Ordering::Relaxed);
+            if self.phase() != Phase::Serving {
+                // The connection turned out to be HTTP/2 after the drain began: GOAWAY now.
+                self.conn.close();
+            }
+        }
+        self.touch();
+        InFlight(self)
+    }
+
+    fn touch(&self) {
+        self.conn.last_active_ms.store(self.conns.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.conns.phase()
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Registered {
+    /// The handle a connection's requests share.
+    pub fn handle(&self) -> ConnHandle {
+        ConnHandle {
+            conns: self.conns.clone(),
+            conn: self.conn.clone(),
+        }
+    }
+
+    /// Resolves when this connection should close gracefully: it was asked to (limit, idle
+    /// timeout), the gateway is stopping, or the gateway is draining and this is HTTP/2 (GOAWAY;
+    /// an HTTP/1.1 connection instead closes after its next response).
+    pub async fn closing(&mut self) {
+        loop {
+            let phase = *self.phase.borrow_and_update();
+            let h2 = self.conn.h2.load(Ordering::Relaxed);
+            if phase == Phase::Stopping || (phase == Phase::Draining && h2) {
+                return;
+            }
+            tokio::select! {
+                _ = self.conn.close.notified() => return,
+                changed = self.phase.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.conns.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOON: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn at_the_limit_the_connection_idle_longest_makes_room() {
+        let conns = Conns::new(2);
+        let mut a = conns.register().expect("room");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b_registered = conns.register().expect("room");
+        let b = b_registered.handle();
+        let b_request = b.request(false);
+        // Full: `a` (idle, oldest) is asked to close; the new one is let in.
+        let c_registered = conns.register().expect("a makes room");
+        let c = c_registered.handle();
+        assert_eq!(conns.evicted.load(Ordering::Relaxed), 1);
+        tokio::time::timeout(SOON, a.closing())
+            .await
+            .expect("a was asked to close");
+        drop(a);
+        // Full again with `b` busy and `c` busy: the new one is refused.
+        let c_request = c.request(false);
+        assert!(conns.register().is_none(), "nothing idle: the new one is refused");
+        assert_eq!(conns.overflow.load(Ordering::Relaxed), 1);
+        drop(b_request);
+        let _d = conns.register().expect("b is idle now and makes room");
+        assert_eq!(conns.evicted.load(Ordering::Relaxed), 2);
+        drop(c_request);
+    }
+
+    #[tokio::test]
+    async fn idle_past_the_timeout_is_asked_to_close_and_busy_is_not() {
+        let conns = Conns::new(10);
+        let mut idle = conns.register().expect("room");
+        let busy = conns.register().expect("room");
+        let busy_handle = busy.handle();
+        let request = busy_handle.request(false);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_idle_for(Duration::from_secs(60)), 0);
+        assert_eq!(conns.close_idle_for(Duration::from_millis(20)), 1);
+        tokio::time::timeout(SOON, idle.closing())
+            .await
+            .expect("idle asked to close");
+        assert_eq!(conns.len(), 2);
+        drop(idle);
+        assert_eq!(conns.len(), 1);
+        drop(request);
+        assert_eq!(conns.close_idle_for(Duration::ZERO), 1, "idle once its request ended");
+        drop(busy);
+        assert!(conns.is_empty());
+    }
+
+    #[tokio::test]
+    async fn draining_closes_h2_connections_and_stopping_closes_all() {
+        let conns = Conns::new(10);
+        let mut h1 = conns.register().expect("room");
+        let mut h2 = conns.register().expect("room");
+        drop(h1.handle().request(false));
+        let h2_handle = h2.handle();
+        let _h2_request = h2_handle.request(true);
+        conns.set_phase(Phase::Draining);
+        conns.set_phase(Phase::Serving);
+        assert_eq!(conns.phase(), Phase::Draining, "the phase never goes back");
+        tokio::time::timeout(SOON, h2.closing()).await.expect("GOAWAY at drain");
+        assert!(tokio::time::timeout(SOON, h1.closing()).await.is_err(), "h1 waits");
+        conns.set_phase(Phase::Stopping);
+        tokio::time::timeout(SOON, h1.closing()).await.expect("closes at stop");
+    }
+}

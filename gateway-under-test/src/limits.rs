@@ -1,0 +1,203 @@
+//! What a downstream peer may cost the gateway: timeouts, header sizes, buffered body bytes and
+//! connections, with Envoy's defaults (and the values of Envoy's edge best practices where Envoy
+//! leaves a limit off), each a command-line flag.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `--flag 10s`: Go duration syntax, as Istio writes durations.
+fn duration(s: &str) -> Result<Duration, String> {
+    mesh_model::api::Duration::parse(s).map(|d| d.as_std())
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Time a client has to send a request's headers, from the connection's start or the end of
+    /// its previous request (Envoy's `request_headers_timeout`; nginx `client_header_timeout` is
+    /// 60 s). Past it the connection is closed (HTTP/1.1: 408).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub request_headers_timeout: Duration,
+    /// Time for a whole request body to arrive (Envoy's `request_timeout`, 300 s in Envoy's edge
+    /// best practices). Past it: 408.
+    #[arg(long, default_value = "300s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Time a connection may stay open without a request (Envoy's `idle_timeout`, 1 h).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Time a TLS client has for its ClientHello and the handshake (Envoy's
+    /// `listener_filters_timeout` is 15 s for the ClientHello).
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Largest request header block, in KiB (Envoy's `max_request_headers_kb`, 60): 431 above.
+    #[arg(long, default_value = "60")]
+    pub max_request_headers_kb: usize,
+    /// Most request headers (Envoy's `max_headers_count`, 100): 431 above.
+    #[arg(long, default_value = "100")]
+    pub max_headers_count: usize,
+    /// Largest request body, in KiB. meshgate buffers a body so that a retry can send it again;
+    /// a larger one is refused with 413 (from its Content-Length, before the upload).
+    #[arg(long, default_value = "16384")]
+    pub max_request_body_kb: usize,
+    /// Bytes of request bodies buffered at once over all connections, in MiB; a body that would
+    /// pass it is refused with 503 and `x-envoy-overloaded: true` (what Envoy's overload manager
+    /// does at its heap limit), so a flood of uploads cannot exhaust memory.
+    #[arg(long, default_value = "256")]
+    pub buffer_budget_mb: usize,
+    /// Downstream connections at once, over all listeners (Envoy's
+    /// `global_downstream_max_connections`). Default: half the open-file limit, the other half
+    /// kept for upstream connections and files. At the limit the connection idle longest is
+    /// closed to make room, or, with none idle, the new one.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+impl Limits {
+    /// The connection limit in force: the flag, else half the soft open-file limit.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections
+            .unwrap_or_else(|| open_file_limit().map_or(usize::MAX, |n| n / 2))
+            .max(1)
+    }
+
+    pub fn max_request_body(&self) -> usize {
+        self.max_request_body_kb.saturating_mul(1024)
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (None where unlimited or unknown).
+pub fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files(&text)
+}
+
+fn parse_open_files(limits: &str) -> Option<usize> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// What the request path needs of the limits to buffer a body.
+#[derive(Debug)]
+pub struct BodyLimits {
+    pub max: usize,
+    pub timeout: Duration,
+    pub budget: BufferBudget,
+}
+
+impl BodyLimits {
+    pub fn new(limits: &Limits) -> Arc<BodyLimits> {
+        Arc::new(BodyLimits {
+            max: limits.max_request_body(),
+            timeout: limits.request_timeout,
+            budget: BufferBudget::new(limits.buffer_budget_mb.saturating_mul(1 << 20)),
+        })
+    }
+}
+
+/// Request body bytes buffered over all connections, against a budget.
+#[derive(Debug)]
+pub struct BufferBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+/// Bytes taken from a [`BufferBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    budget: &'a BufferBudget,
+    bytes: usize,
+}
+
+impl BufferBudget {
+    pub fn new(limit: usize) -> BufferBudget {
+        BufferBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// An empty reservation, to grow as a body arrives.
+    pub fn reserve(&self) -> Reservation<'_> {
+        Reservation { budget: self, bytes: 0 }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+impl Reservation<'_> {
+    /// Takes `more` bytes; false (and nothing taken) when the budget has no room for them.
+    pub fn grow(&mut self, more: usize) -> bool {
+        let b = &self.budget;
+        let taken = b
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(more).filter(|&n| n <= b.limit)
+            })
+            .is_ok();
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_the_soft_value_of_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max stack size            8388608              unlimited            bytes     \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files(text), Some(1024));
+        assert_eq!(
+            parse_open_files("Max open files            unlimited            unlimited            files"),
+            None
+        );
+        assert_eq!(parse_open_files("Max processes 10 10 processes"), None);
+    }
+
+    #[test]
+    fn a_reservation_takes_what_fits_and_gives_it_back_when_dropped() {
+        let budget = BufferBudget::new(100);
+        let mut a = budget.reserve();
+        assert!(a.grow(60));
+        let mut b = budget.reserve();
+        assert!(!b.grow(41), "60 + 41 is past 100");
+        assert_eq!(budget.used(), 60);
+        assert!(b.grow(40), "exactly the limit fits");
+        assert_eq!(budget.used(), 100);
+        drop(a);
+        assert_eq!(budget.used(), 40);
+        drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_connection_limit_is_the_flag_or_half_the_open_files() {
+        let mut l = <Limits as clap::FromArgMatches>::from_arg_matches(
+            &<Limits as clap::Args>::augment_args(clap::Command::new("t")).get_matches_from(["t"]),
+        )
+        .expect("defaults parse");
+        assert_eq!(l.request_headers_timeout, Duration::from_secs(10));
+        assert_eq!(l.max_request_body(), 16 << 20);
+        l.max_connections = Some(7);
+        assert_eq!(l.connection_limit(), 7);
+        l.max_connections = Some(0);
+        assert_eq!(l.connection_limit(), 1);
+        l.max_connections = None;
+        assert_eq!(
+            l.connection_limit(),
+            open_file_limit().map_or(usize::MAX, |n| n / 2).max(1)
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! meshgate under abuse, on the wire: slow and stalled clients are closed at their timeouts,
+//! oversized headers and bodies are refused with Envoy's statuses, the buffer budget and the
+//! connection limit hold, and SIGTERM drains with no request refused or reset.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a failure should panic.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn config(e: &EchoThread) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  \
+         servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
+         hosts: [web.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
+         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: web.example.com}}}}]\n",
+        e.http[0].port()
+    )
+}
+
+/// Reads until the peer closes (Ok with what came) or `limit` passes (Err).
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<String, String> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            // A reset is a close too.
+            Err(_) => return Ok(String::from_utf8_lossy(&got).into_owned()),
+        }
+    }
+    Err(format!(
+        "still open after {limit:?}; got {:?}",
+        String::from_utf8_lossy(&got)
+    ))
+}
+
+fn status_of(response: &str) -> Option<u16> {
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_slowloris_client_is_closed_at_the_headers_timeout_while_others_are_served() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--request-headers-timeout", "1s"]);
+    let addr = g.port(80);
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let start = Instant::now();
+    // One more header byte every 200 ms: never a whole header block.
+    let writer = {
+        let mut s = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..25 {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    assert_eq!(get(addr, "/", &[]).status, 200, "others are served meanwhile");
+    let got = read_until_closed(&mut slow, Duration::from_secs(4)).expect("closed");
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(900), "closed too early: {waited:?}");
+    assert!(got.is_empty() || status_of(&got) == Some(408), "{got:?}");
+    writer.join().unwrap();
+}
+
+#[test]
+fn an_idle_connection_is_closed_at_the_idle_timeout() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--idle-timeout", "300ms"]);
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    let start = Instant::now();
+    read_until_closed(&mut s, Duration::from_secs(3)).expect("closed");
+    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_closed_at_the_handshake_timeout() {
+    let e = echo("web", "v1");
+    let dir = temp_dir("stall");
+    let ca = Ca::new(&dir, "main");
+    let (crt, key) = ca.issue("a", &["a.example.com"]);
+    let yaml = config(&e).replace(
+        "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n",
+        &format!(
+            "  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    \
+             tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}}}\n"
+        ),
+    );
+    let g = gate_with(&yaml, &[443], &["--tls-handshake-timeout", "500ms"]);
+    // Nothing at all, and half a ClientHello record: both are closed.
+    for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]] {
+        let mut s = TcpStream::connect(g.port(443)).unwrap();
+        s.write_all(sent).unwrap();
+        let start = Instant::now();
+        read_until_closed(&mut s, Duration::from_secs(3)).expect("closed");
+        assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
+    }
+}
+
+#[test]
+fn headers_past_envoys_limits_get_431() {
+    let e = echo("web", "v1");
+    let g = gate(&config(&e), &[80]);
+    let addr = g.port(80);
+    let big = "x".repeat(61 * 1024);
+    assert_eq!(get(addr, "/", &[("x-big", &big)]).status, 431, "61 KiB > Envoy's 60");
+    let fine = "x".repeat(50 * 1024);
+    assert_eq!(get(addr, "/", &[("x-big", &fine)]).status, 200);
+    let names: Vec<String> = (0..100).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    assert_eq!(
+        get(addr, "/", &many).status,
+        431,
+        "100 + Host + Content-Length + Connection > 100"
+    );
+    assert_eq!(get(addr, "/", &many[..90]).status, 200);
+}
+
+/// Sends a request head with `Expect: 100-continue` and reads the first response line.
+fn expect_continue(addr: SocketAddr, content_length: usize) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head =
+        format!("POST / HTTP/1.1\r\nHost: web\r\nContent-Length: {content_length}\r\nExpect: 100-continue\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn an_oversized_body_gets_413_before_upload_and_a_slow_body_408() {
+    let e = echo("web", "v1");
+    let g = gate_with(
+        &config(&e),
+        &[80],
+        &["--max-request-body-kb", "64", "--request-timeout", "1s"],
+    );
+    let addr = g.port(80);
+    let line = expect_continue(addr, 65 * 1024);
+    assert!(
+        line.starts_with("HTTP/1.1 413"),
+        "no 100 Continue, 413 at once: {line:?}"
+    );
+    assert!(expect_continue(addr, 1024).starts_with("HTTP/1.1 100"));
+    // Chunked, no Content-Length: refused when it grows past the limit.
+    let chunk = "y".repeat(40 * 1024);
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = format!(
+        "{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len(),
+        chunk.len()
+    );
+    s.write_all(format!("POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n{body}").as_bytes())
+        .unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed after the 413");
+    assert_eq!(status_of(&got), Some(413), "{got:?}");
+    // A body that trickles in: 408 at the request timeout.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 1000\r\n\r\nab")
+        .unwrap();
+    let start = Instant::now();
+    let got = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed after the 408");
+    assert_eq!(status_of(&got), Some(408), "{got:?}");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert!(g
+        .wait_log("request_overall_timeout")
+        .contains("\" 408 - request_overall_timeout"));
+}
+
+#[test]
+fn the_buffer_budget_answers_503_overloaded_instead_of_growing() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--buffer-budget-mb", "1"]);
+    let addr = g.port(80);
+    let body = "z".repeat(700 * 1024);
+    // One slow request holds 700 KiB of the 1 MiB budget while its upstream waits.
+    let held = {
+        let body = body.clone();
+        std::thread::spawn(move || request(addr, "POST", "/?delay=1500ms", &[], &body))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !g
+        .admin_get("/stats/prometheus")
+        .contains("meshgate_request_buffer_bytes 716800")
+    {
+        assert!(Instant::now() < deadline, "the first body was never buffered");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = request(addr, "POST", "/", &[], &body);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-envoy-overloaded"), Some("true"));
+    assert_eq!(held.join().unwrap().status, 200);
+    assert!(g
+        .admin_get("/stats/prometheus")
+        .contains("meshgate_request_buffer_bytes 0"));
+    assert_eq!(
+        request(addr, "POST", "/", &[], &body).status,
+        200,
+        "the budget came back"
+    );
+}
+
+/// Polls the admin stats until `meshgate_downstream_cx_active` is `n`.
+fn wait_active(g: &Gate, n: usize) {
+    let want = format!("meshgate_downstream_cx_active {n}\n");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !g.admin_get("/stats/prometheus").contains(&want) {
+        assert!(Instant::now() < deadline, "never {n} connections");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn at_the_connection_limit_idle_connections_make_room_for_new_requests() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--max-connections", "4"]);
+    let addr = g.port(80);
+    // Four idle connections fill the limit (the admin's own connection is not counted).
+    let mut first: Vec<TcpStream> = (1..=4)
+        .map(|n| {
+            let s = TcpStream::connect(addr).unwrap();
+            wait_active(&g, n);
+            s
+        })
+        .collect();
+    // Three more idle ones, as an attacker holding connections would open: each closes the
+    // idle connection opened first.
+    let _more: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            wait_active(&g, 4);
+            s
+        })
+        .collect();
+    // A real request still gets through, closing the last of the first four.
+    assert_eq!(get(addr, "/", &[]).status, 200);
+    for s in &mut first {
+        read_until_closed(s, Duration::from_secs(2)).expect("closed to make room");
+    }
+    let stats = g.admin_get("/stats/prometheus");
+    assert!(stats.contains("meshgate_downstream_cx_evicted_total 4"), "{stats}");
+    assert!(stats.contains("meshgate_downstream_cx_limit 4"), "{stats}");
+    assert!(stats.contains("meshgate_downstream_cx_overflow_total 0"), "{stats}");
+}
+
+/// A keep-alive HTTP/1.1 client: each request on the open connection, a new connection when the
+/// last response said `Connection: close`. Counts what failed: refused connects and connections
+/// that ended without a response.
+struct SteadyClient {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+    ok: u64,
+    refused: u64,
+    reset: u64,
+}
+
+impl SteadyClient {
+    fn send(&mut self) {
+        if self.conn.is_none() {
+            match TcpStream::connect(self.addr) {
+                Ok(s) => self.conn = Some(BufReader::new(s)),
+                Err(_) => {
+                    self.refused += 1;
+                    return;
+                }
+            }
+        }
+        let r = self.conn.as_mut().unwrap();
+        let sent = r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n");
+        let mut line = String::new();
+        if sent.is_err() || r.read_line(&mut line).map_or(true, |n| n == 0) {
+            self.reset += 1;
+            self.conn = None;
+            return;
+        }
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            let h = h.trim_end().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            close |= h == "connection: close";
+        }
+        let mut body = vec![0u8; length];
+        r.read_exact(&mut body).unwrap();
+        assert!(line.contains(" 200 "), "{line}");
+        self.ok += 1;
+        if close {
+            self.conn = None;
+        }
+    }
+}
+
+#[test]
+fn sigterm_drains_a_steady_client_with_nothing_refused_or_reset() {
+    let e = echo("web", "v1");
+    let mut g = gate_with(&config(&e), &[80], &["--drain-time", "2s"]);
+    let addr = g.port(80);
+    let mut client = client_at(addr);
+    for _ in 0..50 {
+        client.send();
+    }
+    // An idle keep-alive connection of a second client, open across the SIGTERM.
+    let mut other = client_at(addr);
+    other.send();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &g.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let drain_started = Instant::now();
+    // Through the first 1.5 s of the 2 s drain: a request every 5 ms.
+    while drain_started.elapsed() < Duration::from_millis(1500) {
+        client.send();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    other.send();
+    assert_eq!((client.refused, client.reset), (0, 0), "ok {}", client.ok);
+    assert_eq!((other.refused, other.reset, other.ok), (0, 0, 2));
+    assert!(client.ok > 100, "{}", client.ok);
+    let status = g.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        drain_started.elapsed() >= Duration::from_secs(2),
+        "listeners stay open for the drain time"
+    );
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
+}
+
+fn client_at(addr: SocketAddr) -> SteadyClient {
+    SteadyClient {
+        addr,
+        conn: None,
+        ok: 0,
+        refused: 0,
+        reset: 0,
+    }
+}
+
+#[test]
+fn ready_turns_503_at_once_on_sigterm() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--drain-time", "3s"]);
+    assert!(g.admin_get("/ready").contains("LIVE"));
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &g.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !g.admin_get("/ready").contains("DRAINING") {
+        assert!(Instant::now() < deadline, "still LIVE");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = get(g.port(80), "/", &[]);
+    assert_eq!(r.status, 200, "still serving while draining");
+}
