@@ -344,20 +344,29 @@ pub async fn peek_hello<S: AsyncRead + Unpin>(io: &mut S) -> std::io::Result<(He
             return Ok((Hello::default(), buf));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf[0] != 0x16 {
-            return Ok((Hello::default(), buf));
+        if let Some(hello) = sniff_hello(&buf) {
+            return Ok((hello, buf));
         }
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut rd: &[u8] = &buf;
-        let _ = acceptor.read_tls(&mut rd);
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let sni = accepted.client_hello().server_name().map(|s| s.to_ascii_lowercase());
-                return Ok((Hello { tls: true, sni }, buf));
-            }
-            Ok(None) if buf.len() < 64 * 1024 => continue,
-            _ => return Ok((Hello { tls: true, sni: None }, buf)),
+    }
+}
+
+/// What the first bytes of a connection say: not TLS (first byte not a handshake record), a
+/// ClientHello with its SNI, TLS without a readable ClientHello within 64 KiB, or None while
+/// the ClientHello is incomplete.
+pub fn sniff_hello(buf: &[u8]) -> Option<Hello> {
+    if buf.first() != Some(&0x16) {
+        return Some(Hello::default());
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rd: &[u8] = buf;
+    let _ = acceptor.read_tls(&mut rd);
+    match acceptor.accept() {
+        Ok(Some(accepted)) => {
+            let sni = accepted.client_hello().server_name().map(|s| s.to_ascii_lowercase());
+            Some(Hello { tls: true, sni })
         }
+        Ok(None) if buf.len() < 64 * 1024 => None,
+        _ => Some(Hello { tls: true, sni: None }),
     }
 }
 

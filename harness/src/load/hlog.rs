@@ -110,19 +110,23 @@ pub struct Log {
 /// Reads every interval of a log.
 pub fn read(path: &Path) -> Result<Log, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&path.display().to_string(), &bytes)
+}
+
+/// Every interval of a log's bytes; `name` says where they came from in errors.
+pub fn parse(name: &str, bytes: &[u8]) -> Result<Log, String> {
     let mut log = Log {
         start_time: None,
         intervals: Vec::new(),
     };
     let mut base_time = None;
-    for entry in IntervalLogIterator::new(&bytes) {
-        let entry = entry.map_err(|e| format!("{}: not an interval log ({e:?})", path.display()))?;
+    for entry in IntervalLogIterator::new(bytes) {
+        let entry = entry.map_err(|e| format!("{name}: not an interval log ({e:?})"))?;
         match entry {
             LogEntry::StartTime(t) => log.start_time = Some(t.as_secs_f64()),
             LogEntry::BaseTime(t) => base_time = Some(t.as_secs_f64()),
             LogEntry::Interval(i) => {
-                let histogram =
-                    super::stats::decode(i.encoded_histogram()).map_err(|e| format!("{}: {e}", path.display()))?;
+                let histogram = super::stats::decode(i.encoded_histogram()).map_err(|e| format!("{name}: {e}"))?;
                 log.intervals.push(Interval {
                     tag: i.tag().map(|t| t.as_str().to_string()),
                     start_s: i.start_timestamp().as_secs_f64(),
