@@ -208,7 +208,7 @@ pub struct Expect {
     /// Requests each service's workloads received during the case, copies from a mirror included
     /// (HTTP and gRPC workloads).
     pub workload_requests: BTreeMap<String, u64>,
-    /// The response took at least this long (less `check::TIMER_SLACK`, 2 ms).
+    /// The response took at least this long (less `check::TIMER_SLACK`, 10 ms).
     pub latency_at_least: Option<Duration>,
     /// TCP: the bytes sent come back (the echo).
     pub echo: Option<bool>,
