@@ -46,6 +46,22 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<String, Strin
     ))
 }
 
+/// Connects, sends `sent`, and asserts the gateway closes the connection, no sooner than `at_least`.
+fn assert_closed_after(addr: SocketAddr, sent: &[u8], at_least: Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(sent).unwrap();
+    let start = Instant::now();
+    read_until_closed(&mut s, Duration::from_secs(3)).expect("closed");
+    assert!(start.elapsed() >= at_least, "closed after {:?}", start.elapsed());
+}
+
+/// SIGTERM to the gateway.
+fn terminate(g: &Gate) {
+    let pid = g.child.id().to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(status.unwrap().success(), "kill -TERM {pid}");
+}
+
 fn status_of(response: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
@@ -82,10 +98,7 @@ fn a_slowloris_client_is_closed_at_the_headers_timeout_while_others_are_served()
 fn an_idle_connection_is_closed_at_the_idle_timeout() {
     let e = echo("web", "v1");
     let g = gate_with(&config(&e), &[80], &["--idle-timeout", "300ms"]);
-    let mut s = TcpStream::connect(g.port(80)).unwrap();
-    let start = Instant::now();
-    read_until_closed(&mut s, Duration::from_secs(3)).expect("closed");
-    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    assert_closed_after(g.port(80), b"", Duration::from_millis(250));
 }
 
 #[test]
@@ -104,11 +117,7 @@ fn a_stalled_tls_handshake_is_closed_at_the_handshake_timeout() {
     let g = gate_with(&yaml, &[443], &["--tls-handshake-timeout", "500ms"]);
     // Nothing at all, and half a ClientHello record: both are closed.
     for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]] {
-        let mut s = TcpStream::connect(g.port(443)).unwrap();
-        s.write_all(sent).unwrap();
-        let start = Instant::now();
-        read_until_closed(&mut s, Duration::from_secs(3)).expect("closed");
-        assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
+        assert_closed_after(g.port(443), sent, Duration::from_millis(400));
     }
 }
 
@@ -324,12 +333,7 @@ fn sigterm_drains_a_steady_client_with_nothing_refused_or_reset() {
     // An idle keep-alive connection of a second client, open across the SIGTERM.
     let mut other = client_at(addr);
     other.send();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &g.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    terminate(&g);
     let drain_started = Instant::now();
     // Through the first 1.5 s of the 2 s drain: a request every 5 ms.
     while drain_started.elapsed() < Duration::from_millis(1500) {
@@ -364,12 +368,7 @@ fn ready_turns_503_at_once_on_sigterm() {
     let e = echo("web", "v1");
     let g = gate_with(&config(&e), &[80], &["--drain-time", "3s"]);
     assert!(g.admin_get("/ready").contains("LIVE"));
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &g.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    terminate(&g);
     let deadline = Instant::now() + Duration::from_secs(1);
     while !g.admin_get("/ready").contains("DRAINING") {
         assert!(Instant::now() < deadline, "still LIVE");
