@@ -551,6 +551,10 @@ async fn buffer_body<'a>(
         return Err(Failure::PayloadTooLarge);
     }
     let mut reservation = limits.budget.reserve();
+    if hyper::body::Body::is_end_stream(&body) {
+        // No body (a GET): nothing to read, no timer to arm.
+        return Ok((Bytes::new(), reservation));
+    }
     let declared = declared.unwrap_or(0) as usize;
     if declared > 0 && !reservation.grow(declared) {
         return Err(Failure::Overloaded);
