@@ -135,12 +135,8 @@ fn prometheus(state: &State) -> String {
     );
     let _ = writeln!(o, "meshgate_upstream_rq_time_ms_count {count}");
     let _ = writeln!(o, "# TYPE meshgate_downstream_cx_active gauge");
-    let _ = writeln!(
-        o,
-        "meshgate_downstream_cx_active {}",
-        s.active_connections.load(Ordering::Relaxed)
-    );
     let c = &state.conns;
+    let _ = writeln!(o, "meshgate_downstream_cx_active {}", c.len());
     let counters = [
         ("meshgate_downstream_cx_overflow_total", &c.overflow),
         ("meshgate_downstream_cx_evicted_total", &c.evicted),

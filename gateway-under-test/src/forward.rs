@@ -556,7 +556,7 @@ async fn buffer_body<'a>(
         return Ok((Bytes::new(), reservation));
     }
     let declared = declared.unwrap_or(0) as usize;
-    if declared > 0 && !reservation.grow(declared) {
+    if !reservation.cover(declared) {
         return Err(Failure::Overloaded);
     }
     let read = async {
@@ -568,7 +568,7 @@ async fn buffer_body<'a>(
             if len > limits.max {
                 return Err(Failure::PayloadTooLarge);
             }
-            if len > declared.max(buf.len()) && !reservation.grow(len - declared.max(buf.len())) {
+            if !reservation.cover(len) {
                 return Err(Failure::Overloaded);
             }
             buf.extend_from_slice(&data);

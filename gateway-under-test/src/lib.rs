@@ -376,7 +376,7 @@ async fn drain(listeners: &Listeners, drain_time: Duration, timeout: Duration) {
     state.conns.set_phase(conns::Phase::Stopping);
     let _ = listeners.stop.send(true);
     let deadline = tokio::time::Instant::now() + timeout;
-    while state.stats.active_connections.load(Ordering::Relaxed) > 0 {
+    while !state.conns.is_empty() {
         if tokio::time::Instant::now() >= deadline {
             eprintln!("meshgate: drain timeout; closing the remaining connections");
             return;

@@ -116,7 +116,7 @@ impl BufferBudget {
         }
     }
 
-    /// An empty reservation, to grow as a body arrives.
+    /// An empty reservation, to cover a body as it arrives.
     pub fn reserve(&self) -> Reservation<'_> {
         Reservation { budget: self, bytes: 0 }
     }
@@ -127,8 +127,13 @@ impl BufferBudget {
 }
 
 impl Reservation<'_> {
-    /// Takes `more` bytes; false (and nothing taken) when the budget has no room for them.
-    pub fn grow(&mut self, more: usize) -> bool {
+    /// Holds at least `total` bytes, taking what is missing; false (and nothing taken) when the
+    /// budget has no room for it.
+    pub fn cover(&mut self, total: usize) -> bool {
+        let more = total.saturating_sub(self.bytes);
+        if more == 0 {
+            return true;
+        }
         let b = &self.budget;
         let taken = b
             .used
@@ -170,11 +175,12 @@ mod tests {
     fn a_reservation_takes_what_fits_and_gives_it_back_when_dropped() {
         let budget = BufferBudget::new(100);
         let mut a = budget.reserve();
-        assert!(a.grow(60));
+        assert!(a.cover(60));
+        assert!(a.cover(30), "already held");
         let mut b = budget.reserve();
-        assert!(!b.grow(41), "60 + 41 is past 100");
+        assert!(!b.cover(41), "60 + 41 is past 100");
         assert_eq!(budget.used(), 60);
-        assert!(b.grow(40), "exactly the limit fits");
+        assert!(b.cover(40), "exactly the limit fits");
         assert_eq!(budget.used(), 100);
         drop(a);
         assert_eq!(budget.used(), 40);

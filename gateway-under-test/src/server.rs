@@ -21,7 +21,7 @@ use crate::state::State;
 use crate::{l4, tls};
 
 /// Accepts connections until `stop` turns true, each registered against the connection limit
-/// and run by `conn` (counted as active while it runs). Each connection closes gracefully when
+/// (counted open while it runs) and run by `conn`. Each connection closes gracefully when
 /// the gateway drains or stops or when it is asked to (HTTP/1.1: after the current response;
 /// h2: GOAWAY). `accept` failures (out of file descriptors) back off, doubling up to 100 ms,
 /// and ask the connection idle longest to close, instead of spinning.
@@ -53,17 +53,12 @@ where
         };
         backoff = Duration::ZERO;
         // Over the limit with nothing idle to close: the new connection is closed at once.
+        // The connection is counted open until `registered`, moved into its work, is dropped.
         let Some(registered) = state.conns.register() else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        state.stats.active_connections.fetch_add(1, Ordering::Relaxed);
-        let work = conn(stream, peer, local, state.clone(), registered);
-        let state = state.clone();
-        tokio::spawn(async move {
-            work.await;
-            state.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        tokio::spawn(conn(stream, peer, local, state.clone(), registered));
     }
 }
 
@@ -126,6 +121,9 @@ async fn connection(
         sni: hello.sni.clone(),
         body: state.body.clone(),
     };
+    // A TCP or TLS session is in flight for its whole life: never closed as idle.
+    let handle = registered.handle();
+    let _session = (!matches!(chain.action, ChainAction::Http { .. })).then(|| handle.request(false));
     match (&chain.action, chain.transport, chain.tls.clone()) {
         (ChainAction::Http { route_table }, Transport::Plaintext, _) => {
             down.table = Some(route_table.clone());

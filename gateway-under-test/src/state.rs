@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -24,7 +24,6 @@ pub struct Stats {
     pub upstream_buckets: [AtomicU64; 12],
     pub upstream_count: AtomicU64,
     pub upstream_sum_ms: AtomicU64,
-    pub active_connections: AtomicI64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
 }

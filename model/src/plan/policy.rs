@@ -93,17 +93,7 @@ impl<'a> RuleIndex<'a> {
                 _ => None,
             })
             .collect();
-        rules.sort_by(|(ta, a), (tb, b)| {
-            let key = |t: &Option<String>, i: &Indexed<'a>| {
-                (
-                    i.rule.workload_selector.is_none(),
-                    t.clone(),
-                    i.key.split_once('/').map(|(_, n)| n.to_string()),
-                    i.ns,
-                )
-            };
-            key(ta, a).cmp(&key(tb, b))
-        });
+        rules.sort_by(|(ta, a), (tb, b)| order_key(ta, a).cmp(&order_key(tb, b)));
         let rules: Vec<Indexed<'a>> = rules.into_iter().map(|(_, i)| i).collect();
         let mut exact: HashMap<(&'a str, String), Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<&'a str, Vec<usize>> = HashMap::new();
@@ -179,6 +169,17 @@ impl<'a> RuleIndex<'a> {
         }
         None
     }
+}
+
+/// istiod's order of DestinationRules: with a workloadSelector first, then by creation time,
+/// name and namespace (borrowed, so sorting allocates nothing).
+fn order_key<'k>(created: &'k Option<String>, i: &'k Indexed) -> (bool, Option<&'k str>, Option<&'k str>, &'k str) {
+    (
+        i.rule.workload_selector.is_none(),
+        created.as_deref(),
+        i.key.split_once('/').map(|(_, n)| n),
+        i.ns,
+    )
 }
 
 /// [`RuleIndex::find`] for a single lookup.
