@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Replays the hardening probes against meshgate on loopback and prints pass/fail per probe:
+"""Replays the hardening probes against meshgate on loopback and prints pass/fail per probe, and the
+same probes against nginx and Envoy (same header timeout, one worker) for comparison:
 slowloris, an idle-connection flood under a low open-file limit, a body flood, an alias bomb
 dropped into the watched config, and SIGTERM under a steady client. During each attack a normal
 request must be answered in under 50 ms.
 
-    cargo build --release --workspace && python3 ci/bench/abuse.py
+    cargo build --release --workspace && python3 ci/bench/abuse.py [--peers nginx,envoy]
 
 meshgate runs with short timeouts so the probes end in seconds (`--request-headers-timeout 3s`);
 the defaults are Envoy's (see the README). Every loop is bounded in count and time.
 """
 
+import argparse
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,27 +70,22 @@ def alias_bomb():
     return "\n".join(lines) + "\n"
 
 
-class Gateway:
-    def __init__(self, work, echo_port, extra=(), nofile=None):
-        self.dir = tempfile.mkdtemp(dir=work)
-        self.conf = os.path.join(self.dir, "conf")
-        os.makedirs(self.conf)
-        with open(os.path.join(self.conf, "mesh.yaml"), "w") as f:
-            f.write(config(echo_port))
-        self.port, admin = free_port(), free_port()
-        self.admin = admin
-        cmd = [os.path.join(BIN, "meshgate"), "-c", self.conf, "--port-map", f"80=127.0.0.1:{self.port}",
-               "--admin", f"127.0.0.1:{admin}", "--access-log", "off", "--watch-interval", "200ms",
-               "--request-headers-timeout", "3s", "--drain-time", "2s"] + list(extra)
+class Proxy:
+    """A proxy under test on 127.0.0.1:port in front of the echo workload."""
+
+    name = "proxy"
+
+    def start(self, cmd, nofile):
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None
         self.stderr = open(os.path.join(self.dir, "stderr.log"), "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.stderr, preexec_fn=limit)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if normal_request(self.port)[0] == 200:
                 return
             time.sleep(0.05)
-        sys.exit(f"meshgate did not start: {open(self.stderr.name).read()[-2000:]}")
+        self.stop()
+        sys.exit(f"{self.name} did not start: {open(self.stderr.name).read()[-2000:]}")
 
     def rss_mib(self):
         for line in open(f"/proc/{self.proc.pid}/status"):
@@ -99,6 +97,91 @@ class Gateway:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+class Meshgate(Proxy):
+    name = "meshgate"
+
+    def __init__(self, work, echo_port, nofile=None):
+        self.dir = tempfile.mkdtemp(dir=work)
+        self.conf = os.path.join(self.dir, "conf")
+        os.makedirs(self.conf)
+        with open(os.path.join(self.conf, "mesh.yaml"), "w") as f:
+            f.write(config(echo_port))
+        self.port, admin = free_port(), free_port()
+        cmd = [os.path.join(BIN, "meshgate"), "-c", self.conf, "--port-map", f"80=127.0.0.1:{self.port}",
+               "--admin", f"127.0.0.1:{admin}", "--access-log", "off", "--watch-interval", "200ms",
+               "--request-headers-timeout", "3s", "--drain-time", "2s"]
+        self.start(cmd, nofile)
+
+
+class Nginx(Proxy):
+    """nginx with the same header timeout and body limit, one worker, keep-alive upstream."""
+
+    name = "nginx"
+
+    def __init__(self, work, echo_port, nofile=None):
+        self.dir = tempfile.mkdtemp(dir=work)
+        self.port = free_port()
+        d = self.dir
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off; client_header_timeout 3s; client_max_body_size 16m;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  upstream app {{ server 127.0.0.1:{echo_port}; keepalive 16; }}
+  server {{ listen 127.0.0.1:{self.port};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+}}
+""")
+        self.start(["nginx", "-c", conf, "-p", d], nofile)
+
+
+class Envoy(Proxy):
+    """Envoy with the same header timeout, one worker, a static route to the echo workload."""
+
+    name = "envoy"
+
+    def __init__(self, work, echo_port, nofile=None):
+        self.dir = tempfile.mkdtemp(dir=work)
+        self.port, admin = free_port(), free_port()
+        conf = os.path.join(self.dir, "envoy.yaml")
+        with open(conf, "w") as f:
+            f.write(f"""admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
+  listeners:
+  - name: http
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {self.port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          request_headers_timeout: 3s
+          route_config:
+            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: echo}}}}]}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: echo
+    type: STATIC
+    load_assignment:
+      cluster_name: echo
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {echo_port}}}}}}}}}]}}]
+""")
+        cmd = [envoy_binary(), "-c", conf, "--concurrency", "1", "--log-level", "warn", "--drain-time-s", "2",
+               "--base-id", str(free_port())]
+        self.start(cmd, nofile)
+
+
+def envoy_binary():
+    found = subprocess.run(["bash", os.path.join(ROOT, "ci/install-envoy.sh")], capture_output=True, text=True)
+    return found.stdout.strip() or "envoy"
 
 
 def normal_request(port, timeout=5.0):
@@ -276,6 +359,17 @@ def fmt(secs):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peers", default="nginx,envoy",
+                        help="proxies to run the same probes on, for comparison (comma list; '' for none)")
+    args = parser.parse_args()
+    targets = [Meshgate]
+    for peer in filter(None, args.peers.split(",")):
+        cls = {"nginx": Nginx, "envoy": Envoy}[peer]
+        if peer == "nginx" and not shutil.which("nginx"):
+            print("nginx: not installed (ci/bench/install-peers.sh); skipped")
+            continue
+        targets.append(cls)
     work = tempfile.mkdtemp(prefix="meshbench-abuse-")
     echo_port = free_port()
     echo = subprocess.Popen([os.path.join(BIN, "meshbench"), "echo", "--service", "web", "--version", "v1",
@@ -285,22 +379,28 @@ def main():
         ("slowloris (500 connections, a header byte a second)", slowloris, {}),
         ("idle-connection flood under ulimit -n 256", idle_flood, {"nofile": 256}),
         ("body flood (100 x 15 MiB)", body_flood, {}),
-        ("alias bomb dropped into the config folder", bomb_reload, {}),
+        ("alias bomb dropped into the config folder", bomb_reload, {"only": Meshgate}),
         ("SIGTERM under a steady client", sigterm_under_load, {}),
     ]
     failed = 0
     try:
         for name, probe, opts in probes:
-            gw = Gateway(work, echo_port, nofile=opts.get("nofile"))
-            try:
-                ok, detail = probe(gw)
-            finally:
-                gw.stop()
-            failed += not ok
-            print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+            print(name, flush=True)
+            for target in targets:
+                if opts.get("only", target) is not target:
+                    print(f"  n/a   {target.name:<8} (no watched YAML config folder)", flush=True)
+                    continue
+                gw = target(work, echo_port, nofile=opts.get("nofile"))
+                try:
+                    ok, detail = probe(gw)
+                finally:
+                    gw.stop()
+                if target is Meshgate:
+                    failed += not ok
+                print(f"  {'PASS' if ok else 'FAIL'}  {target.name:<8} {detail}", flush=True)
     finally:
         echo.kill()
-    print(f"\n{len(probes) - failed} passed, {failed} failed")
+    print(f"\nmeshgate: {len(probes) - failed} passed, {failed} failed (peers are printed for comparison only)")
     sys.exit(1 if failed else 0)
 
 

@@ -27,10 +27,15 @@ pub enum Phase {
 #[derive(Debug, Default)]
 struct Conn {
     in_flight: AtomicU32,
+    /// Requests started on the connection so far.
+    requests: AtomicU64,
     /// Milliseconds since the registry's epoch at the last request's start or end (or the
     /// connection's start).
     last_active_ms: AtomicU64,
     h2: AtomicBool,
+    /// Asked to close (limit, idle timeout, last request): closing, so never picked again to
+    /// make room.
+    asked_to_close: AtomicBool,
     close: Notify,
 }
 
@@ -41,6 +46,7 @@ impl Conn {
 
     /// Asks the connection to close gracefully (an idle HTTP/1.1 connection closes at once).
     fn close(&self) {
+        self.asked_to_close.store(true, Ordering::Relaxed);
         self.close.notify_one();
     }
 }
@@ -79,7 +85,11 @@ pub struct ConnHandle {
 
 /// One request in flight on a connection; its end is marked when dropped.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a ConnHandle);
+pub struct InFlight<'a> {
+    conn: &'a ConnHandle,
+    /// Which request this is on the connection, counting from 1.
+    pub nth: u64,
+}
 
 impl Conns {
     pub fn new(limit: usize) -> Arc<Conns> {
@@ -152,10 +162,13 @@ impl Conns {
     }
 
     fn evict_idle_locked(&self, open: &HashMap<u64, Arc<Conn>>) -> bool {
+        // Idle longest, the one opened first among equals (ids rise); never one already closing,
+        // which still counts until its task ends: two new connections close two idle ones.
         let oldest = open
-            .values()
-            .filter_map(|c| c.idle_since().map(|t| (t, c)))
-            .min_by_key(|(t, _)| *t);
+            .iter()
+            .filter(|(_, c)| !c.asked_to_close.load(Ordering::Relaxed))
+            .filter_map(|(id, c)| c.idle_since().map(|t| ((t, *id), c)))
+            .min_by_key(|(key, _)| *key);
         match oldest {
             Some((_, c)) => {
                 c.close();
@@ -199,6 +212,7 @@ impl ConnHandle {
     /// A request starts on this connection; it is idle again when the guard is dropped.
     pub fn request(&self, h2: bool) -> InFlight<'_> {
         self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        let nth = self.conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if h2 {
             self.conn.h2.store(true, Ordering::Relaxed);
             if self.phase() != Phase::Serving {
@@ -207,7 +221,12 @@ impl ConnHandle {
             }
         }
         self.touch();
-        InFlight(self)
+        InFlight { conn: self, nth }
+    }
+
+    /// Asks the connection to close once its requests end (HTTP/2: GOAWAY now).
+    pub fn close(&self) {
+        self.conn.close();
     }
 
     fn touch(&self) {
@@ -221,8 +240,8 @@ impl ConnHandle {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.conn.touch();
+        self.conn.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -291,6 +310,28 @@ mod tests {
         let _d = conns.register().expect("b is idle now and makes room");
         assert_eq!(conns.evicted.load(Ordering::Relaxed), 2);
         drop(c_request);
+    }
+
+    #[tokio::test]
+    async fn two_new_connections_close_two_idle_ones_oldest_first() {
+        // All three opened in the same millisecond: the ids order them.
+        let conns = Conns::new(3);
+        let mut first = conns.register().expect("room");
+        let mut second = conns.register().expect("room");
+        let mut third = conns.register().expect("room");
+        // Two arrive before the first one asked has closed: each closes a different one.
+        let _d = conns.register().expect("first makes room");
+        let _e = conns.register().expect("second makes room, not first again");
+        assert_eq!(conns.evicted.load(Ordering::Relaxed), 2);
+        for (name, c) in [("first", &mut first), ("second", &mut second)] {
+            tokio::time::timeout(SOON, c.closing())
+                .await
+                .unwrap_or_else(|_| panic!("{name} was asked to close"));
+        }
+        assert!(
+            tokio::time::timeout(SOON, third.closing()).await.is_err(),
+            "third, opened last, keeps serving"
+        );
     }
 
     #[tokio::test]

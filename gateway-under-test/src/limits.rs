@@ -50,6 +50,22 @@ pub struct Limits {
     /// closed to make room, or, with none idle, the new one.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Requests one downstream connection may carry (Envoy's `max_requests_per_connection`, off
+    /// by default). After the last one, HTTP/1.1 answers with `Connection: close` and HTTP/2 sends
+    /// GOAWAY, so a client spreads its requests over new connections.
+    #[arg(long)]
+    pub max_requests_per_connection: Option<u64>,
+    /// Concurrent HTTP/2 streams per downstream connection (Envoy's edge value, 100; Envoy's
+    /// default leaves it at 2^31 - 1): a client past it waits for a stream to end.
+    #[arg(long, default_value = "100")]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of one stream, in KiB (Envoy's edge value, 64): what a client
+    /// may send on a stream before the gateway has read it.
+    #[arg(long, default_value = "64")]
+    pub initial_stream_window_kb: u32,
+    /// HTTP/2 flow-control window of a whole connection, in KiB (Envoy's edge value, 1024).
+    #[arg(long, default_value = "1024")]
+    pub initial_connection_window_kb: u32,
 }
 
 impl Limits {
@@ -62,6 +78,21 @@ impl Limits {
 
     pub fn max_request_body(&self) -> usize {
         self.max_request_body_kb.saturating_mul(1024)
+    }
+
+    /// Whether the `nth` request (counting from 1) on a connection is its last.
+    pub fn is_last_request(&self, nth: u64) -> bool {
+        self.max_requests_per_connection.is_some_and(|max| nth >= max)
+    }
+
+    /// HTTP/2's window sizes in bytes, stream then connection, within HTTP/2's bounds: from
+    /// the initial 65,535 bytes to 2^31 - 1 (RFC 9113 §6.9).
+    pub fn h2_windows(&self) -> (u32, u32) {
+        let bytes = |kb: u32| kb.saturating_mul(1024).clamp(65_535, (1 << 31) - 1);
+        (
+            bytes(self.initial_stream_window_kb),
+            bytes(self.initial_connection_window_kb),
+        )
     }
 }
 
@@ -189,11 +220,29 @@ mod tests {
     }
 
     #[test]
-    fn the_connection_limit_is_the_flag_or_half_the_open_files() {
-        let mut l = <Limits as clap::FromArgMatches>::from_arg_matches(
+    fn per_connection_limits_follow_envoys_edge_values() {
+        let mut l = defaults();
+        assert_eq!(l.max_concurrent_streams, 100);
+        assert_eq!(l.h2_windows(), (64 * 1024, 1024 * 1024));
+        assert!(!l.is_last_request(u64::MAX), "no request limit by default");
+        l.max_requests_per_connection = Some(3);
+        assert!(!l.is_last_request(2));
+        assert!(l.is_last_request(3));
+        l.initial_stream_window_kb = 1;
+        l.initial_connection_window_kb = 1 << 30;
+        assert_eq!(l.h2_windows(), (65_535, (1 << 31) - 1), "within HTTP/2's bounds");
+    }
+
+    fn defaults() -> Limits {
+        <Limits as clap::FromArgMatches>::from_arg_matches(
             &<Limits as clap::Args>::augment_args(clap::Command::new("t")).get_matches_from(["t"]),
         )
-        .expect("defaults parse");
+        .expect("defaults parse")
+    }
+
+    #[test]
+    fn the_connection_limit_is_the_flag_or_half_the_open_files() {
+        let mut l = defaults();
         assert_eq!(l.request_headers_timeout, Duration::from_secs(10));
         assert_eq!(l.max_request_body(), 16 << 20);
         l.max_connections = Some(7);

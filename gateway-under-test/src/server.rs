@@ -200,10 +200,14 @@ where
         // hyper's smallest read buffer is 8 KiB.
         .max_buf_size(headers_bytes.max(8192))
         .max_headers(limits.max_headers_count);
+    let (stream_window, conn_window) = limits.h2_windows();
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(headers_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(headers_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(stream_window)
+        .initial_connection_window_size(conn_window);
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .into_owned();
@@ -225,7 +229,12 @@ async fn one_request(
 ) -> Response<Body> {
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;
-    let _in_flight = conn.request(h2);
+    let in_flight = conn.request(h2);
+    let last = state.limits.is_last_request(in_flight.nth);
+    if last && h2 {
+        // GOAWAY: the streams already open finish, new ones go to a new connection.
+        conn.close();
+    }
     proxy::prepare_downstream_headers(req.headers_mut(), down);
     let started_at = SystemTime::now();
     let line = state.access_log.enabled().then(|| RequestLine::of(&req));
@@ -241,7 +250,7 @@ async fn one_request(
     // Draining: the client opens a new connection for its next request (Envoy's drain). A
     // request whose body was refused or timed out leaves the rest of its body unread.
     let refused_body = matches!(resp.status().as_u16(), 408 | 413) && out.upstream_host.is_empty();
-    if !h2 && (conn.phase() != Phase::Serving || refused_body) {
+    if !h2 && (last || conn.phase() != Phase::Serving || refused_body) {
         resp.headers_mut()
             .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }

@@ -227,10 +227,14 @@ fn the_buffer_budget_answers_503_overloaded_instead_of_growing() {
 
 /// Polls the admin stats until `meshgate_downstream_cx_active` is `n`.
 fn wait_active(g: &Gate, n: usize) {
-    let want = format!("meshgate_downstream_cx_active {n}\n");
+    wait_stat(g, &format!("meshgate_downstream_cx_active {n}"));
+}
+
+/// Polls the admin stats until a line reads `line`.
+fn wait_stat(g: &Gate, line: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !g.admin_get("/stats/prometheus").contains(&want) {
-        assert!(Instant::now() < deadline, "never {n} connections");
+    while !g.admin_get("/stats/prometheus").lines().any(|l| l == line) {
+        assert!(Instant::now() < deadline, "never `{line}`");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -248,15 +252,11 @@ fn at_the_connection_limit_idle_connections_make_room_for_new_requests() {
             s
         })
         .collect();
-    // Three more idle ones, as an attacker holding connections would open: each closes the
-    // idle connection opened first.
-    let _more: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            let s = TcpStream::connect(addr).unwrap();
-            wait_active(&g, 4);
-            s
-        })
-        .collect();
+    // Three more idle ones, as an attacker holding connections would open, all at once: each
+    // closes one of the first four, oldest first.
+    let _more: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    wait_stat(&g, "meshgate_downstream_cx_evicted_total 3");
+    wait_active(&g, 4);
     // A real request still gets through, closing the last of the first four.
     assert_eq!(get(addr, "/", &[]).status, 200);
     for s in &mut first {
@@ -376,4 +376,146 @@ fn ready_turns_503_at_once_on_sigterm() {
     }
     let r = get(g.port(80), "/", &[]);
     assert_eq!(r.status, 200, "still serving while draining");
+}
+
+/// One HTTP/2 frame as read off the wire: type, flags, stream, payload.
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Frame> {
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head)?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Ok(Frame {
+        kind: head[3],
+        flags: head[4],
+        stream,
+        payload,
+    })
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// An h2c connection (prior knowledge): the preface and an empty SETTINGS frame sent, the
+/// server's first frames read for 200 ms.
+fn h2c(addr: SocketAddr) -> (TcpStream, Vec<Frame>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&frame(4, 0, 0, &[])).unwrap();
+    s.write_all(&frame(4, 1, 0, &[])).unwrap(); // ACK of the server's SETTINGS
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut frames = Vec::new();
+    while let Ok(f) = read_frame(&mut s) {
+        frames.push(f);
+    }
+    (s, frames)
+}
+
+/// GET / for web.example.com on `stream`, as one HEADERS frame (HPACK: static-table entries and
+/// one literal).
+fn h2_get(stream: u32) -> Vec<u8> {
+    let host = b"web.example.com";
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, host.len() as u8];
+    block.extend(host);
+    // END_STREAM | END_HEADERS
+    frame(1, 0x5, stream, &block)
+}
+
+#[test]
+fn http2_announces_the_stream_and_window_limits() {
+    let e = echo("web", "v1");
+    let g = gate_with(
+        &config(&e),
+        &[80],
+        &["--max-concurrent-streams", "7", "--initial-stream-window-kb", "128"],
+    );
+    let (_s, frames) = h2c(g.port(80));
+    let settings = frames
+        .iter()
+        .find(|f| f.kind == 4 && f.stream == 0 && !f.payload.is_empty())
+        .expect("the server's SETTINGS");
+    let values: std::collections::HashMap<u16, u32> = settings
+        .payload
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    assert_eq!(values.get(&3), Some(&7), "MAX_CONCURRENT_STREAMS: {values:?}");
+    assert_eq!(values.get(&4), Some(&(128 * 1024)), "INITIAL_WINDOW_SIZE: {values:?}");
+    // The connection window grows from HTTP/2's 65,535 to the default 1 MiB.
+    let grown: u32 = frames
+        .iter()
+        .filter(|f| f.kind == 8 && f.stream == 0)
+        .map(|f| u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]))
+        .sum();
+    assert_eq!(65_535 + grown, 1 << 20);
+}
+
+#[test]
+fn a_connection_closes_after_its_last_request() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--max-requests-per-connection", "2"]);
+    let addr = g.port(80);
+    // HTTP/1.1: the second response says Connection: close, and the connection ends.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let get = b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n";
+    s.write_all(get).unwrap();
+    s.write_all(get).unwrap();
+    let both = read_until_closed(&mut s, Duration::from_secs(3)).expect("closed after the second");
+    let heads: Vec<&str> = both.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(heads.len(), 2, "{both}");
+    assert!(heads.iter().all(|h| h.starts_with("200")), "{both}");
+    assert!(!heads[0].to_ascii_lowercase().contains("connection: close"), "{both}");
+    assert!(heads[1].to_ascii_lowercase().contains("connection: close"), "{both}");
+    // HTTP/2: GOAWAY after the second stream, and both streams answered.
+    let (mut s, _) = h2c(addr);
+    s.write_all(&h2_get(1)).unwrap();
+    s.write_all(&h2_get(3)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (mut answered, mut goaway) = (Vec::new(), None);
+    while let Ok(f) = read_frame(&mut s) {
+        match f.kind {
+            1 => answered.push(f.stream),
+            7 => goaway = Some(f),
+            // Graceful GOAWAY waits for the answer to its PING before naming the last stream.
+            6 if f.flags & 1 == 0 => s.write_all(&frame(6, 1, 0, &f.payload)).unwrap(),
+            _ => {}
+        }
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 3]);
+    let goaway = goaway.expect("GOAWAY");
+    let last = u32::from_be_bytes([
+        goaway.payload[0],
+        goaway.payload[1],
+        goaway.payload[2],
+        goaway.payload[3],
+    ]);
+    assert_eq!(last & 0x7fff_ffff, 3, "the last stream processed");
+    let one = TcpStream::connect(addr).and_then(|mut s| {
+        s.write_all(get)?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        Ok(line)
+    });
+    assert!(one.unwrap().starts_with("HTTP/1.1 200"), "a new connection is served");
 }

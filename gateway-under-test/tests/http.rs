@@ -110,6 +110,58 @@ fn first_match_wins_across_match_kinds() {
 }
 
 #[test]
+fn scheme_authority_pseudo_headers_absence_and_query_decide_the_route() {
+    let http = format!(
+        "  - match: [{{uri: {{prefix: /sch}}, scheme: {{exact: https}}}}]\n    {TO_V2}\n\
+         \x20 - match: [{{uri: {{prefix: /sch}}, scheme: {{exact: http}}}}]\n    {TO_V1}\n\
+         \x20 - match: [{{uri: {{prefix: /auth}}, authority: {{prefix: api.}}}}]\n    {TO_V2}\n\
+         \x20 - match: [{{uri: {{prefix: /auth}}}}]\n    {TO_V1}\n\
+         \x20 - match: [{{uri: {{prefix: /pseudo}}, headers: {{':authority': {{exact: 'p.test:8080'}}, ':scheme': {{exact: http}}, ':path': {{exact: '/pseudo?x=1'}}}}}}]\n    {TO_V2}\n\
+         \x20 - match: [{{uri: {{prefix: /multi}}, headers: {{x-tag: {{exact: 'a,b'}}}}}}]\n    {TO_V2}\n\
+         \x20 - match: [{{uri: {{prefix: /without}}, withoutHeaders: {{x-debug: {{exact: '1'}}}}}}]\n    {TO_V2}\n\
+         \x20 - match: [{{uri: {{prefix: /present}}, headers: {{x-present: {{}}}}}}]\n    {TO_V2}\n\
+         \x20 - match: [{{uri: {{prefix: /qp}}, queryParams: {{v: {{prefix: ab}}}}}}]\n    {TO_V2}\n"
+    );
+    let s = setup("['*']", &http);
+    let a = s.gate.port(80);
+    let version = |path: &str, h: &[(&str, &str)]| {
+        let r = request(a, "GET", path, h, "");
+        if r.status == 404 {
+            "404".to_string()
+        } else {
+            r.field("ServiceVersion").unwrap_or_default()
+        }
+    };
+    // The scheme of a plain listener is http: the https match does not take it.
+    assert_eq!(version("/sch", &[]), "v1");
+    // The authority as sent, from Host or from an absolute-form request target.
+    assert_eq!(version("/auth", &[("Host", "api.example.com")]), "v2");
+    assert_eq!(version("/auth", &[("Host", "www.example.com")]), "v1");
+    assert_eq!(version("http://api.abs.test/auth", &[("Host", "www.abs.test")]), "v2");
+    assert_eq!(version("http://www.abs.test/auth", &[("Host", "api.abs.test")]), "v1");
+    // Pseudo-headers: all three must hold (the authority with its port, the path with its query).
+    assert_eq!(version("/pseudo?x=1", &[("Host", "p.test:8080")]), "v2");
+    assert_eq!(version("/pseudo?x=1", &[("Host", "p.test")]), "404");
+    assert_eq!(version("/pseudo?x=2", &[("Host", "p.test:8080")]), "404");
+    // A header sent twice is matched as its values joined by commas, as Envoy does.
+    assert_eq!(version("/multi", &[("x-tag", "a"), ("x-tag", "b")]), "v2");
+    assert_eq!(version("/multi", &[("x-tag", "a")]), "404");
+    // withoutHeaders: a missing header counts as empty, so it does not match the value.
+    assert_eq!(version("/without", &[]), "v2");
+    assert_eq!(version("/without", &[("x-debug", "2")]), "v2");
+    assert_eq!(version("/without", &[("x-debug", "1")]), "404");
+    // An empty StringMatch is a presence match.
+    assert_eq!(version("/present", &[("x-present", "")]), "v2");
+    assert_eq!(version("/present", &[]), "404");
+    // Query parameters: the named one, by its value, wherever it is in the query.
+    assert_eq!(version("/qp?x=1&v=abc", &[]), "v2");
+    assert_eq!(version("/qp?v=zz", &[]), "404");
+    assert_eq!(version("/qp?vv=abc", &[]), "404");
+    assert_eq!(version("/qp?v", &[]), "404");
+    assert_eq!(version("/qp", &[]), "404");
+}
+
+#[test]
 fn hosts_match_case_insensitively_with_any_port_and_wildcards() {
     let http = format!("  - {TO_V1}\n");
     let s = setup("['*.example.com', 'exact.test']", &http);
