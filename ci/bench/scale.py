@@ -80,6 +80,18 @@ SHAPES = {
 }
 
 
+def instructions(cmd):
+    """Instructions executed by a command, counted by callgrind: the same for the same binary and
+    input whatever else the machine does, so its ratio per doubling is the algorithm's, without
+    the memory system's and the neighbours' share of the time."""
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in p.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split(":")[-1])
+    sys.exit(f"no instruction count from callgrind for {' '.join(cmd)}: {p.stderr[-500:]}")
+
+
 def measure(cmd, runs):
     """(seconds, peak RSS MiB) of a command, via GNU time: the fastest of `runs` runs (a shared
     machine only ever adds time)."""
@@ -103,13 +115,21 @@ def main():
     ap.add_argument("--meshbench", default=os.path.join(ROOT, "target/release/meshbench"))
     ap.add_argument("--runs", type=int, default=3, help="runs per point; the fastest counts")
     ap.add_argument("--meshgate", default=os.path.join(ROOT, "target/release/meshgate"))
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions with callgrind (about 50x slower; use --doublings 2 or 3)")
     ap.add_argument("--reload", type=int, default=40000, metavar="N",
                     help="also time a running meshgate's reload to N ServiceEntries (0: skip)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="meshbench-scale-")
     worst = 0.0
-    print("| shape | size | command | seconds | ratio | peak MiB | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    head = "| shape | size | command | seconds | ratio | peak MiB | ratio |"
+    rule = "|---|---|---|---|---|---|---|"
+    if args.instructions:
+        head += " instructions | ratio |"
+        rule += "---|---|"
+    print(head)
+    print(rule)
+    worst_ins = 0.0
     for shape in args.shape or sorted(SHAPES):
         prev = {}
         for k in range(args.doublings + 1):
@@ -125,9 +145,19 @@ def main():
                 if ratio and prev[name][0] >= 0.05:
                     worst = max(worst, ratio)
                 fmt = lambda r: f"{r:.2f}x" if r else "-"
-                print(f"| {shape} | {n} | {name} | {secs:.3f} | {fmt(ratio)} | {mib:.0f} | {fmt(mratio)} |", flush=True)
-                prev[name] = (secs, mib)
+                row = f"| {shape} | {n} | {name} | {secs:.3f} | {fmt(ratio)} | {mib:.0f} | {fmt(mratio)} |"
+                ins = None
+                if args.instructions:
+                    ins = instructions([args.meshbench] + cmd)
+                    iratio = ins / prev[name][2] if name in prev and prev[name][2] else None
+                    if iratio:
+                        worst_ins = max(worst_ins, iratio)
+                    row += f" {ins / 1e9:.3f}G | {fmt(iratio)} |"
+                print(row, flush=True)
+                prev[name] = (secs, mib, ins)
     print(f"\nworst time ratio per doubling (runs over 50 ms): {worst:.2f}x (goal <= 2.2x)")
+    if args.instructions:
+        print(f"worst instruction-count ratio per doubling: {worst_ins:.2f}x")
     if args.reload:
         secs = reload_seconds(args.meshgate, work, args.reload)
         print(f"meshgate reload of {args.reload} ServiceEntries: {secs:.2f} s from the file's change to the new version in force (goal < 3 s)")

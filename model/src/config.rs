@@ -31,6 +31,13 @@ pub struct Loaded {
 
 impl Config {
     /// Adds a resource; false (and nothing added) when one of its kind, namespace and name is there.
+    /// Room for `n` more resources, so that loading a large config does not copy every resource
+    /// already loaded each time the list doubles.
+    pub fn reserve(&mut self, n: usize) {
+        self.resources.reserve(n);
+        self.by_key.reserve(n);
+    }
+
     pub fn push(&mut self, resource: Resource) -> bool {
         let key = (
             resource.kind(),
@@ -136,51 +143,64 @@ fn from_sources(sources: Sources) -> Loaded {
         .diagnostics
         .extend(sources.problems.into_iter().map(yaml_problem));
     let mut kube_seen = KubeSeen::new();
-    for doc in sources.documents.iter().flat_map(list_items) {
-        let decoded = decode_document(&doc);
-        loaded.diagnostics.extend(decoded.diagnostics);
-        if let Some(object) = decoded.kube {
-            add_kube_object(&mut loaded, &mut kube_seen, object);
-            continue;
+    loaded.config.reserve(sources.documents.len());
+    for doc in &sources.documents {
+        match list_items(doc) {
+            Some(items) => {
+                for item in &items {
+                    add_document(&mut loaded, &mut kube_seen, item);
+                }
+            }
+            None => add_document(&mut loaded, &mut kube_seen, doc),
         }
-        let Some(resource) = decoded.resource else { continue };
-        if let Some(first) = loaded
-            .config
-            .find(resource.kind(), resource.namespace(), resource.name())
-        {
-            let msg = format!(
-                "{} {} is defined twice; the first definition ({}:{}) is used",
-                resource.kind(),
-                resource.key(),
-                first.source.file,
-                first.source.line
-            );
-            let mut d = Diagnostic::new(Severity::Error, Code::DuplicateResource, msg)
-                .with_hint("rename one of them or delete the duplicate")
-                .at(&resource.source.file, resource.source.line);
-            d.resource = Some(ResourceRef {
-                kind: resource.kind().name().into(),
-                namespace: resource.namespace().into(),
-                name: resource.name().into(),
-            });
-            loaded.diagnostics.push(d);
-            continue;
-        }
-        loaded.config.push(resource);
     }
     loaded
 }
 
-/// A `kind: List` document (what `kubectl get … -o yaml` prints) as its items; any other
-/// document as itself.
-fn list_items(doc: &load::Document) -> Vec<load::Document> {
+/// Decodes one document into the config, or into a diagnostic when it is a duplicate.
+fn add_document(loaded: &mut Loaded, kube_seen: &mut KubeSeen, doc: &load::Document) {
+    let decoded = decode_document(doc);
+    loaded.diagnostics.extend(decoded.diagnostics);
+    if let Some(object) = decoded.kube {
+        add_kube_object(loaded, kube_seen, object);
+        return;
+    }
+    let Some(resource) = decoded.resource else { return };
+    if let Some(first) = loaded
+        .config
+        .find(resource.kind(), resource.namespace(), resource.name())
+    {
+        let msg = format!(
+            "{} {} is defined twice; the first definition ({}:{}) is used",
+            resource.kind(),
+            resource.key(),
+            first.source.file,
+            first.source.line
+        );
+        let mut d = Diagnostic::new(Severity::Error, Code::DuplicateResource, msg)
+            .with_hint("rename one of them or delete the duplicate")
+            .at(&resource.source.file, resource.source.line);
+        d.resource = Some(ResourceRef {
+            kind: resource.kind().name().into(),
+            namespace: resource.namespace().into(),
+            name: resource.name().into(),
+        });
+        loaded.diagnostics.push(d);
+        return;
+    }
+    loaded.config.push(resource);
+}
+
+/// A `kind: List` document's items (what `kubectl get … -o yaml` prints); None for any other
+/// document.
+fn list_items(doc: &load::Document) -> Option<Vec<load::Document>> {
     let is_list = doc.root.get("kind").and_then(load::Node::as_str) == Some("List");
     let items = match doc.root.get("items").map(|n| &n.value) {
         Some(load::NodeValue::Seq(items)) if is_list => items,
-        Some(load::NodeValue::Null) | None if is_list => return Vec::new(),
-        _ => return vec![doc.clone()],
+        Some(load::NodeValue::Null) | None if is_list => return Some(Vec::new()),
+        _ => return None,
     };
-    items
+    let items = items
         .iter()
         .map(|item| load::Document {
             file: doc.file.clone(),
@@ -188,7 +208,8 @@ fn list_items(doc: &load::Document) -> Vec<load::Document> {
             index: doc.index,
             root: item.clone(),
         })
-        .collect()
+        .collect();
+    Some(items)
 }
 
 /// Kubernetes objects by (kind, namespace, name), as positions in `Config::kube`.
