@@ -45,11 +45,6 @@ pub fn intersection(a: &str, b: &str) -> Option<String> {
     }
 }
 
-/// Whether a concrete request host (no port) is served by a domain that may be a wildcard.
-pub fn domain_serves(domain: &str, request_host: &str) -> bool {
-    subset_of(request_host, domain)
-}
-
 /// Istio's `ResolveShortnameToFQDN`: `reviews` in `default` is `reviews.default.svc.cluster.local`.
 /// Names with a dot, wildcards and IPs are kept as they are (lowercased).
 pub fn resolve_short_name(host: &str, namespace: &str, domain_suffix: &str) -> String {
@@ -136,6 +131,17 @@ mod tests {
         assert!(matches("A.Foo.com", "a.foo.COM"));
         assert!(matches("*.com", "*.foo.com"));
         assert!(!matches("a.com", "b.com"));
+        assert!(matches("a.com", "A.COM"));
+        // Two wildcards match when one suffix ends the other, in either order.
+        assert!(matches("*.foo.com", "*.com"));
+        assert!(matches("*.a.foo.com", "*.foo.com"));
+        assert!(!matches("*.bar.com", "*.foo.com"));
+        assert!(!matches("*.foo.com", "*.bar.foo.org"));
+        // A concrete host against a wildcard, on either side.
+        assert!(matches("a.foo.com", "*.foo.com"));
+        assert!(matches("a.foo.com", "*"));
+        assert!(!matches("a.bar.com", "*.foo.com"));
+        assert!(!matches("foo.com", "*.foo.com"));
     }
 
     #[test]
@@ -149,6 +155,17 @@ mod tests {
             Some("*.a.example.com")
         );
         assert_eq!(intersection("a.com", "b.com"), None);
+        // Concrete hosts are subsets only of themselves (any case); wildcards of wider ones.
+        assert!(subset_of("A.com", "a.COM"));
+        assert!(!subset_of("a.com", "b.com"));
+        assert!(subset_of("*.a.foo.com", "*.foo.com"));
+        assert!(!subset_of("*.foo.com", "*.a.foo.com"));
+        assert!(!subset_of("a.bar.com", "*.foo.com"));
+        assert!(subset_of("*.FOO.com", "*.foo.COM"));
+        // The intersection is the narrower host, lowercased, whichever side it is on.
+        assert_eq!(intersection("A.Foo.com", "*.foo.com").as_deref(), Some("a.foo.com"));
+        assert_eq!(intersection("*.foo.com", "A.Foo.com").as_deref(), Some("a.foo.com"));
+        assert_eq!(intersection("*.com", "*.FOO.com").as_deref(), Some("*.foo.com"));
     }
 
     #[test]
@@ -163,6 +180,38 @@ mod tests {
         );
         assert_eq!(resolve_short_name("*", "x", "cluster.local"), "*");
         assert_eq!(resolve_short_name("10.0.0.1", "x", "cluster.local"), "10.0.0.1");
+        assert_eq!(resolve_short_name("fe80::1", "x", "cluster.local"), "fe80::1");
+        assert_eq!(resolve_short_name("", "x", "cluster.local"), "");
+        assert_eq!(
+            resolve_short_name("Reviews", "prod", "corp.local"),
+            "reviews.prod.svc.corp.local"
+        );
+        assert_eq!(
+            resolve_short_name("API.Example.com", "x", "cluster.local"),
+            "api.example.com"
+        );
+    }
+
+    fn labels(lens: &[usize]) -> String {
+        lens.iter().map(|n| "a".repeat(*n)).collect::<Vec<_>>().join(".")
+    }
+
+    #[test]
+    fn dns_1123_labels_and_subdomains() {
+        for ok in ["a", "a-b", "0", "web-1", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+        // 253 characters at most, every label valid.
+        assert!(is_dns_subdomain("web.prod.svc"));
+        assert!(is_dns_subdomain(&labels(&[63, 63, 63, 61])));
+        assert_eq!(labels(&[63, 63, 63, 61]).len(), 253);
+        assert!(!is_dns_subdomain(&labels(&[63, 63, 63, 62])));
+        assert!(!is_dns_subdomain("a..b"));
+        assert!(!is_dns_subdomain("Web.prod"));
+        assert!(!is_dns_subdomain("web.-prod"));
     }
 
     #[test]
@@ -174,6 +223,23 @@ mod tests {
         assert!(check_wildcard_domain("foo.*.com").is_err());
         assert!(check_wildcard_domain("-bad.com").is_err());
         assert!(check_wildcard_domain("").is_err());
+        assert!(
+            check_wildcard_domain("example.com.").is_ok(),
+            "a trailing dot is fully qualified"
+        );
+        assert!(check_wildcard_domain("foo..com").is_err());
+        assert!(check_wildcard_domain("*.*.com").is_err());
+        // Istio's CheckDNS1123Preconditions: 255 characters at most.
+        let max = labels(&[63, 63, 63, 63]);
+        assert_eq!(max.len(), 255);
+        assert!(check_wildcard_domain(&max).is_ok());
+        let long = format!("{}.b", labels(&[63, 63, 63, 62]));
+        assert_eq!(long.len(), 256);
+        let err = check_wildcard_domain(&long).unwrap_err();
+        assert!(err.contains("longer than 255"), "{err}");
+        assert!(check_wildcard_domain(&format!("*.{}", labels(&[63, 63, 63, 61]))).is_ok());
+        let err = check_wildcard_domain("a.b_c.com").unwrap_err();
+        assert!(err.contains("invalid DNS label `b_c`"), "{err}");
     }
 
     #[test]
@@ -186,5 +252,13 @@ mod tests {
         assert!(check_gateway_bound_domain(true, "outbound_.80_.x").is_err());
         assert!(check_gateway_bound_domain(true, "inbound_.80_._.a.com").is_err());
         assert!(check_gateway_bound_domain(true, "a.example.com").is_ok());
+        assert!(check_gateway_bound_domain(true, "outbound_.80_.").is_err());
+        // The 255-character bound holds for SNI names too.
+        let name = |len: usize| {
+            let head = "outbound_.443_._.";
+            format!("{head}{}", "a".repeat(len - head.len()))
+        };
+        assert!(check_gateway_bound_domain(true, &name(255)).is_ok());
+        assert!(check_gateway_bound_domain(true, &name(256)).is_err());
     }
 }
