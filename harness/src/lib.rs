@@ -3,7 +3,9 @@
 
 pub mod cli;
 pub mod conform;
+pub mod distribute;
 pub mod gate;
+pub mod images;
 pub mod load;
 pub mod meta;
 pub mod run;

@@ -4,21 +4,12 @@
 
 mod support;
 
+use support::{meshbench, text};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use meshbench_report::RunReport;
-
-fn meshbench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshbench"))
-        .args(args)
-        .output()
-        .expect("run meshbench")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meshbench-load-cli-{}", std::process::id()));

@@ -410,7 +410,52 @@ fn scenario(report: &RunReport, name: &str) -> String {
     o.push_str(&added_table(&sides));
     o.push_str("</div>\n");
     o.push_str(&thresholds(&sides));
+    for run in sides.iter().flat_map(|s| &s.runs) {
+        if let Some(d) = &run.distribution {
+            o.push_str(&workers(d));
+        }
+    }
     o.push_str("</article>\n");
+    o
+}
+
+/// A distributed run's workers: one row each, and whether the merged figures cover the run.
+fn workers(d: &crate::model::Distribution) -> String {
+    let verdict = if d.complete {
+        "<span class=\"pass\">complete</span>".to_string()
+    } else {
+        format!(
+            "<span class=\"fail\">INCOMPLETE</span>: {}",
+            esc(&d.problems.join("; "))
+        )
+    };
+    let mut o = format!(
+        "<p>Merged from {} workers started together at {}: {verdict}</p>\n<table class=\"workers\"><thead><tr><th>worker</th>\
+         <th>state</th><th>host</th><th>requests</th><th>rps</th><th>p99</th><th>start lag</th><th>busiest thread</th><th></th></tr></thead><tbody>\n",
+        d.workers_total,
+        esc(&d.start_at)
+    );
+    for w in &d.workers {
+        let state = format!("{:?}", w.state).to_lowercase();
+        let class = if w.state == crate::model::WorkerState::Ok {
+            "pass"
+        } else {
+            "fail"
+        };
+        o.push_str(&format!(
+            "<tr><td class=\"num\">{}</td><td class=\"{class}\">{state}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{:.0} ms</td><td class=\"num\">{:.0}%</td><td>{}</td></tr>\n",
+            w.index,
+            esc(&w.host),
+            w.requests,
+            w.rps,
+            crate::text::us(w.p99_us),
+            w.start_lag_ms,
+            w.max_busy * 100.0,
+            esc(w.message.as_deref().unwrap_or(""))
+        ));
+    }
+    o.push_str("</tbody></table>\n");
     o
 }
 

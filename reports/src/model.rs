@@ -263,6 +263,70 @@ pub struct LoadResult {
     pub thresholds: Vec<ThresholdResult>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// A run split over several workers (`meshbench distribute`): in a worker's own result its
+    /// share; in the merged result (`meshbench collect`) every worker's row and whether the
+    /// merged figures cover the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+}
+
+/// How a load run was split over workers, and whether all of them delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Distribution {
+    pub workers_total: u32,
+    /// This worker's index (0-based); absent in the merged result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_index: Option<u32>,
+    /// The wall-clock start every worker aimed at (RFC 3339, UTC).
+    pub start_at: String,
+    /// A worker's own result: how many milliseconds after `start_at` it began (0 when on time).
+    #[serde(default)]
+    pub start_lag_ms: f64,
+    /// The merged result: one row per worker, missing ones included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerRow>,
+    /// False when a worker is missing, failed, started late or ran saturated: the merged figures
+    /// do not describe the run that was asked for, and the gate refuses to pass it (exit 2).
+    pub complete: bool,
+    /// Why the run is incomplete, one line per worker problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// One worker of a distributed run, as `meshbench collect` found it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerRow {
+    pub index: u32,
+    pub state: WorkerState,
+    /// Where it ran (its host name), when it said.
+    #[serde(default)]
+    pub host: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub rps: f64,
+    pub p99_us: u64,
+    pub start_lag_ms: f64,
+    /// Its busiest thread's CPU time over wall time.
+    pub max_busy: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Delivered its share on time, not saturated.
+    Ok,
+    /// Left no result: never started, or started and was killed.
+    Missing,
+    /// Reported an error or was interrupted.
+    Failed,
+    /// Started after the shared start time by more than the tolerance.
+    Late,
+    /// Its generator was busy enough to have been the bottleneck.
+    Saturated,
 }
 
 /// One threshold (`p99 < 5ms`) checked against one load result.

@@ -146,6 +146,7 @@ pub fn sample() -> RunReport {
             peak_rss_bytes: 14 << 20,
         }),
         warnings: vec![],
+        distribution: None,
     });
     report
 }

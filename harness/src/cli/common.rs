@@ -13,8 +13,10 @@ use crate::targets::{self, Target, TargetError, TargetOptions};
 /// Options `conform` and `run` share: targets, suites, and where workloads live.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
-    /// Targets, comma separated: `reference` (meshgate), `envoy`, `external`. Default: `reference`
-    /// for conform, `reference,envoy` for run.
+    /// Targets, comma separated: `reference` (meshgate), `envoy`, `external`, `container:meshgate`,
+    /// `container:envoy` (images from `meshbench images build`), `istio` (istiod and Istio's
+    /// gateway from --istio-pilot-image / --istio-proxy-image). Default: `reference` for
+    /// conform, `reference,envoy` for run.
     #[arg(long, value_delimiter = ',')]
     pub target: Vec<String>,
     /// A built-in suite name or a suite file; repeatable. Default: every built-in suite.
@@ -38,6 +40,12 @@ pub struct Common {
     /// Worker threads of each gateway process (meshgate `--workers`, Envoy `--concurrency`).
     #[arg(long, default_value = "1")]
     pub gateway_workers: u32,
+    /// The istio target's istiod image (`pilot-discovery`), loaded with `docker load -i`.
+    #[arg(long, default_value = crate::targets::istio::DEFAULT_PILOT_IMAGE)]
+    pub istio_pilot_image: String,
+    /// The istio target's gateway image (`pilot-agent` + Istio's Envoy).
+    #[arg(long, default_value = crate::targets::istio::DEFAULT_PROXY_IMAGE)]
+    pub istio_proxy_image: String,
     /// External target: suite port to address, `80=10.0.0.5:80`; repeatable.
     #[arg(long, value_delimiter = ',')]
     pub address: Vec<String>,
@@ -147,6 +155,10 @@ impl Common {
             envoy: self.envoy.clone(),
             addresses: targets::parse_addresses(&self.address)?,
             workers: self.gateway_workers.max(1),
+            istio: targets::istio::IstioImages {
+                pilot: self.istio_pilot_image.clone(),
+                proxy: self.istio_proxy_image.clone(),
+            },
         })
     }
 

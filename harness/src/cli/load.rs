@@ -91,6 +91,23 @@ pub struct Args {
     /// repeatable, added to the scenario's. A failed one exits 1.
     #[arg(long = "threshold")]
     pub thresholds: Vec<String>,
+    /// Distributed run: this worker's index, 0-based. Also read from $MESHBENCH_WORKER_INDEX,
+    /// $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or $MESHBENCH_WORKER_SLOT (a Docker
+    /// Swarm replicated job's `{{.Task.Slot}}`).
+    #[arg(long, help_heading = "Distributed run")]
+    pub worker_index: Option<u32>,
+    /// Distributed run: how many workers share the run (each takes rate / N, its own
+    /// connections and its part of --requests). Also $MESHBENCH_WORKERS_TOTAL.
+    #[arg(long, help_heading = "Distributed run")]
+    pub workers_total: Option<u32>,
+    /// Distributed run: the wall-clock start every worker waits for (RFC 3339 or Unix seconds).
+    /// Also $MESHBENCH_START_AT. Default: now.
+    #[arg(long, help_heading = "Distributed run")]
+    pub start_at: Option<String>,
+    /// Distributed run: the result directory (a shared volume) this worker writes its marker,
+    /// report and interval log to. Also $MESHBENCH_RESULTS.
+    #[arg(long, help_heading = "Distributed run")]
+    pub results: Option<PathBuf>,
 }
 
 /// A load scenario file: target, protocol, request, and rate steps.
@@ -259,6 +276,7 @@ pub fn specs(args: &Args) -> Result<Vec<LoadSpec>, String> {
         message_bytes: args.message_bytes.or(scenario.message_bytes).unwrap_or(64),
         hlog: args.hlog.clone(),
         progress: !args.quiet,
+        start_at: None,
     };
     let adhoc_duration = args.duration.as_deref().map(|d| duration("duration", d)).transpose()?;
     let steps: Vec<Step> =
@@ -308,19 +326,47 @@ fn thresholds(args: &Args) -> Result<Vec<crate::gate::threshold::Threshold>, Str
 }
 
 pub fn run(args: &Args) -> u8 {
-    let (specs, thresholds) = match specs(args).and_then(|s| Ok((s, thresholds(args)?))) {
-        Ok(x) => x,
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let worker = match crate::distribute::worker::worker_mode(args, &env) {
+        Ok(w) => w,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::USAGE;
         }
     };
+    let (specs, thresholds) =
+        match crate::distribute::worker::run_specs(args, worker.as_ref()).and_then(|s| Ok((s, thresholds(args)?))) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("error: {e}");
+                // A worker that cannot start says why where `collect` looks.
+                if let Some(w) = &worker {
+                    let _ = std::fs::create_dir_all(&w.results);
+                    let path = crate::distribute::error_file(&w.results, w.share.index);
+                    let _ = crate::distribute::write_atomic(&path, e.as_bytes());
+                }
+                return exit::USAGE;
+            }
+        };
     crate::load::install_ctrl_c();
+    if let Some(w) = &worker {
+        if let Err(e) = crate::distribute::worker::mark_started(w) {
+            eprintln!("error: {e}");
+            return exit::IO;
+        }
+    }
     let mut report = RunReport::new(crate::meta::run_meta());
-    for spec in specs {
+    for (step, spec) in specs.into_iter().enumerate() {
+        let lag = match &worker {
+            Some(w) if step == 0 => crate::distribute::lag_ms(w.start_at, std::time::SystemTime::now()),
+            _ => 0.0,
+        };
         match crate::load::run(spec) {
             Ok(mut result) => {
                 result.thresholds = thresholds.iter().map(|t| t.check(&result, None)).collect();
+                if let Some(w) = &worker {
+                    crate::distribute::worker::stamp(&mut result, w, lag);
+                }
                 if args.output == Output::Text {
                     print!("{}", meshbench_report::text::render_load(&result));
                 }
@@ -328,8 +374,24 @@ pub fn run(args: &Args) -> u8 {
             }
             Err(e) => {
                 eprintln!("error: {e}");
+                if let Some(w) = &worker {
+                    let _ = crate::distribute::write_atomic(
+                        &crate::distribute::error_file(&w.results, w.share.index),
+                        e.as_bytes(),
+                    );
+                }
                 return exit::USAGE;
             }
+        }
+    }
+    if let Some(w) = &worker {
+        let path = crate::distribute::result_file(&w.results, w.share.index);
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| crate::distribute::write_atomic(&path, &bytes));
+        if let Err(e) = written {
+            eprintln!("error: {e}");
+            return exit::IO;
         }
     }
     if let Some(path) = &args.out {

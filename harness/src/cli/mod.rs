@@ -1,11 +1,14 @@
 //! The command line: one module per subcommand, each an `Args` struct and a `run()`.
 
 pub mod analyze;
+pub mod collect;
 pub mod common;
 pub mod completions;
 pub mod conform;
+pub mod distribute;
 pub mod echo;
 pub mod gate;
+pub mod images;
 pub mod load;
 pub mod merge;
 pub mod plan;
@@ -43,6 +46,14 @@ pub enum Command {
     Load(Box<load::Args>),
     /// Merge HdrHistogram interval logs from several workers or machines, exactly.
     Merge(merge::Args),
+    /// Split one load run over N workers that start together: local processes, a Docker Swarm
+    /// replicated job, or a Kubernetes Indexed Job (manifests).
+    Distribute(Box<distribute::Args>),
+    /// Merge a distributed run's workers exactly into one report; exit 2 when a worker is
+    /// missing, failed, late or saturated.
+    Collect(collect::Args),
+    /// Build the container images (meshbench, meshgate) from this build's binaries.
+    Images(images::Args),
     /// Render a saved run report.
     Report(report::Args),
     /// The main job: conformance and load on every target (meshgate and Envoy by default) and
@@ -127,6 +138,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Merge(args) => merge::run(&args),
+        Command::Distribute(args) => distribute::run(&args),
+        Command::Collect(args) => collect::run(&args),
+        Command::Images(args) => images::run(&args),
         Command::Report(args) => report::run(&args),
         Command::Echo(args) => echo::run(&args),
         Command::Conform(args) => conform::run(&args),

@@ -239,6 +239,24 @@ fn machine_warnings(base: &RunReport, now: &RunReport) -> Vec<String> {
     w
 }
 
+/// Distributed runs that lack a worker's share: their figures describe another run, so nothing
+/// about them may pass.
+fn incomplete(base: &RunReport, now: &RunReport) -> Vec<String> {
+    [("this run", now), ("the baseline", base)]
+        .iter()
+        .flat_map(|(which, r)| {
+            r.load.iter().filter_map(move |l| {
+                let d = l.distribution.as_ref().filter(|d| !d.complete)?;
+                Some(format!(
+                    "{which} is incomplete ({}): {}",
+                    l.scenario,
+                    d.problems.join("; ")
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Compares `now` with `base`.
 pub fn compare(base: &RunReport, now: &RunReport, settings: Settings) -> GateReport {
     let (conformance, skipped) = case_regressions(base, now);
@@ -270,7 +288,11 @@ pub fn compare(base: &RunReport, now: &RunReport, settings: Settings) -> GateRep
     }
     let comparisons: Vec<Comparison> = pending.into_iter().map(|x| x.c).collect();
     let any_load = !now.load.is_empty() || !base.load.is_empty();
-    let verdict = if !conformance.is_empty() || comparisons.iter().any(|c| c.outcome == ChangeOutcome::Regression) {
+    let incomplete = incomplete(base, now);
+    warnings.extend(incomplete.iter().cloned());
+    let verdict = if !incomplete.is_empty() {
+        GateVerdict::CannotCompare
+    } else if !conformance.is_empty() || comparisons.iter().any(|c| c.outcome == ChangeOutcome::Regression) {
         GateVerdict::Regression
     } else if (any_load && comparisons.is_empty()) || (now.conformance.is_empty() && !any_load) {
         GateVerdict::CannotCompare

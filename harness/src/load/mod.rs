@@ -29,7 +29,12 @@ const SATURATED: f64 = 0.9;
 /// Set by Ctrl-C; a run in progress stops early and still reports what it measured.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the Ctrl-C handler once (a small thread waiting on the signal).
+/// Whether Ctrl-C (or SIGTERM in a worker) cut the run short.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Installs the Ctrl-C (and SIGTERM) handler once (a small thread waiting on the signal).
 pub fn install_ctrl_c() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -38,7 +43,18 @@ pub fn install_ctrl_c() {
                 return;
             };
             rt.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                // SIGTERM too: an orchestrator stopping a worker gets what it measured so far.
+                let term = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(mut s) => s.recv().await,
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                let stopped = tokio::select! {
+                    c = tokio::signal::ctrl_c() => c.is_ok(),
+                    t = term => t.is_some(),
+                };
+                if stopped {
                     INTERRUPTED.store(true, Ordering::SeqCst);
                 }
             });
@@ -75,8 +91,13 @@ pub fn run(spec: LoadSpec) -> Result<LoadResult, String> {
     let addr = resolve(&spec.address)?;
     let tls = tls_setup(&spec)?;
     let workers = spec.workers.min(spec.connections).max(1);
-    // A short lead so that every worker starts on the same schedule.
-    let start = Instant::now() + Duration::from_millis(20);
+    // A short lead so that every worker starts on the same schedule; a distributed worker waits
+    // for the wall-clock start it shares with the others.
+    let wait = spec
+        .start_at
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .unwrap_or_default();
+    let start = Instant::now() + wait.max(Duration::from_millis(20));
     let record_from = start + spec.warmup;
     let shared = Arc::new(Shared {
         addr,
@@ -285,6 +306,7 @@ impl Aggregate {
             gateway: None,
             thresholds: Vec::new(),
             warnings,
+            distribution: None,
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct LoadSpec {
     pub hlog: Option<PathBuf>,
     /// Show a progress line on a terminal.
     pub progress: bool,
+    /// Start the schedule at this wall-clock time (distributed workers share one); None: now.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl LoadSpec {

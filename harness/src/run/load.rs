@@ -114,6 +114,7 @@ pub fn spec_for(sc: &Scenario, to: &Destination, certs: &Path, scale: Scale, hlo
         message_bytes: sc.message_bytes.unwrap_or(64),
         hlog,
         progress: true,
+        start_at: None,
     }
 }
 

@@ -87,7 +87,7 @@ impl Envoy {
 
     /// Plans the suite's config and writes the bootstrap beside it: (bootstrap file, listener
     /// name -> Plan port).
-    fn write_bootstrap(spec: &StartSpec<'_>, logs: &Logs) -> Result<(PathBuf, BTreeMap<String, u32>), TargetError> {
+    pub fn write_bootstrap(spec: &StartSpec<'_>, logs: &Logs) -> Result<(PathBuf, BTreeMap<String, u32>), TargetError> {
         let sidecar = spec.role == Role::Sidecar;
         let opts = PlanOptions {
             labels: Some(spec.labels.clone()),
@@ -140,6 +140,42 @@ async fn admin_address(path: &Path) -> Option<SocketAddr> {
     tokio::fs::read_to_string(path).await.ok()?.trim().parse().ok()
 }
 
+/// Where Envoy writes its admin address for a suite (removed first, so a stale one never counts).
+pub fn admin_file(spec: &StartSpec<'_>) -> PathBuf {
+    let admin = spec.config_dir.with_extension("admin");
+    let _ = std::fs::remove_file(&admin);
+    admin
+}
+
+/// Envoy's command line for a bootstrap.
+pub fn arguments(bootstrap: &Path, admin_file: &Path, concurrency: u32) -> Vec<String> {
+    let mut a = vec![
+        "-c".to_string(),
+        bootstrap.display().to_string(),
+        "--admin-address-path".into(),
+        admin_file.display().to_string(),
+        "--concurrency".into(),
+        concurrency.to_string(),
+        "--disable-hot-restart".into(),
+        "--log-level".into(),
+        "warn".into(),
+    ];
+    // Istio's config uses fields Envoy calls deprecated (`max_grpc_timeout`); not news.
+    a.extend(["--component-log-level", "misc:error"].map(String::from));
+    a
+}
+
+/// Envoy's listeners once its admin says it is ready.
+pub async fn ready_listeners(admin_file: PathBuf, names: BTreeMap<String, u32>) -> Option<BTreeMap<u32, SocketAddr>> {
+    let admin = admin_address(&admin_file).await?;
+    let (status, _) = http_get(admin, "/ready").await?;
+    if status != 200 {
+        return None;
+    }
+    let (_, body) = http_get(admin, "/listeners?format=json").await?;
+    bound_listeners(&body, &names)
+}
+
 #[async_trait::async_trait]
 impl Target for Envoy {
     fn info(&self) -> TargetInfo {
@@ -155,31 +191,14 @@ impl Target for Envoy {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
         let (bootstrap, names) = Self::write_bootstrap(spec, &logs)?;
-        let admin_file = spec.config_dir.with_extension("admin");
-        let _ = std::fs::remove_file(&admin_file);
+        let admin_file = admin_file(spec);
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.arg("-c")
-            .arg(&bootstrap)
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args(["--concurrency", &self.concurrency.to_string()])
-            .args(["--disable-hot-restart", "--log-level", "warn"])
-            // Istio's config uses fields Envoy calls deprecated (`max_grpc_timeout`); not news.
-            .args(["--component-log-level", "misc:error"]);
+        cmd.args(arguments(&bootstrap, &admin_file, self.concurrency));
         let mut process = Process::spawn("envoy", cmd, &logs)?;
         self.logs = Some(logs.clone());
         let listeners = process
             .ready(Duration::from_secs(30), &logs, || {
-                let (admin_file, names) = (admin_file.clone(), names.clone());
-                async move {
-                    let admin = admin_address(&admin_file).await?;
-                    let (status, _) = http_get(admin, "/ready").await?;
-                    if status != 200 {
-                        return None;
-                    }
-                    let (_, body) = http_get(admin, "/listeners?format=json").await?;
-                    bound_listeners(&body, &names)
-                }
+                ready_listeners(admin_file.clone(), names.clone())
             })
             .await?;
         self.process = Some(process);

@@ -3,8 +3,10 @@
 //! configured. Each is one implementation of `Target`; the process handling that the local
 //! process targets share lives in `process`.
 
+pub mod container;
 pub mod envoy;
 pub mod external;
+pub mod istio;
 pub mod process;
 pub mod reference;
 
@@ -83,10 +85,19 @@ pub struct TargetOptions {
     pub addresses: BTreeMap<u32, SocketAddr>,
     /// Worker threads of each gateway process (meshgate `--workers`, Envoy `--concurrency`).
     pub workers: u32,
+    /// The istio target's images.
+    pub istio: istio::IstioImages,
 }
 
 /// The kinds `--target` accepts.
-pub const KINDS: &[&str] = &["reference", "envoy", "external"];
+pub const KINDS: &[&str] = &[
+    "reference",
+    "envoy",
+    "external",
+    "container:meshgate",
+    "container:envoy",
+    "istio",
+];
 
 /// Builds a target from its spec: `KIND`, `KIND:BINARY` (another meshgate or Envoy build) or
 /// `NAME=KIND[:BINARY]` (a name of its own in the report, e.g. `main=reference:/tmp/main/meshgate`
@@ -113,6 +124,14 @@ pub fn build(spec: &str, opts: &TargetOptions) -> Result<Box<dyn Target>, Target
             Box::new(e)
         }
         "external" => Box::new(external::External::new(opts.addresses.clone())),
+        "istio" => Box::new(istio::Istio::new(opts.istio.clone())?),
+        "container" => {
+            let which = binary.as_deref().and_then(|b| b.to_str()).unwrap_or("meshgate");
+            let mut c = container::Container::new(container::Gateway::parse(which)?)?;
+            c.workers = opts.workers.max(1);
+            c.extra_args = opts.meshgate_args.clone();
+            Box::new(c)
+        }
         other => {
             return Err(TargetError::Failed(format!(
                 "unknown target `{other}`: use one of {} (optionally `NAME=KIND:BINARY`)",
@@ -167,7 +186,9 @@ mod tests {
         assert_eq!(
             e,
             TargetError::Failed(
-                "unknown target `nginx`: use one of reference, envoy, external (optionally `NAME=KIND:BINARY`)".into()
+                "unknown target `nginx`: use one of reference, envoy, external, container:meshgate, container:envoy, istio \
+                 (optionally `NAME=KIND:BINARY`)"
+                    .into()
             )
         );
         let named = build("main=external", &TargetOptions::default()).map(|t| (t.info().name, t.info().kind));

@@ -62,6 +62,58 @@ pub fn ready_listeners(text: &str) -> Option<BTreeMap<u32, SocketAddr>> {
     Some(out)
 }
 
+/// Where meshgate reports its listeners for a suite (removed first, so a stale one never counts).
+pub fn ready_file(spec: &StartSpec<'_>) -> PathBuf {
+    let ready = spec.config_dir.with_extension("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    ready
+}
+
+/// The listeners of a ready file, once it is there.
+pub async fn listeners(ready: PathBuf) -> Option<BTreeMap<u32, SocketAddr>> {
+    let text = tokio::fs::read_to_string(&ready).await.ok()?;
+    ready_listeners(&text)
+}
+
+/// meshgate's command line for a suite: its config, labels and ports, every port on a free
+/// loopback port, the listeners reported in the ready file.
+pub fn arguments(spec: &StartSpec<'_>, logs: &Logs, workers: u32, extra: &[String]) -> Vec<String> {
+    let labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut a: Vec<String> = vec![
+        "-c".into(),
+        path(spec.config_dir),
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+        "--ready-file".into(),
+        path(&spec.config_dir.with_extension("ready.json")),
+        "--labels".into(),
+        labels.join(","),
+        "--workers".into(),
+        workers.to_string(),
+        // A suite's gateway has no load balancer to drain from: it stops at once.
+        "--drain-time".into(),
+        "0s".into(),
+    ];
+    a.extend(extra.iter().cloned());
+    a.push("--access-log".into());
+    a.push(path(&logs.access()));
+    if let Some(m) = spec.mesh {
+        a.push("--mesh".into());
+        a.push(path(m));
+    }
+    let sidecar = spec.role == Role::Sidecar;
+    if sidecar {
+        // The outbound proxy is reported under Istio's outbound port, 15001.
+        a.extend(["--role", "sidecar", "--outbound", "127.0.0.1:0"].map(String::from));
+    }
+    for p in spec.ports.iter().filter(|p| !sidecar || **p != 15001) {
+        a.push("--port-map".into());
+        a.push(format!("{p}=127.0.0.1:0"));
+    }
+    a
+}
+
 #[async_trait::async_trait]
 impl Target for Reference {
     fn info(&self) -> TargetInfo {
@@ -76,42 +128,13 @@ impl Target for Reference {
     async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
-        let ready = spec.config_dir.with_extension("ready.json");
-        let _ = std::fs::remove_file(&ready);
-        let labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let ready = ready_file(spec);
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.arg("-c")
-            .arg(spec.config_dir)
-            .args(["--admin", "127.0.0.1:0", "--ready-file"])
-            .arg(&ready)
-            .args(["--labels", &labels.join(",")])
-            .args(["--workers", &self.workers.to_string()])
-            // A suite's gateway has no load balancer to drain from: it stops at once.
-            .args(["--drain-time", "0s"])
-            .args(&self.extra_args)
-            .arg("--access-log")
-            .arg(logs.access());
-        if let Some(m) = spec.mesh {
-            cmd.arg("--mesh").arg(m);
-        }
-        let sidecar = spec.role == Role::Sidecar;
-        if sidecar {
-            // The outbound proxy is reported under Istio's outbound port, 15001.
-            cmd.args(["--role", "sidecar", "--outbound", "127.0.0.1:0"]);
-        }
-        for p in spec.ports.iter().filter(|p| !sidecar || **p != 15001) {
-            cmd.args(["--port-map", &format!("{p}=127.0.0.1:0")]);
-        }
+        cmd.args(arguments(spec, &logs, self.workers, &self.extra_args));
         let mut process = Process::spawn("meshgate", cmd, &logs)?;
         self.logs = Some(logs.clone());
         let listeners = process
-            .ready(Duration::from_secs(30), &logs, || {
-                let ready = ready.clone();
-                async move {
-                    let text = tokio::fs::read_to_string(&ready).await.ok()?;
-                    ready_listeners(&text)
-                }
-            })
+            .ready(Duration::from_secs(30), &logs, || listeners(ready.clone()))
             .await?;
         self.process = Some(process);
         Ok(listeners)

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -201,4 +202,17 @@ pub fn tcp_echo_server() -> SocketAddr {
             });
         }
     })
+}
+
+/// Runs this build's meshbench with `args` and waits for it.
+pub fn meshbench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshbench"))
+        .args(args)
+        .output()
+        .expect("run meshbench")
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
