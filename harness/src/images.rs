@@ -24,6 +24,17 @@ pub fn present(image: &str) -> Result<bool, String> {
 /// The label on every image built here (its value: the binary's name).
 pub const LABEL: &str = "meshbench.image";
 
+/// The image `meshbench images build` makes for `binary` (meshbench, meshgate, envoy): repository
+/// `<prefix>/<binary>` and this build's version as the tag; the prefix is `meshbench` or
+/// $MESHBENCH_IMAGE_PREFIX (`images build --prefix`).
+pub fn reference(binary: &str) -> (String, String) {
+    let prefix = std::env::var("MESHBENCH_IMAGE_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "meshbench".into());
+    (format!("{prefix}/{binary}"), env!("CARGO_PKG_VERSION").to_string())
+}
+
 /// The shared libraries in `ldd` output: `name => /path (0x…)` and `/path (0x…)` lines (the
 /// dynamic loader); the kernel's vDSO has no file and is left out.
 pub fn ldd_paths(ldd_output: &str) -> Vec<PathBuf> {

@@ -41,13 +41,43 @@ fn images() -> Option<()> {
     }
 }
 
-/// Containers carrying this target name's label, running or not.
+/// Containers, then networks, carrying this target name's label (containers running or not).
 fn labelled(name: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-a", "-q", "--filter", &format!("label=meshbench.target={name}")])
-        .output()
-        .expect("docker ps");
+    let filter = format!("label=meshbench.target={name}");
+    let mut all = docker(&["ps", "-a", "-q", "--filter", &filter]);
+    all.extend(docker(&["network", "ls", "-q", "--filter", &filter]));
+    all
+}
+
+/// The lines `docker ARGS` prints.
+fn docker(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().expect("docker");
     text(&out.stdout).lines().map(String::from).collect()
+}
+
+/// Waits until the target's containers include its echo workloads and its gateway (started
+/// after them); their ids.
+fn wait_for_suite(name: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = docker(&["ps", "-q", "--filter", &format!("label=meshbench.target={name}")]);
+        let commands = docker(
+            &[
+                &["inspect", "--format", "{{json .Config.Cmd}}"][..],
+                &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            ]
+            .concat(),
+        );
+        let gateway = commands.iter().any(|c| c.starts_with("[\"-c\""));
+        if gateway && commands.iter().any(|c| c.starts_with("[\"echo\"")) {
+            return ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the suite's containers never all ran for {name}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -80,7 +110,10 @@ fn every_built_in_suite_passes_on_container_meshgate_and_envoy() {
                 );
             }
         }
-        assert!(labelled(target).is_empty(), "{target} left containers behind");
+        assert!(
+            labelled(target).is_empty(),
+            "{target} left containers or networks behind"
+        );
     }
     let info: Vec<_> = report
         .targets
@@ -109,11 +142,7 @@ fn an_interrupted_run_leaves_no_container_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while labelled(&name).is_empty() {
-        assert!(Instant::now() < deadline, "no container started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_suite(&name);
     std::thread::sleep(Duration::from_millis(500));
     assert!(Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -125,6 +154,58 @@ fn an_interrupted_run_leaves_no_container_behind() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert_eq!(labelled(&name), Vec::<String>::new(), "{stderr}");
+}
+
+#[test]
+fn the_gateway_and_its_workloads_are_containers_on_a_network_of_the_suite() {
+    if images().is_none() {
+        return;
+    }
+    let name = format!("ct-network-{}", std::process::id());
+    let target = format!("{name}=container:meshgate");
+    let child = Command::new(env!("CARGO_BIN_EXE_meshbench"))
+        .args(["conform", "--suite", "http-routing", "--target", &target])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ids = wait_for_suite(&name);
+    // One network, labelled with the target, and every container of the target on it alone.
+    let networks = docker(&[
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=meshbench.target={name}"),
+    ]);
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    assert!(networks[0].starts_with("meshbench-http-routing-"), "{networks:?}");
+    let each = docker(&[&["inspect", "--format", "{{json .Config.Cmd}} {{range $n, $_ := .NetworkSettings.Networks}}{{$n}}{{end}} {{json .HostConfig.PortBindings}}"][..], &ids.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    for line in &each {
+        assert!(
+            line.contains(&format!(" {} ", networks[0])),
+            "on the suite's network only: {line}"
+        );
+    }
+    // The gateway listens on the suite's port numbers at its own address, published on loopback
+    // only; an echo listens on its service port and publishes nothing.
+    let gateway = each
+        .iter()
+        .find(|l| l.starts_with("[\"-c\""))
+        .expect("the gateway container");
+    assert!(gateway.contains("\"80=0.0.0.0:80\""), "{gateway}");
+    assert!(gateway.contains("\"80/tcp\":[{\"HostIp\":\"127.0.0.1\""), "{gateway}");
+    assert!(!gateway.contains("0.0.0.0\",\"HostPort"), "{gateway}");
+    let echo = each
+        .iter()
+        .find(|l| l.contains("\"reviews\""))
+        .expect("a reviews echo container");
+    assert!(echo.contains("\"--http\",\"0.0.0.0:9080\""), "{echo}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("PASS"), "{}", text(&out.stdout));
+    assert_eq!(labelled(&name), Vec::<String>::new(), "nothing left");
 }
 
 #[test]

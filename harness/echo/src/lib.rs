@@ -59,6 +59,11 @@ impl Echo {
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// The counter behind `requests`, for a reader that outlives this borrow (an admin port).
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.requests.clone()
+    }
 }
 
 impl Drop for Echo {

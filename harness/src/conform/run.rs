@@ -11,7 +11,9 @@ use meshbench_report::{CaseOutcome, CaseResult, SuiteResult};
 use super::check::{check, check_distribution};
 use super::client::send;
 use super::suite::{Case, Role, Suite};
+use super::workloads::Launch;
 pub use super::workloads::{start_workloads, Placement, Workloads};
+use crate::targets::network::SuiteNetwork;
 use crate::targets::{StartSpec, Target, TargetError};
 
 /// Runs one case: one request, or `count` for a distribution.
@@ -22,12 +24,10 @@ pub async fn run_case(
     workloads: &Workloads,
 ) -> (CaseOutcome, Option<String>, Duration) {
     let start = Instant::now();
-    let before: BTreeMap<&String, u64> = case
-        .expect
-        .workload_requests
-        .keys()
-        .map(|s| (s, workloads.requests(s)))
-        .collect();
+    let mut before: BTreeMap<&String, u64> = BTreeMap::new();
+    for s in case.expect.workload_requests.keys() {
+        before.insert(s, workloads.requests(s).await);
+    }
     let Some(addr) = ports.get(&case.request.port).copied() else {
         return (
             CaseOutcome::Fail,
@@ -78,10 +78,10 @@ pub async fn run_case(
         // Copies (mirrors) may land after the response: wait up to 2 s for the counts.
         let deadline = Instant::now() + Duration::from_secs(2);
         let received = loop {
-            let now: BTreeMap<String, u64> = before
-                .iter()
-                .map(|(s, b)| ((*s).clone(), workloads.requests(s) - b))
-                .collect();
+            let mut now: BTreeMap<String, u64> = BTreeMap::new();
+            for (s, b) in &before {
+                now.insert((*s).clone(), workloads.requests(s).await.saturating_sub(*b));
+            }
             if now == case.expect.workload_requests || Instant::now() > deadline {
                 break now;
             }
@@ -161,8 +161,23 @@ pub async fn run_suite(suite: &Suite, target: &mut dyn Target, cx: RunContext<'_
     }
     let certs = cx.placement.certs_dir(cx.work_dir, &suite.name);
     super::tls::make_certificates(&suite.certificates, &certs)?;
-    let workloads = start_workloads(suite, &certs, cx.placement).await?;
-    let started = start_gateways(suite, target, &workloads, &certs, cx).await;
+    // Declared before the workloads and gateways, so dropped after them (with whatever is left on it).
+    let network = match target.wants_network() {
+        true => Some(SuiteNetwork::create(&suite.name, &name)?),
+        false => None,
+    };
+    let network = network.as_ref().map(|n| n.name.as_str());
+    let workloads = match network {
+        Some(n) => {
+            let launch = Launch::Containers {
+                network: n.into(),
+                target: name.clone(),
+            };
+            super::workloads::start(suite, &certs, cx.placement, &launch).await?
+        }
+        None => start_workloads(suite, &certs, cx.placement).await?,
+    };
+    let started = start_gateways(suite, target, &workloads, &certs, network, cx).await;
     let (ports, mut extra) = match started {
         Ok(x) => x,
         Err(TargetError::Unavailable(reason)) => return Ok(skipped(suite, &name, cx.filter, &reason)),
@@ -220,6 +235,7 @@ async fn start_gateways(
     target: &mut dyn Target,
     workloads: &Workloads,
     certs: &std::path::Path,
+    network: Option<&str>,
     cx: RunContext<'_>,
 ) -> Result<(BTreeMap<u32, SocketAddr>, Extra), TargetError> {
     let config = suite.config.replace("${certs}", &certs.display().to_string());
@@ -256,6 +272,7 @@ async fn start_gateways(
             labels: &g.labels,
             ports: &g.ports,
             role: Role::Gateway,
+            network,
         };
         let got = match t.start(&spec).await {
             Ok(got) => got,
@@ -268,7 +285,8 @@ async fn start_gateways(
             }
         };
         if let Some(host) = &g.service {
-            registry.push_str(&gateway_registry(&g.name, host, &got));
+            let reached_at = t.network_addresses().unwrap_or_else(|| got.clone());
+            registry.push_str(&gateway_registry(&g.name, host, &reached_at));
         }
         ports.extend(got);
         extra.push((g.name.clone(), t));
@@ -280,6 +298,7 @@ async fn start_gateways(
         labels: &labels,
         ports: &suite.ports,
         role: suite.role,
+        network,
     };
     match target.start(&spec).await {
         Ok(got) => ports.extend(got),

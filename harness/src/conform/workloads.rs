@@ -1,11 +1,16 @@
 //! A suite's echo workloads: one per version and replica, in this process (conformance: their
-//! request counters are read) or as `meshbench echo` child processes (load: their CPU is not the
-//! generator's), and the registry documents (ServiceEntry + WorkloadEntries) that describe them.
+//! request counters are read), as `meshbench echo` child processes (load: their CPU is not the
+//! generator's) or as containers on a suite's Docker network (the container targets: registered
+//! by their container addresses, counters read from their admin port), and the registry
+//! documents (ServiceEntry + WorkloadEntries) that describe them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use testcontainers::core::{Mount, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use tokio::io::AsyncBufReadExt;
 
 use super::suite::{Suite, Workload, WorkloadProtocol};
@@ -18,6 +23,11 @@ enum Running {
     Process {
         _child: tokio::process::Child,
         _stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    },
+    /// `meshbench echo` in a container (removed when dropped) and its admin address.
+    Container {
+        _container: Box<ContainerAsync<GenericImage>>,
+        admin: SocketAddr,
     },
 }
 
@@ -36,7 +46,16 @@ pub enum Launch {
     InProcess,
     /// `meshbench echo` children; the path of the meshbench binary.
     Processes(PathBuf),
+    /// `meshbench echo` containers on a suite's Docker network (`targets::network`), labelled
+    /// with the target's name as its gateway is.
+    Containers {
+        network: String,
+        target: String,
+    },
 }
+
+/// Where a container echo's admin port answers `GET /requests`.
+const ECHO_ADMIN_PORT: u16 = 15000;
 
 /// Where a suite's workloads and certificates live: an address a gateway can reach, optionally
 /// fixed ports (the i-th echo of a suite, in file order, on `base + i`) and a kept certificate
@@ -105,14 +124,14 @@ impl Registered<'_> {
         )
     }
 
-    fn workload_entry(&self, version: &str, replica: u32, port: u16) -> String {
+    /// `address`: where this instance is (the registry's address, or a container's).
+    fn workload_entry(&self, version: &str, replica: u32, address: &str, port: u16) -> String {
         let (port_name, _) = self.w.protocol.istio_port();
         format!(
             "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {svc}-{version}-{replica}, namespace: {ns}}}\nspec:\n  \
              address: {address}\n  ports: {{{port_name}: {port}}}\n  labels: {{app: {svc}, version: {version}}}\n---\n",
             svc = self.w.service,
             ns = self.ns,
-            address = self.address
         )
     }
 }
@@ -147,13 +166,27 @@ pub async fn start(suite: &Suite, certs: &Path, placement: &Placement, launch: &
                 index += 1;
                 let listen = SocketAddr::new(placement.ip, port);
                 let hostname = format!("{}-{v}-{r}", w.service);
+                let mut address = reg.address.clone();
                 let (bound, running) = match launch {
                     Launch::InProcess => in_process(w, &reg.ns, v, &hostname, listen, certs).await?,
                     Launch::Processes(bin) => child(bin, w, &reg.ns, v, &hostname, listen).await?,
+                    Launch::Containers { network, target } => {
+                        let name = format!("{network}-{hostname}");
+                        let on = (network.as_str(), target.as_str());
+                        let got = container(on, &name, w, &reg.ns, v, &hostname, certs).await?;
+                        // A named address (resolution DNS) becomes the container's name, which
+                        // Docker's DNS resolves on the network; a number, its address there.
+                        address = if w.address.is_some() {
+                            name
+                        } else {
+                            got.0.ip().to_string()
+                        };
+                        got
+                    }
                 };
                 out.addresses.entry(w.service.clone()).or_insert(bound);
                 if registered {
-                    out.registry.push_str(&reg.workload_entry(v, r, bound.port()));
+                    out.registry.push_str(&reg.workload_entry(v, r, &address, bound.port()));
                 }
                 out.echoes.push((w.service.clone(), running));
             }
@@ -193,6 +226,15 @@ async fn in_process(
     Ok((bound, Running::InProcess(echo)))
 }
 
+/// The `meshbench echo` flag that serves `protocol` (`--http` also serves HTTPS with a cert).
+fn echo_flag(protocol: WorkloadProtocol) -> &'static str {
+    match protocol {
+        WorkloadProtocol::Grpc => "grpc",
+        WorkloadProtocol::Tcp => "tcp",
+        WorkloadProtocol::Http | WorkloadProtocol::Https => "http",
+    }
+}
+
 /// `meshbench echo …` as a child; its address read from its first output line.
 async fn child(
     bin: &Path,
@@ -208,11 +250,7 @@ async fn child(
             w.service
         ));
     }
-    let kind = match w.protocol {
-        WorkloadProtocol::Grpc => "grpc",
-        WorkloadProtocol::Tcp => "tcp",
-        WorkloadProtocol::Http | WorkloadProtocol::Https => "http",
-    };
+    let kind = echo_flag(w.protocol);
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(["echo", "--service", &w.service, "--version", version, "--namespace", ns])
         .args(["--hostname", hostname, &format!("--{kind}"), &listen.to_string()]);
@@ -250,16 +288,90 @@ async fn child(
     ))
 }
 
+/// `meshbench echo` in a container named `name` on `(network, target)`, listening on the
+/// workload's own port (the container has an address of its own); ready when it says so. Its
+/// address on the network, and the container.
+async fn container(
+    (network, target): (&str, &str),
+    name: &str,
+    w: &Workload,
+    ns: &str,
+    version: &str,
+    hostname: &str,
+    certs: &Path,
+) -> Result<(SocketAddr, Running), String> {
+    let (repo, tag) = crate::images::reference("meshbench");
+    if !crate::images::present(&format!("{repo}:{tag}"))? {
+        return Err(format!(
+            "the echo image {repo}:{tag} is not here: build it with `meshbench images build`"
+        ));
+    }
+    let port = u16::try_from(w.port).map_err(|_| format!("workload {}: port {} is not a port", w.service, w.port))?;
+    let kind = echo_flag(w.protocol);
+    let mut args: Vec<String> = ["echo", "--service", &w.service, "--version", version, "--namespace", ns]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend([
+        "--hostname".into(),
+        hostname.into(),
+        format!("--{kind}"),
+        format!("0.0.0.0:{port}"),
+        "--admin".into(),
+        format!("0.0.0.0:{ECHO_ADMIN_PORT}"),
+    ]);
+    if w.greeting == Some(false) {
+        args.push("--tcp-plain".into());
+    }
+    let mut image = GenericImage::new(repo, tag)
+        .with_wait_for(WaitFor::message_on_stdout("ready"))
+        .with_cmd(args.clone())
+        .with_network(network)
+        .with_container_name(name)
+        .with_label(crate::targets::network::LABEL, network)
+        .with_label(crate::targets::container::LABEL, target);
+    if let Some(t) = &w.tls {
+        let dir = certs.display().to_string();
+        image = image.with_mount(Mount::bind_mount(dir.clone(), dir));
+        let mut args = args;
+        args.extend(["--tls-cert".into(), certs.join(&t.cert).display().to_string()]);
+        if let Some(ca) = &t.client_ca {
+            args.extend(["--client-ca".into(), ca.clone()]);
+        }
+        image = image.with_cmd(args);
+    }
+    let c = image
+        .start()
+        .await
+        .map_err(|e| format!("cannot start echo {}/{version} in a container: {e}", w.service))?;
+    let ip = c
+        .get_bridge_ip_address()
+        .await
+        .map_err(|e| format!("echo {}/{version}: no address on {network}: {e}", w.service))?;
+    Ok((
+        SocketAddr::new(ip, port),
+        Running::Container {
+            _container: Box::new(c),
+            admin: SocketAddr::new(ip, ECHO_ADMIN_PORT),
+        },
+    ))
+}
+
 impl Workloads {
-    /// Requests the in-process echoes of `service` have answered so far.
-    pub fn requests(&self, service: &str) -> u64 {
-        self.echoes
-            .iter()
-            .filter(|(s, _)| s == service)
-            .map(|(_, r)| match r {
+    /// Requests the echoes of `service` have answered so far (an echo in a container is asked on
+    /// its admin port; a child process counts nothing).
+    pub async fn requests(&self, service: &str) -> u64 {
+        let mut n = 0;
+        for (_, r) in self.echoes.iter().filter(|(s, _)| s == service) {
+            n += match r {
                 Running::InProcess(e) => e.requests(),
                 Running::Process { .. } => 0,
-            })
-            .sum()
+                Running::Container { admin, .. } => crate::targets::process::http_get(*admin, "/requests")
+                    .await
+                    .and_then(|(_, body)| body.trim().parse().ok())
+                    .unwrap_or(0),
+            };
+        }
+        n
     }
 }

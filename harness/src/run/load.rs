@@ -226,6 +226,7 @@ pub fn run_suite(
             labels: &labels,
             ports: &suite.ports,
             role: Role::Gateway,
+            network: None,
         };
         match rt.block_on(t.start(&spec)) {
             Ok(ports) => up.push(Up {

@@ -1,9 +1,13 @@
 //! `container:meshgate` and `container:envoy`: the same gateways as `reference` and `envoy`, run
 //! from the images `meshbench images build` makes, brought up by testcontainers. The container
-//! shares the host's network namespace (the suite's workloads and client are on loopback) and
-//! sees the suite's work directory at the same path, so the gateway gets exactly the command
-//! line its process target would. testcontainers removes the container when the target stops,
-//! and when it is dropped (a failed or panicking run).
+//! sees the suite's work directory at the same path, so the gateway reads the same files its
+//! process target would. In a conformance suite it runs on the suite's own Docker network
+//! (`network`) with its workloads as containers beside it: it listens on the suite's port
+//! numbers at its own address, those ports are published on loopback for the client, and it is
+//! ready when its admin's `/ready` answers 200 (a testcontainers wait strategy). A load run,
+//! whose workloads are local processes, shares the host's network instead. testcontainers
+//! removes the container when the target stops, and when it is dropped (a failed or panicking
+//! run).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,12 +15,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use meshbench_report::TargetInfo;
-use testcontainers::core::{Mount, WaitFor};
+use testcontainers::bollard::models::{HostConfig, PortBinding};
+use testcontainers::core::wait::HttpWaitStrategy;
+use testcontainers::core::{ContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 
 use super::process::Logs;
-use super::{envoy, reference, StartSpec, Target, TargetError};
+use super::{envoy, reference, Bind, StartSpec, Target, TargetError, ADMIN_PORT};
 
 /// The label every container of a meshbench run carries (`docker ps --filter label=meshbench.target`).
 pub const LABEL: &str = "meshbench.target";
@@ -46,17 +52,9 @@ impl Gateway {
         }
     }
 
-    /// The image `meshbench images build` makes for it: `<prefix>/<gateway>:<version>`, the
-    /// prefix `meshbench` or $MESHBENCH_IMAGE_PREFIX (`images build --prefix`).
+    /// The image `meshbench images build` makes for it.
     pub fn image(self) -> (String, String) {
-        let prefix = std::env::var("MESHBENCH_IMAGE_PREFIX")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "meshbench".into());
-        (
-            format!("{prefix}/{}", self.name()),
-            env!("CARGO_PKG_VERSION").to_string(),
-        )
+        crate::images::reference(self.name())
     }
 }
 
@@ -81,6 +79,8 @@ pub struct Container {
     /// More meshgate arguments, passed as they are.
     pub extra_args: Vec<String>,
     running: Option<ContainerAsync<GenericImage>>,
+    /// Where the running gateway's ports are on the suite network, when it is on one.
+    on_network: Option<BTreeMap<u32, SocketAddr>>,
     logs: Option<Logs>,
     /// The container's own output, kept when it stops.
     output: String,
@@ -97,23 +97,24 @@ impl Container {
             workers: 1,
             extra_args: Vec::new(),
             running: None,
+            on_network: None,
             logs: None,
             output: String::new(),
         })
     }
 
     /// The gateway's command line, the files it writes, and how to tell it is ready.
-    fn command(&self, spec: &StartSpec<'_>, logs: &Logs) -> Result<(Vec<String>, Probe), TargetError> {
+    fn command(&self, spec: &StartSpec<'_>, logs: &Logs, bind: Bind) -> Result<(Vec<String>, Probe), TargetError> {
         Ok(match self.gateway {
             Gateway::Meshgate => {
                 let ready = reference::ready_file(spec);
                 (
-                    reference::arguments(spec, logs, self.workers, &self.extra_args),
+                    reference::arguments(spec, logs, self.workers, &self.extra_args, bind),
                     Probe::Meshgate(ready),
                 )
             }
             Gateway::Envoy => {
-                let (bootstrap, names) = envoy::Envoy::write_bootstrap(spec, logs)?;
+                let (bootstrap, names) = envoy::Envoy::write_bootstrap(spec, logs, bind)?;
                 let admin = envoy::admin_file(spec);
                 (
                     envoy::arguments(&bootstrap, &admin, self.workers),
@@ -122,6 +123,134 @@ impl Container {
             }
         })
     }
+}
+
+impl Container {
+    /// The container for `args`: its image with `wait`, the suite's directories mounted at
+    /// their own paths, the target's label.
+    fn request(&self, image: GenericImage, args: Vec<String>, spec: &StartSpec<'_>) -> ContainerRequest<GenericImage> {
+        let dir = work_dir(spec);
+        let mut mounts = vec![dir.clone()];
+        if let Some(m) = spec.mesh.and_then(Path::parent).map(|p| p.display().to_string()) {
+            if !m.starts_with(&dir) {
+                mounts.push(m);
+            }
+        }
+        let mut request = image.with_cmd(args).with_label(LABEL, self.name.clone());
+        for m in mounts {
+            request = request.with_mount(Mount::bind_mount(m.clone(), m));
+        }
+        request
+    }
+
+    /// On the suite's network: the suite's port numbers at the container's own address,
+    /// published on loopback; ready when the admin's `/ready` answers 200.
+    async fn start_on_network(
+        &mut self,
+        spec: &StartSpec<'_>,
+        logs: &Logs,
+        network: &str,
+    ) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
+        let (args, _) = self.command(spec, logs, Bind::OwnAddress)?;
+        let ports: Vec<u16> = spec
+            .ports
+            .iter()
+            .map(|p| u16::try_from(*p).map_err(|_| TargetError::Failed(format!("port {p} is not a port"))))
+            .collect::<Result<_, _>>()?;
+        let ready = HttpWaitStrategy::new("/ready")
+            .with_port(ContainerPort::Tcp(ADMIN_PORT))
+            .with_expected_status_code(200u16);
+        let (repo, tag) = self.gateway.image();
+        let mut image = GenericImage::new(repo, tag)
+            .with_wait_for(WaitFor::http(ready))
+            .with_exposed_port(ContainerPort::Tcp(ADMIN_PORT));
+        for p in &ports {
+            image = image.with_exposed_port(ContainerPort::Tcp(*p));
+        }
+        let mut published = ports.clone();
+        published.push(ADMIN_PORT);
+        let running = self
+            .request(image, args, spec)
+            .with_network(network)
+            .with_label(super::network::LABEL, network)
+            .with_startup_timeout(Duration::from_secs(30))
+            .with_host_config_modifier(move |hc| publish_on_loopback(hc, &published))
+            .start()
+            .await
+            .map_err(|e| {
+                let files = logs.read();
+                TargetError::Failed(format!(
+                    "the {} container did not become ready: {e}\n{files}",
+                    self.name
+                ))
+            })?;
+        let failed = |e: testcontainers::TestcontainersError| TargetError::Failed(format!("{}: {e}", self.name));
+        let ip = running.get_bridge_ip_address().await.map_err(failed)?;
+        let mut client = BTreeMap::new();
+        let mut inside = BTreeMap::new();
+        for p in ports {
+            let mapped = running.get_host_port_ipv4(p).await.map_err(failed)?;
+            client.insert(u32::from(p), SocketAddr::from(([127, 0, 0, 1], mapped)));
+            inside.insert(u32::from(p), SocketAddr::new(ip, p));
+        }
+        self.on_network = Some(inside);
+        self.running = Some(running);
+        Ok(client)
+    }
+
+    /// On the host's network (a load run's workloads are local processes): free loopback ports,
+    /// found as the process target finds them.
+    async fn start_on_host(
+        &mut self,
+        spec: &StartSpec<'_>,
+        logs: &Logs,
+    ) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
+        let (args, probe) = self.command(spec, logs, Bind::Loopback)?;
+        let (repo, tag) = self.gateway.image();
+        let image = GenericImage::new(repo, tag).with_wait_for(WaitFor::Nothing);
+        let running = self
+            .request(image, args, spec)
+            .with_network("host")
+            .start()
+            .await
+            .map_err(|e| TargetError::Failed(format!("cannot start the {} container: {e}", self.name)))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(listeners) = probe.listeners().await {
+                self.running = Some(running);
+                return Ok(listeners);
+            }
+            let alive = running.is_running().await.unwrap_or(false);
+            if !alive || Instant::now() >= deadline {
+                let output = output_of(&running).await;
+                let _ = running.rm().await;
+                let why = if alive { "was not ready within 30 s" } else { "exited" };
+                return Err(TargetError::Failed(format!(
+                    "the {} container {why}:\n{output}",
+                    self.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Publishes each of `ports` on a free port of the host's loopback only (testcontainers alone
+/// would publish on every interface).
+fn publish_on_loopback(hc: &mut HostConfig, ports: &[u16]) {
+    hc.publish_all_ports = Some(false);
+    hc.port_bindings = Some(
+        ports
+            .iter()
+            .map(|p| {
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                };
+                (format!("{p}/tcp"), Some(vec![binding]))
+            })
+            .collect(),
+    );
 }
 
 /// What a container printed, stdout then stderr.
@@ -168,46 +297,19 @@ impl Target for Container {
     async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
-        let (args, probe) = self.command(spec, &logs)?;
-        let dir = work_dir(spec);
-        let mut mounts = vec![dir.clone()];
-        if let Some(m) = spec.mesh.and_then(Path::parent).map(|p| p.display().to_string()) {
-            if !m.starts_with(&dir) {
-                mounts.push(m);
-            }
+        self.logs = Some(logs.clone());
+        match spec.network {
+            Some(network) => self.start_on_network(spec, &logs, network).await,
+            None => self.start_on_host(spec, &logs).await,
         }
-        let (repo, tag) = self.gateway.image();
-        let mut request = GenericImage::new(repo, tag)
-            .with_wait_for(WaitFor::Nothing)
-            .with_cmd(args)
-            .with_network("host")
-            .with_label(LABEL, self.name.clone());
-        for m in mounts {
-            request = request.with_mount(Mount::bind_mount(m.clone(), m));
-        }
-        self.logs = Some(logs);
-        let running = request
-            .start()
-            .await
-            .map_err(|e| TargetError::Failed(format!("cannot start the {} container: {e}", self.name)))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(listeners) = probe.listeners().await {
-                self.running = Some(running);
-                return Ok(listeners);
-            }
-            let alive = running.is_running().await.unwrap_or(false);
-            if !alive || Instant::now() >= deadline {
-                let output = output_of(&running).await;
-                let _ = running.rm().await;
-                let why = if alive { "was not ready within 30 s" } else { "exited" };
-                return Err(TargetError::Failed(format!(
-                    "the {} container {why}:\n{output}",
-                    self.name
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    }
+
+    fn wants_network(&self) -> bool {
+        true
+    }
+
+    fn network_addresses(&self) -> Option<BTreeMap<u32, SocketAddr>> {
+        self.on_network.clone()
     }
 
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {
@@ -219,6 +321,7 @@ impl Target for Container {
     }
 
     async fn stop(&mut self) {
+        self.on_network = None;
         if let Some(c) = self.running.take() {
             self.output = output_of(&c).await;
             let _ = c.stop_with_timeout(Some(5)).await;

@@ -12,7 +12,7 @@ use mesh_model::plan::PlanOptions;
 use meshbench_report::TargetInfo;
 
 use super::process::{http_get, Logs, Process};
-use super::{StartSpec, Target, TargetError};
+use super::{Bind, StartSpec, Target, TargetError, ADMIN_PORT};
 use crate::conform::suite::Role;
 
 /// How to get Envoy when it is not found.
@@ -85,9 +85,13 @@ impl Envoy {
         })
     }
 
-    /// Plans the suite's config and writes the bootstrap beside it: (bootstrap file, listener
-    /// name -> Plan port).
-    pub fn write_bootstrap(spec: &StartSpec<'_>, logs: &Logs) -> Result<(PathBuf, BTreeMap<String, u32>), TargetError> {
+    /// Plans the suite's config and writes the bootstrap beside it, every listener where `bind`
+    /// puts it: (bootstrap file, listener name -> Plan port).
+    pub fn write_bootstrap(
+        spec: &StartSpec<'_>,
+        logs: &Logs,
+        bind: Bind,
+    ) -> Result<(PathBuf, BTreeMap<String, u32>), TargetError> {
         let sidecar = spec.role == Role::Sidecar;
         let opts = PlanOptions {
             labels: Some(spec.labels.clone()),
@@ -95,11 +99,14 @@ impl Envoy {
             sidecar,
         };
         let (plan, _) = mesh_model::plan::load(&[spec.config_dir], spec.mesh, &opts)?;
-        let loopback = || ("127.0.0.1".to_string(), 0u16);
         let eopts = EnvoyOptions {
-            admin: loopback(),
-            bind: spec.ports.iter().map(|p| (*p, loopback())).collect(),
-            outbound: loopback(),
+            admin: bind.at(ADMIN_PORT),
+            bind: spec
+                .ports
+                .iter()
+                .map(|p| (*p, bind.at(u16::try_from(*p).unwrap_or(0))))
+                .collect(),
+            outbound: bind.at(15001),
             access_log: Some(logs.access().display().to_string()),
             ..Default::default()
         };
@@ -190,7 +197,7 @@ impl Target for Envoy {
     async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
-        let (bootstrap, names) = Self::write_bootstrap(spec, &logs)?;
+        let (bootstrap, names) = Self::write_bootstrap(spec, &logs, Bind::Loopback)?;
         let admin_file = admin_file(spec);
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(arguments(&bootstrap, &admin_file, self.concurrency));

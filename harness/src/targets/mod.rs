@@ -7,6 +7,7 @@ pub mod container;
 pub mod envoy;
 pub mod external;
 pub mod istio;
+pub mod network;
 pub mod process;
 pub mod reference;
 
@@ -35,6 +36,36 @@ impl From<String> for TargetError {
     }
 }
 
+/// Where a gateway listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// Every listener and the admin on a free loopback port (a local process, or a container on
+    /// the host's network).
+    Loopback,
+    /// Every address of its own, on the suite's port numbers, the admin on `ADMIN_PORT` (a
+    /// container of its own on a suite network).
+    OwnAddress,
+}
+
+/// The admin port of a gateway with addresses of its own (Istio's proxy admin port).
+pub const ADMIN_PORT: u16 = 15000;
+
+impl Bind {
+    /// Where the listener of port `port` goes.
+    pub fn at(self, port: u16) -> (String, u16) {
+        match self {
+            Bind::Loopback => ("127.0.0.1".into(), 0),
+            Bind::OwnAddress => ("0.0.0.0".into(), port),
+        }
+    }
+
+    /// `at` as `host:port` text.
+    pub fn text(self, port: u16) -> String {
+        let (host, port) = self.at(port);
+        format!("{host}:{port}")
+    }
+}
+
 /// What one suite (or scenario) asks a target to bring up.
 #[derive(Debug, Clone)]
 pub struct StartSpec<'a> {
@@ -46,6 +77,8 @@ pub struct StartSpec<'a> {
     /// Gateway ports the cases use; a sidecar's outbound proxy is 15001.
     pub ports: &'a [u32],
     pub role: Role,
+    /// The suite's Docker network, for a target that asked for one (`wants_network`).
+    pub network: Option<&'a str>,
 }
 
 /// A gateway under test.
@@ -56,6 +89,16 @@ pub trait Target: Send {
     /// Why this target cannot run suites with `feature` (a suite's `features:`), if it cannot.
     fn lacks(&self, feature: &str) -> Option<String> {
         let _ = feature;
+        None
+    }
+    /// Whether a conformance suite runs this target, and its workloads as containers, on a
+    /// Docker network of the suite's own (the container targets).
+    fn wants_network(&self) -> bool {
+        false
+    }
+    /// Where the started gateway's ports are on the suite's network, when it is on one (the
+    /// address other gateways reach it at; `start` gives the client's).
+    fn network_addresses(&self) -> Option<BTreeMap<u32, SocketAddr>> {
         None
     }
     /// Applies the config and returns the address of each gateway port the suite uses.

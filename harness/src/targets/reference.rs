@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshbench_report::TargetInfo;
 
 use super::process::{Logs, Process};
-use super::{StartSpec, Target, TargetError};
+use super::{Bind, StartSpec, Target, TargetError, ADMIN_PORT};
 use crate::conform::suite::Role;
 
 #[derive(Debug)]
@@ -75,16 +75,16 @@ pub async fn listeners(ready: PathBuf) -> Option<BTreeMap<u32, SocketAddr>> {
     ready_listeners(&text)
 }
 
-/// meshgate's command line for a suite: its config, labels and ports, every port on a free
-/// loopback port, the listeners reported in the ready file.
-pub fn arguments(spec: &StartSpec<'_>, logs: &Logs, workers: u32, extra: &[String]) -> Vec<String> {
+/// meshgate's command line for a suite: its config, labels and ports, every port where `bind`
+/// puts it, the listeners reported in the ready file.
+pub fn arguments(spec: &StartSpec<'_>, logs: &Logs, workers: u32, extra: &[String], bind: Bind) -> Vec<String> {
     let labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let path = |p: &std::path::Path| p.display().to_string();
     let mut a: Vec<String> = vec![
         "-c".into(),
         path(spec.config_dir),
         "--admin".into(),
-        "127.0.0.1:0".into(),
+        bind.text(ADMIN_PORT),
         "--ready-file".into(),
         path(&spec.config_dir.with_extension("ready.json")),
         "--labels".into(),
@@ -105,11 +105,11 @@ pub fn arguments(spec: &StartSpec<'_>, logs: &Logs, workers: u32, extra: &[Strin
     let sidecar = spec.role == Role::Sidecar;
     if sidecar {
         // The outbound proxy is reported under Istio's outbound port, 15001.
-        a.extend(["--role", "sidecar", "--outbound", "127.0.0.1:0"].map(String::from));
+        a.extend(["--role".into(), "sidecar".into(), "--outbound".into(), bind.text(15001)]);
     }
     for p in spec.ports.iter().filter(|p| !sidecar || **p != 15001) {
         a.push("--port-map".into());
-        a.push(format!("{p}=127.0.0.1:0"));
+        a.push(format!("{p}={}", bind.text(u16::try_from(*p).unwrap_or(0))));
     }
     a
 }
@@ -130,7 +130,7 @@ impl Target for Reference {
         let logs = Logs::for_config(spec.config_dir);
         let ready = ready_file(spec);
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(arguments(spec, &logs, self.workers, &self.extra_args));
+        cmd.args(arguments(spec, &logs, self.workers, &self.extra_args, Bind::Loopback));
         let mut process = Process::spawn("meshgate", cmd, &logs)?;
         self.logs = Some(logs.clone());
         let listeners = process

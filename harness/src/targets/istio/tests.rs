@@ -89,6 +89,7 @@ fn spec<'a>(config: &'a Path, mesh: Option<&'a Path>, labels: &'a BTreeMap<Strin
         labels,
         ports: &[80, 443],
         role: Role::Gateway,
+        network: None,
     }
 }
 
