@@ -83,7 +83,7 @@ def haproxy(port, backend_port):
     with open(conf, "w") as f:
         f.write(f"""global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   option http-keep-alive
