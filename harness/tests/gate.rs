@@ -54,8 +54,12 @@ fn load_suite(name: &str, fault: bool) -> PathBuf {
             "    - fault: {delay: {fixedDelay: 50ms, percentage: {value: 100}}}\n      route: [{destination: {host: web, port: {number: 8080}}}]",
         );
     }
-    assert!(h1.contains("  connections: 16\n"));
-    let h1 = h1.replace("  connections: 16\n", "  connections: 64\n");
+    assert!(h1.contains("  connections: 16\n") && h1.contains("  rate: 1000\n"));
+    // 200 rps: far from what a debug build on a busy two-core machine saturates at (at 1000 rps
+    // a CI run's baseline p50 reached 130 ms from queueing alone, drowning the delay).
+    let h1 = h1
+        .replace("  connections: 16\n", "  connections: 64\n")
+        .replace("  rate: 1000\n", "  rate: 200\n");
     let path = tmp(name);
     std::fs::write(&path, format!("{head}scenarios:\n{h1}\n")).unwrap();
     path
