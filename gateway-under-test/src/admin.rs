@@ -146,6 +146,11 @@ fn prometheus(state: &State) -> String {
         let _ = writeln!(o, "# TYPE {name} counter");
         let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
     }
+    let _ = writeln!(o, "# TYPE meshgate_worker_downstream_cx_total counter");
+    for (i, n) in c.accepted.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(o, "meshgate_worker_downstream_cx_total{{worker=\"{i}\"}} {n}");
+    }
     let _ = writeln!(o, "# TYPE meshgate_downstream_cx_limit gauge");
     let _ = writeln!(o, "meshgate_downstream_cx_limit {}", c.limit());
     let _ = writeln!(o, "# TYPE meshgate_request_buffer_bytes gauge");

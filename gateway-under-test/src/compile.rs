@@ -134,7 +134,8 @@ pub struct UpstreamCluster {
     pub lb: SimpleLb,
     /// Ring of (hash, endpoint index), sorted, for consistent hashing.
     pub ring: Vec<(u64, usize)>,
-    pub client: Client,
+    /// Connection pools, one per worker.
+    pub client: crate::workers::PerWorker<Client>,
     /// The TLS this cluster originates (DestinationRule `tls`), or why it cannot.
     pub origination: Result<Option<crate::origination::Origination>, String>,
     pub breakers: crate::breaker::Breakers,
@@ -341,7 +342,7 @@ impl UpstreamCluster {
             next: AtomicUsize::new(0),
             lb,
             ring,
-            client: Client::new(c, &origination),
+            client: crate::workers::PerWorker::new(|_| Client::new(c, &origination)),
             original_dst,
             origination,
             breakers: crate::breaker::Breakers::new(c),

@@ -65,6 +65,8 @@ pub struct Conns {
     pub evicted: AtomicU64,
     /// `accept` failures (out of file descriptors, mostly).
     pub accept_errors: AtomicU64,
+    /// Connections each worker has taken (Envoy's `listener.worker_<n>.downstream_cx_total`).
+    pub accepted: crate::workers::PerWorker<AtomicU64>,
 }
 
 /// A registered connection; it leaves the registry when dropped.
@@ -102,6 +104,7 @@ impl Conns {
             overflow: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            accepted: crate::workers::PerWorker::new(|_| AtomicU64::new(0)),
         })
     }
 
@@ -148,6 +151,7 @@ impl Conns {
         let conn = Arc::new(Conn::default());
         conn.last_active_ms.store(self.now_ms(), Ordering::Relaxed);
         open.insert(id, conn.clone());
+        self.accepted.get().fetch_add(1, Ordering::Relaxed);
         Some(Registered {
             conns: self.clone(),
             id,

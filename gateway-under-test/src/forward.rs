@@ -123,7 +123,7 @@ pub(crate) async fn forward(
     if cluster.endpoints.is_empty() {
         return fail(Failure::NoHealthyUpstream, grpc, out);
     }
-    if is_upgrade(req.headers()) && !cluster.client.is_h2() {
+    if is_upgrade(req.headers()) && !cluster.client.get().is_h2() {
         return upgrade(cluster, r, req, out).await;
     }
     let (mut parts, body) = req.into_parts();
@@ -322,7 +322,7 @@ async fn upgrade(
         })
         .unwrap_or_default();
     out.upstream_host = cluster.address(i, &authority);
-    let crate::upstream::Client::H1(client) = &cluster.client else {
+    let crate::upstream::Client::H1(client) = cluster.client.get() else {
         return fail(Failure::NoCluster, false, out);
     };
     let (mut parts, _) = req.into_parts();
@@ -458,7 +458,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
     ] {
         headers.remove(hop);
     }
-    let target = match &a.cluster.client {
+    let target = match a.cluster.client.get() {
         crate::upstream::Client::Broken(reason) => return Err(Failure::ConnectFailure(reason.clone())),
         // The authority travels in the URI (:authority, Host, TLS server name); the connector
         // dials the endpoint.
@@ -477,7 +477,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
         .parse()
         .map_err(|e| Failure::BadRequest(format!("bad upstream URI {target}: {e}")))?;
     *req.headers_mut() = headers;
-    let result = match &a.cluster.client {
+    let result = match a.cluster.client.get() {
         crate::upstream::Client::H2(clients) => match clients.get(endpoint) {
             Some(c) => c.request(req).await,
             None => return Err(Failure::NoHealthyUpstream),

@@ -20,6 +20,7 @@ pub mod sidecar;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -179,12 +180,13 @@ fn tls_files(plan: &mesh_model::plan::Plan, credentials: Option<&Path>) -> Vec<P
 struct Listeners {
     state: Arc<State>,
     map: HashMap<u32, SocketAddr>,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
+    workers: workers::Workers,
 }
 
 impl Listeners {
-    /// Binds every Plan listener not yet bound.
-    async fn ensure(&self) -> Result<(), String> {
+    /// Binds every Plan listener not yet bound, on every worker.
+    fn ensure(&self) -> Result<(), String> {
         let compiled = self.state.current.load_full();
         let mut ports: Vec<_> = compiled.listeners.values().collect();
         ports.sort_by_key(|l| l.port);
@@ -198,20 +200,21 @@ impl Listeners {
                     .parse()
                     .map_err(|e| format!("listener {}:{}: {e}", l.bind, l.port))?,
             };
-            let listener = TcpListener::bind(addr)
-                .await
+            let (port, state, stop) = (l.port, self.state.clone(), self.stop.clone());
+            let local = self
+                .workers
+                .listen(addr, move |listener| {
+                    server::serve(listener, port, state.clone(), stop.subscribe())
+                })
                 .map_err(|e| format!("cannot listen on {addr} (port {}): {e}", l.port))?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
             if let Ok(mut b) = self.state.bound.lock() {
                 b.insert(l.port, local);
             }
-            eprintln!("meshgate: listener for port {} on {local}", l.port);
-            tokio::spawn(server::serve(
-                listener,
+            eprintln!(
+                "meshgate: listener for port {} on {local} ({} workers)",
                 l.port,
-                self.state.clone(),
-                self.stop.subscribe(),
-            ));
+                self.workers.len()
+            );
         }
         Ok(())
     }
@@ -285,7 +288,7 @@ async fn reload(args: &Args, listeners: &Arc<Listeners>, admin: SocketAddr) {
     match reload_once(args, &listeners.state).await {
         Ok(v) => {
             eprintln!("meshgate: config version {v} in force");
-            if let Err(e) = listeners.ensure().await {
+            if let Err(e) = listeners.ensure() {
                 eprintln!("meshgate: {e}");
             }
             if let Some(p) = &args.ready_file {
@@ -311,6 +314,10 @@ pub async fn run(args: Args) -> u8 {
         );
         parse_duration("watch-interval", &args.watch_interval)?;
         let map = port_map(&args)?;
+        let n = args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let workers = workers::Workers::start(n).map_err(|e| format!("cannot start {n} workers: {e}"))?;
         let plan = load_plan(&args)?;
         let compiled = compile::compile(plan, 1, args.credentials.as_deref())?;
         for w in &compiled.warnings {
@@ -324,20 +331,23 @@ pub async fn run(args: Args) -> u8 {
         let listeners = Arc::new(Listeners {
             state: state.clone(),
             map,
-            stop,
+            stop: Arc::new(stop),
+            workers,
         });
-        listeners.ensure().await?;
+        listeners.ensure()?;
         if args.role == Role::Sidecar {
-            let l = TcpListener::bind(args.outbound)
-                .await
+            let (outbound_state, stop) = (state.clone(), listeners.stop.clone());
+            let addr = listeners
+                .workers
+                .listen(args.outbound, move |l| {
+                    sidecar::serve(l, outbound_state.clone(), stop.subscribe())
+                })
                 .map_err(|e| format!("cannot listen on {} (outbound): {e}", args.outbound))?;
-            let addr = l.local_addr().map_err(|e| e.to_string())?;
             if let Ok(mut b) = state.bound.lock() {
                 // The outbound listener is reported under Istio's outbound port.
                 b.insert(15001, addr);
             }
             eprintln!("meshgate: outbound (sidecar) listener on {addr}");
-            tokio::spawn(sidecar::serve(l, state.clone(), listeners.stop.subscribe()));
         }
         let admin_listener = TcpListener::bind(args.admin)
             .await

@@ -2,13 +2,13 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = meshgate::Args::parse();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.workers {
-        builder.worker_threads(n.max(1));
-    }
-    let rt = match builder.enable_all().build() {
+    // The control plane (admin, config watch, signals); requests run on the workers' threads.
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshgate: cannot start the runtime: {e}");

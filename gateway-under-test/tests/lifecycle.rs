@@ -295,3 +295,28 @@ fn consistent_hash_on_a_header_sticks_to_one_endpoint() {
     assert!(spread.len() > 1);
     assert!(!distinct.is_empty());
 }
+
+/// The `meshgate_worker_downstream_cx_total` counts, worker by worker.
+fn worker_connections(g: &Gate) -> Vec<u64> {
+    g.admin_get("/stats/prometheus")
+        .lines()
+        .filter(|l| l.starts_with("meshgate_worker_downstream_cx_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn connections_spread_over_every_worker_and_each_worker_proxies() {
+    let (v1, v2) = (echo("reviews", "v1"), echo("reviews", "v2"));
+    let g = gate_with(&config(&v1, &v2, "v1", ""), &[80], &["--workers", "3"]);
+    assert_eq!(worker_connections(&g), vec![0, 0, 0]);
+    // Each request on a connection of its own (support::get sends `Connection: close`); the
+    // kernel spreads new connections over the workers' sockets by their addresses.
+    for _ in 0..30 {
+        assert_eq!(version_of(&g).as_deref(), Some("v1"));
+    }
+    let counts = worker_connections(&g);
+    assert_eq!(counts.iter().sum::<u64>(), 30, "{counts:?}");
+    // All 30 on one or two of three workers: about 3 in 10^5 (2 * (2/3)^30).
+    assert!(counts.iter().all(|n| *n > 0), "{counts:?}");
+}
