@@ -109,7 +109,10 @@ fn prometheus(state: &State) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# TYPE meshgate_requests_total counter");
     if let Ok(m) = s.requests.lock() {
-        let mut rows: Vec<_> = m.iter().collect();
+        let mut rows: Vec<_> = m
+            .iter()
+            .flat_map(|(cluster, codes)| codes.iter().map(move |(code, n)| ((code, cluster), n)))
+            .collect();
         rows.sort();
         for ((code, cluster), n) in rows {
             let _ = writeln!(

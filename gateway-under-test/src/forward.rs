@@ -18,7 +18,8 @@ use crate::limits::{BodyLimits, Reservation};
 use crate::local::{chance, set};
 use crate::proxy::{fail, Body, Downstream, Outcome};
 
-fn apply_ops(h: &mut HeaderMap, ops: Option<&HeaderOperations>) {
+/// Envoy's header operations on a request or response: remove, then set, then add.
+pub fn apply_ops(h: &mut HeaderMap, ops: Option<&HeaderOperations>) {
     let Some(ops) = ops else { return };
     for k in &ops.remove {
         if let Ok(k) = HeaderName::from_bytes(k.as_bytes()) {
@@ -42,7 +43,8 @@ fn expand(v: &str) -> String {
     v.replace("%%", "%")
 }
 
-fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
+/// A destination by weight (Istio's `weight`); all zero: the first.
+pub fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
     let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
     if total == 0 {
         return clusters.first();
@@ -60,7 +62,7 @@ fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
 }
 
 /// The path after the route's rewrite (query kept).
-fn rewritten_path(r: &CompiledRoute, uri: &Uri) -> String {
+pub fn rewritten_path(r: &CompiledRoute, uri: &Uri) -> String {
     let path = uri.path();
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let RouteAction::Route { rewrite: Some(rw), .. } = &r.route.action else {

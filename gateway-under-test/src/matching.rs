@@ -1,46 +1,69 @@
 //! Route matching: does a compiled match take a request (uri, scheme, method, authority,
 //! headers with pseudo-headers and inverted forms, query parameters)? And the request's host.
 
+use std::borrow::Cow;
+
 use http::Request;
 
 use crate::compile::Matcher;
 use crate::proxy::Downstream;
 
-/// The authority as the client sent it (with its port, if any).
-pub(crate) fn authority(req: &Request<hyper::body::Incoming>) -> String {
+/// The authority as the client sent it (with its port, if any): the URI's (h2, absolute form),
+/// else the Host header; empty when neither is there.
+pub fn authority<B>(req: &Request<B>) -> &str {
     req.uri()
         .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or_default()
 }
 
 /// Lowercase host without the port: gateways ignore the port in host matching.
-pub(crate) fn request_host(req: &Request<hyper::body::Incoming>) -> String {
+pub fn request_host<B>(req: &Request<B>) -> String {
     let a = authority(req).to_ascii_lowercase();
     if let Some(rest) = a.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("").to_string();
     }
-    a.rsplit_once(':')
-        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-        .map_or(a.clone(), |(h, _)| h.to_string())
+    match a.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => a,
+    }
+}
+
+/// What a header match compares: a pseudo-header, or every value of the header joined by `,`
+/// (as Envoy joins repeated headers); none when the request does not carry it.
+fn header_value<'a, B>(req: &'a Request<B>, down: &Downstream, name: &str) -> Option<Cow<'a, str>> {
+    match name {
+        ":method" => Some(Cow::Borrowed(req.method().as_str())),
+        ":authority" => Some(Cow::Borrowed(authority(req))),
+        ":scheme" => Some(Cow::Borrowed(down.scheme)),
+        ":path" => req.uri().path_and_query().map(|p| Cow::Borrowed(p.as_str())),
+        name => {
+            let mut values = req.headers().get_all(name).iter().filter_map(|v| v.to_str().ok());
+            let first = values.next()?;
+            let Some(second) = values.next() else {
+                return Some(Cow::Borrowed(first));
+            };
+            let mut joined = format!("{first},{second}");
+            for v in values {
+                joined.push(',');
+                joined.push_str(v);
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
 }
 
 /// Phase 4: does this route's match take the request?
-pub(crate) fn matches(m: &Matcher, req: &Request<hyper::body::Incoming>, down: &Downstream) -> bool {
-    let path = req.uri().path();
+pub fn matches<B>(m: &Matcher, req: &Request<B>, down: &Downstream) -> bool {
     if let Some(u) = &m.uri {
-        let p = if m.ignore_uri_case {
-            path.to_ascii_lowercase()
+        let path = req.uri().path();
+        let hit = if m.ignore_uri_case {
+            u.matches(&path.to_ascii_lowercase())
         } else {
-            path.to_string()
+            u.matches(path)
         };
-        if !u.matches(&p) {
+        if !hit {
             return false;
         }
     }
@@ -49,25 +72,11 @@ pub(crate) fn matches(m: &Matcher, req: &Request<hyper::body::Incoming>, down: &
     {
         return false;
     }
-    if m.authority.as_ref().is_some_and(|s| !s.matches(&authority(req))) {
+    if m.authority.as_ref().is_some_and(|s| !s.matches(authority(req))) {
         return false;
     }
     for h in &m.headers {
-        let value: Option<String> = match h.name.as_str() {
-            ":method" => Some(req.method().to_string()),
-            ":authority" => Some(authority(req)),
-            ":scheme" => Some(down.scheme.to_string()),
-            ":path" => req.uri().path_and_query().map(|p| p.to_string()),
-            name => {
-                let all: Vec<&str> = req
-                    .headers()
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                (!all.is_empty()).then(|| all.join(","))
-            }
-        };
+        let value = header_value(req, down, &h.name);
         let value = if h.treat_missing_as_empty {
             Some(value.unwrap_or_default())
         } else {

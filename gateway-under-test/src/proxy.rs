@@ -13,6 +13,7 @@
 //! 9. response: header operations, CORS headers, `x-envoy-upstream-service-time`
 //! 10. logging: access log line and stats (in `server.rs`)
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -163,34 +164,130 @@ pub fn prepare_downstream_headers(h: &mut HeaderMap, down: &Downstream) {
     for k in envoy {
         h.remove(&k);
     }
-    let peer = down.peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
+    let peer = down.peer.ip();
+    let xff = match h.get("x-forwarded-for").map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 41);
+            v.extend_from_slice(prev);
+            let _ = write!(v, ", {peer}");
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => HeaderValue::from_str(&peer.to_string()).ok(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert("x-forwarded-for", v);
     }
     h.insert("x-forwarded-proto", HeaderValue::from_static(down.scheme));
     if !h.contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        if let Ok(v) = HeaderValue::from_bytes(&request_id_bytes()) {
             h.insert("x-request-id", v);
         }
     }
 }
 
-/// A random UUID (version 4) for `x-request-id`.
-pub fn request_id() -> String {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x4000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+/// A random UUID (version 4) for `x-request-id`, as its 36 bytes, written without formatting
+/// machinery (one per request).
+fn request_id_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x4000;
+    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let bits = (u128::from(a) << 64) | u128::from(b);
+    let mut out = [b'-'; 36];
+    let mut nibble = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream() -> Downstream {
+        let limits = <crate::Args as clap::Parser>::try_parse_from(["meshgate", "-c", "."])
+            .map(|a| a.limits)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Downstream {
+            peer: "10.0.0.7:5000".parse().unwrap_or_else(|e| panic!("{e}")),
+            local: "10.0.0.1:80".parse().unwrap_or_else(|e| panic!("{e}")),
+            port: 80,
+            scheme: "https",
+            table: None,
+            sni: None,
+            outbound: false,
+            original_dst: None,
+            body: BodyLimits::new(&limits),
+        }
+    }
+
+    fn prepared(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+                HeaderValue::from_str(v).unwrap_or_else(|e| panic!("{e}")),
+            );
+        }
+        prepare_downstream_headers(&mut h, &downstream());
+        h
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn the_peer_is_appended_to_x_forwarded_for_or_starts_it() {
+        let h = prepared(&[("x-forwarded-for", "1.2.3.4, 5.6.7.8")]);
+        assert_eq!(get(&h, "x-forwarded-for"), Some("1.2.3.4, 5.6.7.8, 10.0.0.7"));
+        assert_eq!(get(&prepared(&[]), "x-forwarded-for"), Some("10.0.0.7"));
+        assert_eq!(
+            get(&prepared(&[("x-forwarded-for", "")]), "x-forwarded-for"),
+            Some("10.0.0.7")
+        );
+    }
+
+    #[test]
+    fn envoy_headers_from_outside_are_dropped_and_the_scheme_is_set() {
+        let h = prepared(&[
+            ("x-envoy-retry-on", "5xx"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ("x-env", "kept"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        assert!(h.keys().all(|k| !k.as_str().starts_with("x-envoy-")), "{h:?}");
+        assert_eq!(get(&h, "x-env"), Some("kept"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
+    }
+
+    #[test]
+    fn a_request_id_is_kept_or_made_a_version_4_uuid() {
+        assert_eq!(get(&prepared(&[("x-request-id", "abc")]), "x-request-id"), Some("abc"));
+        let h = prepared(&[]);
+        let id = get(&h, "x-request-id").unwrap_or_default().to_string();
+        let groups: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            vec![8, 4, 4, 4, 12],
+            "{id}"
+        );
+        assert!(
+            id.chars()
+                .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)),
+            "{id}"
+        );
+        // Version 4; variant 10xx (8, 9, a or b).
+        assert!(groups[2].starts_with('4'), "{id}");
+        assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'), "{id}");
+        // Random: 1000 ids, all different, and every hex digit used in the random places.
+        let ids: std::collections::HashSet<[u8; 36]> = (0..1000).map(|_| request_id_bytes()).collect();
+        assert_eq!(ids.len(), 1000);
+        let digits: std::collections::HashSet<u8> = ids.iter().flat_map(|i| i[..8].to_vec()).collect();
+        assert_eq!(digits.len(), 16);
+    }
 }

@@ -278,7 +278,8 @@ fn within_header_limits<B>(req: &Request<B>, limits: &crate::limits::Limits) -> 
 }
 
 /// The request's part of the access log, taken before the request moves on.
-struct RequestLine {
+#[derive(Debug)]
+pub struct RequestLine {
     method: String,
     path: String,
     protocol: &'static str,
@@ -289,7 +290,7 @@ struct RequestLine {
     bytes_received: u64,
 }
 
-fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
+fn header<B>(req: &Request<B>, name: &str) -> String {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -298,7 +299,7 @@ fn header(req: &Request<hyper::body::Incoming>, name: &str) -> String {
 }
 
 impl RequestLine {
-    fn of(req: &Request<hyper::body::Incoming>) -> RequestLine {
+    pub fn of<B: hyper::body::Body>(req: &Request<B>) -> RequestLine {
         RequestLine {
             method: req.method().to_string(),
             path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
@@ -320,7 +321,7 @@ impl RequestLine {
     }
 
     /// Istio's default TEXT access log format.
-    fn format(
+    pub fn format(
         &self,
         started_at: SystemTime,
         start: Instant,

@@ -19,8 +19,8 @@ pub const BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 250
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// (response code, cluster) -> requests.
-    pub requests: Mutex<HashMap<(u16, String), u64>>,
+    /// cluster -> response code -> requests.
+    pub requests: Mutex<HashMap<String, HashMap<u16, u64>>>,
     pub upstream_buckets: [AtomicU64; 12],
     pub upstream_count: AtomicU64,
     pub upstream_sum_ms: AtomicU64,
@@ -31,7 +31,13 @@ pub struct Stats {
 impl Stats {
     pub fn record(&self, code: u16, cluster: &str, upstream_ms: Option<u128>) {
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((code, cluster.to_string())).or_insert(0) += 1;
+            // The cluster's name is copied once, on its first request.
+            match m.get_mut(cluster) {
+                Some(codes) => *codes.entry(code).or_insert(0) += 1,
+                None => {
+                    m.insert(cluster.to_string(), HashMap::from([(code, 1)]));
+                }
+            }
         }
         if let Some(ms) = upstream_ms {
             let ms = ms.min(u128::from(u64::MAX)) as u64;
