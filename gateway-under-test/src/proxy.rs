@@ -289,5 +289,9 @@ mod tests {
         assert_eq!(ids.len(), 1000);
         let digits: std::collections::HashSet<u8> = ids.iter().flat_map(|i| i[..8].to_vec()).collect();
         assert_eq!(digits.len(), 16);
+        // Version and variant hold for every id, not by chance for one.
+        assert!(ids
+            .iter()
+            .all(|i| i[14] == b'4' && matches!(i[19], b'8' | b'9' | b'a' | b'b')));
     }
 }

@@ -181,11 +181,13 @@ mod tests {
         let workers = Workers::start(2).unwrap();
         assert_eq!(workers.len(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
+        // Each worker finds its own value in a PerWorker.
+        let per = std::sync::Arc::new(PerWorker::new(|i| i * 10));
         workers.spawn_each(|i| {
-            let tx = tx.clone();
+            let (tx, per) = (tx.clone(), per.clone());
             async move {
                 let name = std::thread::current().name().map(str::to_string);
-                let _ = tx.send((i, index(), name));
+                let _ = tx.send((i, index(), *per.get(), name));
             }
         });
         let mut seen: Vec<_> = (0..2)
@@ -195,12 +197,13 @@ mod tests {
         assert_eq!(
             seen,
             vec![
-                (0, 0, Some("meshgate-worker-0".to_string())),
-                (1, 1, Some("meshgate-worker-1".to_string()))
+                (0, 0, 0, Some("meshgate-worker-0".to_string())),
+                (1, 1, 10, Some("meshgate-worker-1".to_string()))
             ]
         );
-        let per = PerWorker::new(|i| i * 10);
         assert_eq!(per.iter().copied().collect::<Vec<_>>(), vec![0, 10]);
+        // Off the workers (this thread): the first.
+        assert_eq!(*per.get(), 0);
         drop(workers);
     }
 }
