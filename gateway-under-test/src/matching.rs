@@ -111,3 +111,32 @@ pub fn matches<B>(m: &Matcher, req: &Request<B>, down: &Downstream) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(host: &str) -> String {
+        let req = Request::get("/")
+            .header("host", host)
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        request_host(&req)
+    }
+
+    #[test]
+    fn the_request_host_is_lowercase_without_a_numeric_port() {
+        assert_eq!(host_of("Example.COM:8080"), "example.com");
+        assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of("[::1]:80"), "::1");
+        // As Envoy strips it: only a number after the last colon is a port.
+        assert_eq!(host_of("example.com:http"), "example.com:http");
+        // An absolute-form URI's authority wins over Host.
+        let req = Request::get("http://Other.example:81/x")
+            .header("host", "example.com")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(request_host(&req), "other.example");
+        assert_eq!(authority(&req), "Other.example:81");
+    }
+}
