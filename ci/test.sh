@@ -10,7 +10,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 # Real clients and readers the tests use: curl and openssl (HTTP and TLS), headless Chromium (the
-# HTML report), xmllint (JUnit against its schema), HdrHistogram's Python reader (interval logs).
+# HTML report), xmllint (JUnit against its schema), HdrHistogram's Python reader (interval logs),
+# Prometheus's Python client (its text-format parser).
 # Docker, where the machine has it, runs the Swarm test of distributed load (skipped, with the
 # reason, where it does not).
 need=()
@@ -21,6 +22,10 @@ command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== apt-get install ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Prometheus's reference Python client parses /stats/prometheus in the telemetry tests.
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-client >&2
 fi
 if ! python3 -c 'import hdrh' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore hdrhistogram >&2

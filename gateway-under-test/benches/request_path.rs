@@ -14,11 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request};
 use mesh_model::api::virtual_service::HeaderOperations;
 use mesh_model::plan::{PlanOptions, WeightedCluster};
 use meshgate::compile::{compile, Compiled};
-use meshgate::proxy::{full, Downstream};
+use meshgate::proxy::Downstream;
+use meshgate::telemetry::{Identity, Telemetry};
 
 const ROUTE: &str = "{match: [{uri: {regex: 'URI'}, headers: {HEADER: {exact: 'VALUE'}}}], \
                      route: [{destination: {host: backend.example.com}}]}";
@@ -99,6 +100,7 @@ fn downstream(table: &str) -> Downstream {
         outbound: false,
         original_dst: None,
         body: meshgate::limits::BodyLimits::new(&defaults.limits),
+        telemetry: Arc::new(Telemetry::new(Identity::from_labels(&Default::default(), None))),
     }
 }
 
@@ -207,8 +209,7 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let line = meshgate::server::RequestLine::of(&req.clone().map(|()| http_body_util::Empty::<bytes::Bytes>::new()));
-    let resp: Response<meshgate::proxy::Body> = Response::new(full("hello\n"));
+    let line = meshgate::logging::RequestLine::of(&req);
     let out = meshgate::proxy::Outcome {
         route: "bench.default.0".into(),
         cluster: "outbound|80||backend.example.com".into(),
@@ -216,9 +217,23 @@ fn benches(c: &mut Criterion) {
         upstream_ms: Some(1),
         ..meshgate::proxy::Outcome::new()
     };
-    let (started_at, start) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let started_at = std::time::SystemTime::now();
     c.bench_function("access log line: Istio's TEXT format", |b| {
-        b.iter(|| black_box(line.format(started_at, start, &resp, &out, &down).len()))
+        b.iter(|| black_box(line.format(started_at, 3, 200, (0, 6), &out, &down).len()))
+    });
+    let request = meshgate::telemetry::Request {
+        cluster: &out.cluster,
+        code: 200,
+        flags: "",
+        grpc: false,
+        grpc_status: None,
+        duration_ms: 1.5,
+        request_bytes: 0,
+        response_bytes: 6,
+        listener: "outbound_0.0.0.0_80",
+    };
+    c.bench_function("metrics of one request: Istio's and Envoy's series", |b| {
+        b.iter(|| down.telemetry.request(black_box(&request)))
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,7 +15,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::conns::Phase;
-use crate::state::{State, BUCKETS_MS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::state::State;
 
 pub async fn serve(listener: TcpListener, state: Arc<State>) {
     loop {
@@ -50,7 +57,7 @@ fn route<B>(state: &State, req: &Request<B>) -> Response<Full<Bytes>> {
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n".into(), "text/plain"),
         "/config_dump" => text(StatusCode::OK, config_dump(state), "application/json"),
         "/plan" => text(StatusCode::OK, plan(state), "application/json"),
-        "/stats/prometheus" => text(StatusCode::OK, prometheus(state), "text/plain; version=0.0.4"),
+        "/stats/prometheus" => text(StatusCode::OK, prometheus(state), prometheus_text::CONTENT_TYPE),
         "/clusters" => text(StatusCode::OK, clusters(state), "text/plain"),
         "/listeners" => {
             let bound = state.bound.lock().map(|b| b.clone()).unwrap_or_default();
@@ -104,71 +111,104 @@ fn plan(state: &State) -> String {
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
 
+/// `/stats/prometheus`: Istio's and Envoy's metrics, then the gateway's own, in the Prometheus
+/// text format.
 fn prometheus(state: &State) -> String {
-    let s = &state.stats;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(state.telemetry.clone()));
+    registry.register_collector(Box::new(GatewayStats::of(state)));
     let mut o = String::new();
-    let _ = writeln!(o, "# TYPE meshgate_requests_total counter");
-    if let Ok(m) = s.requests.lock() {
-        let mut rows: Vec<_> = m
-            .iter()
-            .flat_map(|(cluster, codes)| codes.iter().map(move |(code, n)| ((code, cluster), n)))
-            .collect();
-        rows.sort();
-        for ((code, cluster), n) in rows {
-            let _ = writeln!(
-                o,
-                "meshgate_requests_total{{response_code=\"{code}\",cluster=\"{cluster}\"}} {n}"
-            );
+    let _ = prometheus_text::encode(&mut o, &registry);
+    state.telemetry.envoy_counters(&mut o);
+    o
+}
+
+/// The gateway's own counters and gauges, read when scraped.
+#[derive(Debug)]
+struct GatewayStats {
+    counters: Vec<(&'static str, &'static str, u64)>,
+    gauges: Vec<(&'static str, &'static str, i64)>,
+    per_worker: Vec<u64>,
+}
+
+impl GatewayStats {
+    fn of(state: &State) -> GatewayStats {
+        let c = &state.conns;
+        let n = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        GatewayStats {
+            counters: vec![
+                (
+                    "meshgate_downstream_cx_overflow",
+                    "Connections closed at once over the limit",
+                    n(&c.overflow),
+                ),
+                (
+                    "meshgate_downstream_cx_evicted",
+                    "Idle connections closed to make room",
+                    n(&c.evicted),
+                ),
+                (
+                    "meshgate_downstream_cx_accept_errors",
+                    "accept() failures",
+                    n(&c.accept_errors),
+                ),
+                (
+                    "meshgate_config_reloads",
+                    "Configs loaded after the first",
+                    n(&state.stats.reloads),
+                ),
+                (
+                    "meshgate_config_reload_failures",
+                    "Configs rejected",
+                    n(&state.stats.reload_failures),
+                ),
+            ],
+            gauges: vec![
+                (
+                    "meshgate_downstream_cx_active",
+                    "Open downstream connections",
+                    i(c.len() as u64),
+                ),
+                (
+                    "meshgate_downstream_cx_limit",
+                    "The downstream connection limit",
+                    i(c.limit() as u64),
+                ),
+                (
+                    "meshgate_request_buffer_bytes",
+                    "Request body bytes buffered",
+                    i(state.body.budget.used() as u64),
+                ),
+                (
+                    "meshgate_config_version",
+                    "The version of the config in force",
+                    i(state.version()),
+                ),
+            ],
+            per_worker: c.accepted.iter().map(n).collect(),
         }
     }
-    let _ = writeln!(o, "# TYPE meshgate_upstream_rq_time_ms histogram");
-    for (i, le) in BUCKETS_MS.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "meshgate_upstream_rq_time_ms_bucket{{le=\"{le}\"}} {}",
-            s.upstream_buckets[i].load(Ordering::Relaxed)
-        );
+}
+
+impl Collector for GatewayStats {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, v) in &self.counters {
+            let c = ConstCounter::new(*v);
+            c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        for (name, help, v) in &self.gauges {
+            let g = ConstGauge::new(*v);
+            g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let help = "Connections accepted, by worker";
+        let mut m = e.encode_descriptor("meshgate_worker_downstream_cx", help, None, MetricType::Counter)?;
+        for (i, n) in self.per_worker.iter().enumerate() {
+            let worker = [("worker", i.to_string())];
+            ConstCounter::new(*n).encode(m.encode_family(&worker)?)?;
+        }
+        Ok(())
     }
-    let count = s.upstream_count.load(Ordering::Relaxed);
-    let _ = writeln!(o, "meshgate_upstream_rq_time_ms_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(
-        o,
-        "meshgate_upstream_rq_time_ms_sum {}",
-        s.upstream_sum_ms.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(o, "meshgate_upstream_rq_time_ms_count {count}");
-    let _ = writeln!(o, "# TYPE meshgate_downstream_cx_active gauge");
-    let c = &state.conns;
-    let _ = writeln!(o, "meshgate_downstream_cx_active {}", c.len());
-    let counters = [
-        ("meshgate_downstream_cx_overflow_total", &c.overflow),
-        ("meshgate_downstream_cx_evicted_total", &c.evicted),
-        ("meshgate_downstream_cx_accept_errors_total", &c.accept_errors),
-    ];
-    for (name, v) in counters {
-        let _ = writeln!(o, "# TYPE {name} counter");
-        let _ = writeln!(o, "{name} {}", v.load(Ordering::Relaxed));
-    }
-    let _ = writeln!(o, "# TYPE meshgate_worker_downstream_cx_total counter");
-    for (i, n) in c.accepted.iter().enumerate() {
-        let n = n.load(Ordering::Relaxed);
-        let _ = writeln!(o, "meshgate_worker_downstream_cx_total{{worker=\"{i}\"}} {n}");
-    }
-    let _ = writeln!(o, "# TYPE meshgate_downstream_cx_limit gauge");
-    let _ = writeln!(o, "meshgate_downstream_cx_limit {}", c.limit());
-    let _ = writeln!(o, "# TYPE meshgate_request_buffer_bytes gauge");
-    let _ = writeln!(o, "meshgate_request_buffer_bytes {}", state.body.budget.used());
-    let _ = writeln!(o, "# TYPE meshgate_config_reloads_total counter");
-    let _ = writeln!(o, "meshgate_config_reloads_total {}", s.reloads.load(Ordering::Relaxed));
-    let _ = writeln!(o, "# TYPE meshgate_config_reload_failures_total counter");
-    let _ = writeln!(
-        o,
-        "meshgate_config_reload_failures_total {}",
-        s.reload_failures.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(o, "# TYPE meshgate_config_version gauge");
-    let _ = writeln!(o, "meshgate_config_version {}", state.version());
-    o
 }
 
 /// Envoy's `/clusters` text: `cluster::endpoint::stat::value`.

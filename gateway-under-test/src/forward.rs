@@ -17,6 +17,7 @@ use crate::errors::{reply, Failure};
 use crate::limits::{BodyLimits, Reservation};
 use crate::local::{chance, set};
 use crate::proxy::{fail, Body, Downstream, Outcome};
+use crate::telemetry::{Telemetry, Upstream};
 
 /// Envoy's header operations on a request or response: remove, then set, then add.
 pub fn apply_ops(h: &mut HeaderMap, ops: Option<&HeaderOperations>) {
@@ -104,9 +105,11 @@ pub fn header_order<'a>(
 }
 
 /// Phases 7-9.
+/// `picked`: the weighted cluster chosen when the route was (None: the route has none).
 pub(crate) async fn forward(
     compiled: &Compiled,
     r: &CompiledRoute,
+    picked: Option<&WeightedCluster>,
     req: Request<hyper::body::Incoming>,
     down: &Downstream,
     grpc: bool,
@@ -115,10 +118,9 @@ pub(crate) async fn forward(
     let RouteAction::Route { clusters, rewrite } = &r.route.action else {
         return reply(&Failure::NoRoute, grpc);
     };
-    let Some(wc) = pick_weighted(clusters) else {
+    let Some(wc) = picked else {
         return fail(Failure::NoCluster, grpc, out);
     };
-    out.cluster = wc.cluster.clone();
     let Some(cluster) = compiled.clusters.get(&wc.cluster) else {
         return fail(Failure::NoCluster, grpc, out);
     };
@@ -133,6 +135,7 @@ pub(crate) async fn forward(
         Ok(b) => b,
         Err(f) => return fail(f, grpc, out),
     };
+    out.bytes_received = body.len() as u64;
     let path = rewritten_path(r, &parts.uri);
     let original = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
     if path != original {
@@ -170,6 +173,7 @@ pub(crate) async fn forward(
         if chance(m.percentage) {
             if let Some(mc) = compiled.clusters.get(&m.cluster) {
                 spawn_mirror(
+                    down.telemetry.clone(),
                     mc.clone(),
                     parts.method.clone(),
                     path.clone(),
@@ -189,11 +193,15 @@ pub(crate) async fn forward(
         headers: &parts.headers,
         body: &body,
         hash,
+        telemetry: &down.telemetry,
     };
     let result = match r.route.timeout.filter(|t| !t.as_std().is_zero()) {
         Some(t) => match tokio::time::timeout(t.as_std(), attempts(&attempt, &r.route.retry, out)).await {
             Ok(res) => res,
-            Err(_) => Err((Failure::Timeout, false)),
+            Err(_) => {
+                down.telemetry.upstream(&cluster.cluster.name, Upstream::Timeout);
+                Err((Failure::Timeout, false))
+            }
         },
         None => attempts(&attempt, &r.route.retry, out).await,
     };
@@ -233,6 +241,8 @@ struct Attempt<'a> {
     headers: &'a HeaderMap,
     body: &'a Bytes,
     hash: Option<u64>,
+    /// Where each attempt is counted (Envoy's cluster stats).
+    telemetry: &'a Telemetry,
 }
 
 /// The consistent-hash key of a request, and a `Set-Cookie` value when the hash cookie has a ttl
@@ -402,6 +412,7 @@ async fn attempts(a: &Attempt<'_>, policy: &RetryPolicy, out: &mut Outcome) -> R
         if !again || !breakers.start_retry() {
             return result.map_err(|f| (f, attempt > 0));
         }
+        a.telemetry.upstream(&a.cluster.cluster.name, Upstream::Retry);
         retrying = true;
         attempt += 1;
         let cap = backoff_cap(policy.backoff.as_std(), attempt);
@@ -429,8 +440,13 @@ async fn one_attempt(
     let i = crate::upstream::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
     tried.push(i);
     out.upstream_host = a.cluster.address(i, a.authority);
-    let admission = a.cluster.breakers.admit().await?;
+    let admission = a.cluster.breakers.admit().await.inspect_err(|f| {
+        if *f == Failure::Overflow {
+            a.telemetry.upstream(&a.cluster.cluster.name, Upstream::Overflow);
+        }
+    })?;
     a.cluster.active[i].fetch_add(1, Ordering::Relaxed);
+    let sent = Instant::now();
     let call = send(a, i);
     let result = match policy.per_try_timeout {
         Some(t) => tokio::time::timeout(t.as_std(), call)
@@ -439,6 +455,18 @@ async fn one_attempt(
         None => call.await,
     };
     a.cluster.active[i].fetch_sub(1, Ordering::Relaxed);
+    let event = match &result {
+        Ok(resp) => Some(Upstream::Response(
+            resp.status().as_u16(),
+            sent.elapsed().as_secs_f64() * 1000.0,
+        )),
+        Err(Failure::Timeout) => Some(Upstream::Timeout),
+        Err(Failure::ConnectFailure(_)) => Some(Upstream::ConnectFail),
+        Err(_) => None,
+    };
+    if let Some(event) = event {
+        a.telemetry.upstream(&a.cluster.cluster.name, event);
+    }
     if let Some(o) = &a.cluster.outlier {
         match &result {
             Ok(resp) => o.report(i, Some(resp.status().as_u16()), None),
@@ -510,6 +538,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Fire and forget: the main response never waits for a mirror.
 fn spawn_mirror(
+    telemetry: Arc<Telemetry>,
     c: Arc<UpstreamCluster>,
     method: Method,
     path: String,
@@ -526,6 +555,7 @@ fn spawn_mirror(
             headers: &headers,
             body: &body,
             hash: None,
+            telemetry: &telemetry,
         };
         if let Some(i) = crate::upstream::pick(&c, None, &[]) {
             if let Ok(resp) = send(&attempt, i).await {

@@ -32,7 +32,10 @@ where
 {
     let cluster = route.and_then(|r| pick_weighted(&r.clusters));
     match (route, cluster) {
-        (None, _) => log(state, down, SystemTime::now(), Instant::now(), "NR", "", "", (0, 0)),
+        (None, _) => {
+            state.telemetry.tcp_opened("");
+            log(state, down, SystemTime::now(), Instant::now(), "NR", "", "", (0, 0));
+        }
         (Some(_), cluster) => proxy_to_cluster(io, cluster, compiled, state, down).await,
     }
 }
@@ -61,6 +64,7 @@ pub async fn proxy_to_cluster<IO>(
 {
     let (started_at, start) = (SystemTime::now(), Instant::now());
     let name = cluster.unwrap_or("");
+    state.telemetry.tcp_opened(name);
     let Some(c) = cluster.and_then(|n| compiled.clusters.get(n)) else {
         log(
             state,
@@ -215,7 +219,8 @@ where
     ((up, back), false)
 }
 
-/// Istio's access log line for a TCP session.
+/// The end of a TCP session: Istio's TCP metrics and access log line. `bytes`: from the
+/// client, to the client.
 #[allow(clippy::too_many_arguments)]
 fn log(
     state: &State,
@@ -227,6 +232,7 @@ fn log(
     upstream: &str,
     bytes: (u64, u64),
 ) {
+    state.telemetry.tcp_closed(cluster, flags, bytes.1, bytes.0);
     if !state.access_log.enabled() {
         return;
     }

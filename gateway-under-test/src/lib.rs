@@ -12,12 +12,14 @@ pub mod forward;
 pub mod l4;
 pub mod limits;
 pub mod local;
+pub mod logging;
 pub mod matching;
 pub mod origination;
 pub mod proxy;
 pub mod server;
 pub mod sidecar;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod workers;
@@ -113,17 +115,21 @@ fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("--{flag}: {e}"))
 }
 
-/// Loads, validates and plans the config. Errors: every diagnostic, as text.
-pub fn load_plan(args: &Args) -> Result<mesh_model::plan::Plan, String> {
-    let labels: BTreeMap<String, String> = args
-        .labels
+/// `--labels` as a map.
+fn workload_labels(args: &Args) -> Result<BTreeMap<String, String>, String> {
+    args.labels
         .iter()
         .map(|kv| {
             kv.split_once('=')
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .ok_or_else(|| format!("label `{kv}` is not key=value"))
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Loads, validates and plans the config. Errors: every diagnostic, as text.
+pub fn load_plan(args: &Args) -> Result<mesh_model::plan::Plan, String> {
+    let labels = workload_labels(args)?;
     let opts = PlanOptions {
         labels: Some(labels),
         namespace: args.namespace.clone(),
@@ -325,7 +331,8 @@ pub async fn run(args: Args) -> u8 {
         }
         let access_log =
             AccessLog::open(&args.access_log).map_err(|e| format!("--access-log {}: {e}", args.access_log))?;
-        let state = State::new(compiled, access_log, args.limits.clone());
+        let identity = telemetry::Identity::from_labels(&workload_labels(&args)?, args.namespace.as_deref());
+        let state = State::new(compiled, access_log, args.limits.clone(), identity);
         tokio::spawn(state.conns.clone().sweep(args.limits.idle_timeout));
         let (stop, _) = watch::channel(false);
         let listeners = Arc::new(Listeners {

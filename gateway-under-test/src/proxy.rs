@@ -11,7 +11,7 @@
 //! 8. upstream request: rewrite, header operations, mirrors, then attempts with retries and
 //!    per-try and route timeouts (504 UT)
 //! 9. response: header operations, CORS headers, `x-envoy-upstream-service-time`
-//! 10. logging: access log line and stats (in `server.rs`)
+//! 10. logging: access log line and metrics at the response's end (`logging.rs`)
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -21,10 +21,11 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
+use mesh_model::plan::RouteAction;
 
 use crate::compile::Compiled;
 use crate::errors::{reply, Failure};
-use crate::forward::forward;
+use crate::forward::{forward, pick_weighted};
 use crate::limits::BodyLimits;
 use crate::local::{
     cors_headers, https_redirect, is_preflight, local_actions, origin_allowed, preflight, redirect_response,
@@ -55,6 +56,8 @@ pub struct Downstream {
     pub original_dst: Option<String>,
     /// How large a request body may be buffered, and the gateway's buffer budget.
     pub body: Arc<BodyLimits>,
+    /// Where upstream attempts are counted.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// What the access log and stats need to know about one request.
@@ -68,6 +71,8 @@ pub struct Outcome {
     pub upstream_ms: Option<u128>,
     /// Why the upstream connection failed (TLS errors among them), for the access log.
     pub transport_failure: String,
+    /// Request body bytes read from the client.
+    pub bytes_received: u64,
 }
 
 impl Outcome {
@@ -115,6 +120,15 @@ pub async fn handle(
         return (fail(Failure::NoRoute, grpc, &mut out), out);
     };
     out.route = route.route.name.clone();
+    // The weighted cluster is chosen with the route (as Envoy's route entry does), so a local
+    // reply on the route (a fault abort) still names its destination in the metrics.
+    let picked = match &route.route.action {
+        RouteAction::Route { clusters, .. } => pick_weighted(clusters),
+        _ => None,
+    };
+    if let Some(wc) = picked {
+        out.cluster.clone_from(&wc.cluster);
+    }
     let origin = req
         .headers()
         .get("origin")
@@ -131,7 +145,7 @@ pub async fn handle(
     }
     let mut resp = match local_actions(route, &req, down, grpc, &mut out).await {
         Some(resp) => resp,
-        None => forward(&compiled, route, req, down, grpc, &mut out).await,
+        None => forward(&compiled, route, picked, req, down, grpc, &mut out).await,
     };
     if let (Some(c), Some(o)) = (cors, origin.as_deref()) {
         cors_headers(c, o, resp.headers_mut());
@@ -222,6 +236,9 @@ mod tests {
             outbound: false,
             original_dst: None,
             body: BodyLimits::new(&limits),
+            telemetry: Arc::new(crate::telemetry::Telemetry::new(
+                crate::telemetry::Identity::from_labels(&Default::default(), None),
+            )),
         }
     }
 

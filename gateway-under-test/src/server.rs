@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response};
-use hyper::body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_model::plan::{ChainAction, Transport};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::conns::{ConnHandle, Phase, Registered};
 use crate::errors::Failure;
+use crate::logging::{Finish, Logged, RequestLine};
 use crate::proxy::{self, Body, Downstream, Outcome};
 use crate::state::State;
 use crate::{l4, tls};
@@ -120,6 +121,7 @@ async fn connection(
         table: None,
         sni: hello.sni.clone(),
         body: state.body.clone(),
+        telemetry: state.telemetry.clone(),
     };
     // A TCP or TLS session is in flight for its whole life: never closed as idle.
     let handle = registered.handle();
@@ -188,7 +190,7 @@ where
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
         let (state, down, conn) = (svc_state.clone(), down.clone(), conn_state.clone());
-        async move { Ok::<_, Infallible>(one_request(&state, &down, &conn, req).await) }
+        async move { Ok::<_, Infallible>(one_request(&state, down, &conn, req).await) }
     });
     let limits = &state.limits;
     let headers_bytes = limits.max_request_headers_kb.saturating_mul(1024);
@@ -223,7 +225,7 @@ where
 
 async fn one_request(
     state: &Arc<State>,
-    down: &Downstream,
+    down: Arc<Downstream>,
     conn: &ConnHandle,
     mut req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
@@ -235,17 +237,18 @@ async fn one_request(
         // GOAWAY: the streams already open finish, new ones go to a new connection.
         conn.close();
     }
-    proxy::prepare_downstream_headers(req.headers_mut(), down);
+    proxy::prepare_downstream_headers(req.headers_mut(), &down);
     let started_at = SystemTime::now();
     let line = state.access_log.enabled().then(|| RequestLine::of(&req));
     let compiled = state.current.load_full();
+    let grpc = proxy::is_grpc(req.headers());
     let (mut resp, out) = if let Err(f) = within_header_limits(&req, &state.limits) {
         let mut out = Outcome::new();
-        (proxy::fail(f, proxy::is_grpc(req.headers()), &mut out), out)
+        (proxy::fail(f, grpc, &mut out), out)
     } else if down.outbound {
-        crate::sidecar::handle(state.clone(), compiled, down, req).await
+        crate::sidecar::handle(state.clone(), compiled, &down, req).await
     } else {
-        proxy::handle(compiled, down, req).await
+        proxy::handle(compiled, &down, req).await
     };
     // Draining: the client opens a new connection for its next request (Envoy's drain). A
     // request whose body was refused or timed out leaves the rest of its body unread.
@@ -254,15 +257,19 @@ async fn one_request(
         resp.headers_mut()
             .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
-    state
-        .stats
-        .record(resp.status().as_u16(), &out.cluster, out.upstream_ms);
-    if let Some(line) = line {
-        state
-            .access_log
-            .write(&line.format(started_at, start, &resp, &out, down));
-    }
-    resp
+    let finish = Finish {
+        state: state.clone(),
+        down,
+        line,
+        out,
+        started_at,
+        start,
+        status: resp.status().as_u16(),
+        grpc,
+    };
+    let (parts, body) = resp.into_parts();
+    let body = Logged::new(body, &parts.headers, finish);
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// Envoy's `max_request_headers_kb` and `max_headers_count`, counted exactly (hyper's own
@@ -275,87 +282,4 @@ fn within_header_limits<B>(req: &Request<B>, limits: &crate::limits::Limits) -> 
         return Err(Failure::HeadersTooLarge);
     }
     Ok(())
-}
-
-/// The request's part of the access log, taken before the request moves on.
-#[derive(Debug)]
-pub struct RequestLine {
-    method: String,
-    path: String,
-    protocol: &'static str,
-    xff: String,
-    user_agent: String,
-    request_id: String,
-    authority: String,
-    bytes_received: u64,
-}
-
-fn header<B>(req: &Request<B>, name: &str) -> String {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
-}
-
-impl RequestLine {
-    pub fn of<B: hyper::body::Body>(req: &Request<B>) -> RequestLine {
-        RequestLine {
-            method: req.method().to_string(),
-            path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
-            protocol: match req.version() {
-                http::Version::HTTP_2 => "HTTP/2",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                _ => "HTTP/1.1",
-            },
-            xff: header(req, "x-forwarded-for"),
-            user_agent: header(req, "user-agent"),
-            request_id: header(req, "x-request-id"),
-            authority: req
-                .uri()
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| header(req, "host")),
-            bytes_received: req.body().size_hint().exact().unwrap_or(0),
-        }
-    }
-
-    /// Istio's default TEXT access log format.
-    pub fn format(
-        &self,
-        started_at: SystemTime,
-        start: Instant,
-        resp: &Response<Body>,
-        out: &Outcome,
-        down: &Downstream,
-    ) -> String {
-        let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
-        let upstream_time = out.upstream_ms.map_or("-".into(), |m| m.to_string());
-        let bytes_sent = resp.body().size_hint().exact().map_or("-".into(), |n| n.to_string());
-        format!(
-            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
-            mesh_model::time::rfc3339(started_at, true),
-            self.method,
-            self.path,
-            self.protocol,
-            resp.status().as_u16(),
-            dash(&out.flags),
-            out.details,
-            dash(&out.transport_failure),
-            self.bytes_received,
-            bytes_sent,
-            start.elapsed().as_millis(),
-            upstream_time,
-            self.xff,
-            self.user_agent,
-            self.request_id,
-            self.authority,
-            dash(&out.upstream_host),
-            dash(&out.cluster),
-            down.local,
-            down.peer,
-            down.sni.as_deref().unwrap_or("-"),
-            dash(&out.route),
-        )
-    }
 }

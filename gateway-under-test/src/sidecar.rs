@@ -39,6 +39,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, stop: watch::Receiv
                 outbound: true,
                 original_dst: None,
                 body: state.body.clone(),
+                telemetry: state.telemetry.clone(),
             };
             crate::server::serve_http(stream, down, state, registered).await;
         },

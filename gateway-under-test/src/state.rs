@@ -1,10 +1,10 @@
 //! Gateway state shared by every connection: the compiled Plan behind an atomic pointer (a reload
 //! never blocks a request), the last reload error, counters, and the access log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -13,43 +13,13 @@ use arc_swap::ArcSwap;
 use crate::compile::Compiled;
 use crate::conns::Conns;
 use crate::limits::{BodyLimits, Limits};
+use crate::telemetry::{Identity, Telemetry};
 
-/// Upper bounds (ms) of the upstream time histogram buckets.
-pub const BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
-
+/// The gateway's own counters (request metrics are in `telemetry`).
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// cluster -> response code -> requests.
-    pub requests: Mutex<HashMap<String, HashMap<u16, u64>>>,
-    pub upstream_buckets: [AtomicU64; 12],
-    pub upstream_count: AtomicU64,
-    pub upstream_sum_ms: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
-}
-
-impl Stats {
-    pub fn record(&self, code: u16, cluster: &str, upstream_ms: Option<u128>) {
-        if let Ok(mut m) = self.requests.lock() {
-            // The cluster's name is copied once, on its first request.
-            match m.get_mut(cluster) {
-                Some(codes) => *codes.entry(code).or_insert(0) += 1,
-                None => {
-                    m.insert(cluster.to_string(), HashMap::from([(code, 1)]));
-                }
-            }
-        }
-        if let Some(ms) = upstream_ms {
-            let ms = ms.min(u128::from(u64::MAX)) as u64;
-            self.upstream_count.fetch_add(1, Ordering::Relaxed);
-            self.upstream_sum_ms.fetch_add(ms, Ordering::Relaxed);
-            for (i, le) in BUCKETS_MS.iter().enumerate() {
-                if ms <= *le {
-                    self.upstream_buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
 }
 
 /// Where access log lines go.
@@ -96,6 +66,8 @@ pub struct State {
     /// The diagnostics of the last rejected config, with when it was rejected.
     pub last_error: Mutex<Option<(SystemTime, String)>>,
     pub stats: Stats,
+    /// Istio's and Envoy's request metrics.
+    pub telemetry: Arc<Telemetry>,
     pub access_log: AccessLog,
     /// Plan listener port -> the address it is bound to.
     pub bound: Mutex<BTreeMap<u32, SocketAddr>>,
@@ -107,11 +79,12 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(compiled: Compiled, access_log: AccessLog, limits: Limits) -> Arc<State> {
+    pub fn new(compiled: Compiled, access_log: AccessLog, limits: Limits, identity: Identity) -> Arc<State> {
         Arc::new(State {
             current: ArcSwap::from_pointee(compiled),
             last_error: Mutex::new(None),
             stats: Stats::default(),
+            telemetry: Arc::new(Telemetry::new(identity)),
             access_log,
             bound: Mutex::new(BTreeMap::new()),
             conns: Conns::new(limits.connection_limit()),

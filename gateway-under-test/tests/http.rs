@@ -443,8 +443,15 @@ fn admin_api_reports_config_stats_and_clusters() {
     );
     assert_eq!(envoy["configs"][1]["version_info"], "1");
     let stats = s.gate.admin_get("/stats/prometheus");
-    assert!(stats.contains("meshgate_requests_total{response_code=\"200\",cluster=\"outbound|9080|v1|reviews.default.svc.cluster.local\"} 3"), "{stats}");
-    assert!(stats.contains("meshgate_upstream_rq_time_ms_count 3"), "{stats}");
+    let cluster = "cluster_name=\"outbound|9080|v1|reviews.default.svc.cluster.local\"";
+    assert!(
+        stats.contains(&format!("envoy_cluster_upstream_rq_total{{{cluster}}} 3\n")),
+        "{stats}"
+    );
+    assert!(
+        stats.contains(&format!("envoy_cluster_upstream_rq_time_count{{{cluster}}} 3\n")),
+        "{stats}"
+    );
     let clusters = s.gate.admin_get("/clusters");
     assert!(
         clusters.contains("outbound|9080|v2|reviews.default.svc.cluster.local::127.0.0.1:"),

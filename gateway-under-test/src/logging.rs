@@ -1,0 +1,223 @@
+//! Phase 10, logging: when a response's last byte has gone (or the client has gone), its access
+//! log line and its metrics, with the bytes really sent and received and the duration to the
+//! last byte, as Envoy's `%BYTES_SENT%`, `%BYTES_RECEIVED%` and `%DURATION%` are, for
+//! chunked and streamed bodies too.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use hyper::body::{Body as _, Frame, SizeHint};
+
+use crate::proxy::{Body, Downstream, Outcome};
+use crate::state::State;
+use crate::telemetry;
+
+/// What is known about a request when its response starts; completed by the response body.
+#[derive(Debug)]
+pub struct Finish {
+    pub state: Arc<State>,
+    pub down: Arc<Downstream>,
+    /// The access log's request fields (None: the access log is off).
+    pub line: Option<RequestLine>,
+    pub out: Outcome,
+    pub started_at: SystemTime,
+    pub start: Instant,
+    pub status: u16,
+    pub grpc: bool,
+}
+
+impl Finish {
+    /// Writes the access log line and records the metrics.
+    fn done(mut self, bytes_sent: u64, grpc_status: Option<u16>, client_gone: bool) {
+        if client_gone && self.out.flags.is_empty() {
+            // Envoy's DC: the downstream connection ended before the response did.
+            self.out.flags = "DC".into();
+        }
+        let elapsed = self.start.elapsed();
+        let listener = format!("outbound_0.0.0.0_{}", self.down.port);
+        self.state.telemetry.request(&telemetry::Request {
+            cluster: &self.out.cluster,
+            code: self.status,
+            flags: &self.out.flags,
+            grpc: self.grpc,
+            grpc_status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            request_bytes: self.out.bytes_received,
+            response_bytes: bytes_sent,
+            listener: &listener,
+        });
+        if let Some(line) = &self.line {
+            let sizes = (self.out.bytes_received, bytes_sent);
+            let text = line.format(
+                self.started_at,
+                elapsed.as_millis(),
+                self.status,
+                sizes,
+                &self.out,
+                &self.down,
+            );
+            self.state.access_log.write(&text);
+        }
+    }
+}
+
+/// A response body that counts what it sends, reads `grpc-status` from trailers, and finishes
+/// the request's logging at its end or when dropped.
+#[derive(Debug)]
+pub struct Logged {
+    inner: Body,
+    bytes: u64,
+    grpc_status: Option<u16>,
+    ended: bool,
+    finish: Option<Finish>,
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u16> {
+    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
+impl Logged {
+    /// `headers`: the response's, for a trailers-only gRPC reply's `grpc-status`.
+    pub fn new(inner: Body, headers: &HeaderMap, finish: Finish) -> Logged {
+        Logged {
+            grpc_status: grpc_status(headers),
+            inner,
+            bytes: 0,
+            ended: false,
+            finish: Some(finish),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(f) = self.finish.take() {
+            let gone = !self.ended && !self.inner.is_end_stream();
+            f.done(self.bytes, self.grpc_status, gone);
+        }
+    }
+}
+
+impl hyper::body::Body for Logged {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                } else if let Some(t) = frame.trailers_ref() {
+                    this.grpc_status = grpc_status(t).or(this.grpc_status);
+                }
+            }
+            Poll::Ready(None) => this.ended = true,
+            _ => {}
+        }
+        if this.ended || this.inner.is_end_stream() {
+            this.ended = true;
+            this.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The request's part of the access log, taken before the request moves on.
+#[derive(Debug)]
+pub struct RequestLine {
+    method: String,
+    path: String,
+    protocol: &'static str,
+    xff: String,
+    user_agent: String,
+    request_id: String,
+    authority: String,
+}
+
+fn header<B>(req: &Request<B>, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
+}
+
+impl RequestLine {
+    pub fn of<B>(req: &Request<B>) -> RequestLine {
+        RequestLine {
+            method: req.method().to_string(),
+            path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
+            protocol: match req.version() {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            xff: header(req, "x-forwarded-for"),
+            user_agent: header(req, "user-agent"),
+            request_id: header(req, "x-request-id"),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| header(req, "host")),
+        }
+    }
+
+    /// Istio's default TEXT access log format.
+    /// `sizes`: bytes received and sent (bodies).
+    pub fn format(
+        &self,
+        started_at: SystemTime,
+        duration_ms: u128,
+        status: u16,
+        (bytes_received, bytes_sent): (u64, u64),
+        out: &Outcome,
+        down: &Downstream,
+    ) -> String {
+        let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+        let upstream_time = out.upstream_ms.map_or("-".into(), |m| m.to_string());
+        format!(
+            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
+            mesh_model::time::rfc3339(started_at, true),
+            self.method,
+            self.path,
+            self.protocol,
+            status,
+            dash(&out.flags),
+            out.details,
+            dash(&out.transport_failure),
+            bytes_received,
+            bytes_sent,
+            duration_ms,
+            upstream_time,
+            self.xff,
+            self.user_agent,
+            self.request_id,
+            self.authority,
+            dash(&out.upstream_host),
+            dash(&out.cluster),
+            down.local,
+            down.peer,
+            down.sni.as_deref().unwrap_or("-"),
+            dash(&out.route),
+        )
+    }
+}
