@@ -230,7 +230,7 @@ fn benches(c: &mut Criterion) {
         duration_ms: 1.5,
         request_bytes: 0,
         response_bytes: 6,
-        listener: "outbound_0.0.0.0_80",
+        listener: 80,
     };
     c.bench_function("metrics of one request: Istio's and Envoy's series", |b| {
         b.iter(|| down.telemetry.request(black_box(&request)))

@@ -31,8 +31,6 @@ pub enum Failure {
     BadRequest(String),
     /// The request's headers are larger or more than the limits allow (431, DPE).
     HeadersTooLarge,
-    /// The request body is larger than the gateway buffers (413).
-    PayloadTooLarge,
     /// The request body did not arrive within the request timeout (408).
     RequestTimeout,
     /// The gateway's buffer budget is spent (503 OM, as Envoy's overload manager answers).
@@ -53,7 +51,6 @@ impl Failure {
             Failure::FaultAbort { http, .. } => http.unwrap_or(200),
             Failure::BadRequest(_) => 400,
             Failure::HeadersTooLarge => 431,
-            Failure::PayloadTooLarge => 413,
             Failure::RequestTimeout => 408,
         }
     }
@@ -70,8 +67,8 @@ impl Failure {
             Failure::FaultAbort { .. } => "FI",
             Failure::Overflow => "UO",
             Failure::BadRequest(_) | Failure::HeadersTooLarge => "DPE",
-            // Envoy sets no flag for these two.
-            Failure::PayloadTooLarge | Failure::RequestTimeout => "",
+            // Envoy sets no flag for this one.
+            Failure::RequestTimeout => "",
             Failure::Overloaded => "OM",
         }
     }
@@ -100,7 +97,6 @@ impl Failure {
             Failure::Overflow => "upstream_reset_before_response_started{overflow}".into(),
             Failure::BadRequest(_) => "downstream_protocol_error".into(),
             Failure::HeadersTooLarge => "http1.headers_too_large".into(),
-            Failure::PayloadTooLarge => "request_payload_too_large".into(),
             Failure::RequestTimeout => "request_overall_timeout".into(),
             Failure::Overloaded => "overload".into(),
         }
@@ -123,7 +119,6 @@ impl Failure {
             Failure::Overflow => reset("overflow"),
             Failure::BadRequest(why) => why.clone(),
             Failure::HeadersTooLarge => "Request Header Fields Too Large".into(),
-            Failure::PayloadTooLarge => "Payload Too Large".into(),
             Failure::RequestTimeout => "request timeout".into(),
             Failure::Overloaded => "envoy overloaded".into(),
         }

@@ -8,15 +8,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use mesh_model::api::virtual_service::HeaderOperations;
 use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
 use crate::errors::{reply, Failure};
-use crate::limits::{BodyLimits, Reservation};
+use crate::limits::BodyLimits;
 use crate::local::{chance, set};
 use crate::proxy::{fail, Body, Downstream, Outcome};
+use crate::replay::RequestBody;
 use crate::telemetry::{Telemetry, Upstream};
 
 /// Envoy's header operations on a request or response: remove, then set, then add.
@@ -131,11 +132,11 @@ pub(crate) async fn forward(
         return upgrade(cluster, r, req, out).await;
     }
     let (mut parts, body) = req.into_parts();
-    let (body, _buffered) = match buffer_body(&down.body, &parts.headers, body).await {
+    let body = match request_body(&down.body, &parts.headers, body).await {
         Ok(b) => b,
         Err(f) => return fail(f, grpc, out),
     };
-    out.bytes_received = body.len() as u64;
+    out.request_body = Some(body.clone());
     let path = rewritten_path(r, &parts.uri);
     let original = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
     if path != original {
@@ -169,20 +170,25 @@ pub(crate) async fn forward(
             .unwrap_or_default()
     });
     let (hash, set_cookie) = consistent_hash(cluster, &parts.headers, &parts.uri, down);
-    for m in &r.route.mirrors {
-        if chance(m.percentage) {
-            if let Some(mc) = compiled.clusters.get(&m.cluster) {
-                spawn_mirror(
-                    down.telemetry.clone(),
-                    mc.clone(),
-                    parts.method.clone(),
-                    path.clone(),
-                    authority.clone(),
-                    parts.headers.clone(),
-                    body.clone(),
-                );
+    let mirror = |bytes: Bytes| {
+        for m in &r.route.mirrors {
+            if chance(m.percentage) {
+                if let Some(mc) = compiled.clusters.get(&m.cluster) {
+                    let request = (
+                        parts.method.clone(),
+                        path.clone(),
+                        authority.clone(),
+                        parts.headers.clone(),
+                    );
+                    spawn_mirror(down, mc.clone(), request, bytes.clone());
+                }
             }
         }
+    };
+    // Mirrors get a whole body: at once when it has arrived, else once it has (if it was kept).
+    let whole = body.complete();
+    if let Some(bytes) = &whole {
+        mirror(bytes.clone());
     }
     let started = Instant::now();
     let attempt = Attempt {
@@ -205,6 +211,9 @@ pub(crate) async fn forward(
         },
         None => attempts(&attempt, &r.route.retry, out).await,
     };
+    if let (None, Some(bytes)) = (&whole, body.complete()) {
+        mirror(bytes);
+    }
     let mut resp = match result {
         Ok(resp) => resp,
         Err((f, retried)) => {
@@ -239,7 +248,7 @@ struct Attempt<'a> {
     path: &'a str,
     authority: &'a str,
     headers: &'a HeaderMap,
-    body: &'a Bytes,
+    body: &'a RequestBody,
     hash: Option<u64>,
     /// Where each attempt is counted (Envoy's cluster stats).
     telemetry: &'a Telemetry,
@@ -344,7 +353,7 @@ async fn upgrade(
     let Ok(uri) = target.parse::<Uri>() else {
         return fail(Failure::BadRequest(format!("bad upstream URI {target}")), false, out);
     };
-    let mut up = Request::new(Full::new(Bytes::new()));
+    let mut up = Request::new(RequestBody::empty().attempt());
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
@@ -408,8 +417,9 @@ async fn attempts(a: &Attempt<'_>, policy: &RetryPolicy, out: &mut Outcome) -> R
             Err(Failure::Overflow | Failure::NoHealthyUpstream) => false,
             Err(f) => more && (*f == Failure::Timeout || retriable(policy, None, None, Some(f))),
         };
+        // A body not kept whole cannot be sent again (Envoy's retry buffer overflow).
         // maxRetries: with that many retries in flight to the cluster, this request is not retried.
-        if !again || !breakers.start_retry() {
+        if !again || !a.body.replayable() || !breakers.start_retry() {
             return result.map_err(|f| (f, attempt > 0));
         }
         a.telemetry.upstream(&a.cluster.cluster.name, Upstream::Retry);
@@ -501,7 +511,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
             format!("http://{}{}", a.cluster.address(endpoint, a.authority), a.path)
         }
     };
-    let mut req = Request::new(Full::new(a.body.clone()));
+    let mut req = Request::new(a.body.attempt());
     *req.method_mut() = a.method.clone();
     *req.uri_mut() = target
         .parse()
@@ -538,14 +548,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Fire and forget: the main response never waits for a mirror.
 fn spawn_mirror(
-    telemetry: Arc<Telemetry>,
+    down: &Downstream,
     c: Arc<UpstreamCluster>,
-    method: Method,
-    path: String,
-    authority: String,
-    headers: HeaderMap,
-    body: Bytes,
+    (method, path, authority, headers): (Method, String, String, HeaderMap),
+    bytes: Bytes,
 ) {
+    let telemetry = down.telemetry.clone();
+    let body = RequestBody::whole(bytes, down.body.budget.reserve());
     tokio::spawn(async move {
         let attempt = Attempt {
             cluster: &c,
@@ -565,29 +574,31 @@ fn spawn_mirror(
     });
 }
 
-/// Reads a request body whole (a retry or a mirror sends it again), within the limits: a
-/// Content-Length over the maximum is refused before any upload (413, and so no `100 Continue`),
-/// and so is a body that grows past it; its bytes count against the gateway's buffer budget
-/// until the response is done (503 overloaded when the budget is spent); the whole body must
-/// arrive within the request timeout (408).
-async fn buffer_body<'a>(
-    limits: &'a BodyLimits,
+/// The request body: read whole first when its Content-Length is within the buffer limit, as
+/// before any upstream is tried (a retry or a mirror sends it again); streamed otherwise (no
+/// Content-Length, as with gRPC streams and chunked uploads, or a larger one), keeping what a
+/// retry needs up to the limit.
+///
+/// A whole body must arrive within the request timeout (408) and its bytes count against the
+/// gateway's buffer budget until the response is done (503 overloaded when the budget is spent).
+async fn request_body(
+    limits: &BodyLimits,
     headers: &HeaderMap,
     mut body: hyper::body::Incoming,
-) -> Result<(Bytes, Reservation<'a>), Failure> {
+) -> Result<RequestBody, Failure> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max as u64) {
-        return Err(Failure::PayloadTooLarge);
-    }
     let mut reservation = limits.budget.reserve();
     if hyper::body::Body::is_end_stream(&body) {
         // No body (a GET): nothing to read, no timer to arm.
-        return Ok((Bytes::new(), reservation));
+        return Ok(RequestBody::whole(Bytes::new(), reservation));
     }
-    let declared = declared.unwrap_or(0) as usize;
+    let declared = match declared {
+        Some(n) if n <= limits.max as u64 => n as usize,
+        _ => return Ok(RequestBody::streaming(body, limits)),
+    };
     if !reservation.cover(declared) {
         return Err(Failure::Overloaded);
     }
@@ -596,19 +607,12 @@ async fn buffer_body<'a>(
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Failure::BadRequest(format!("request body: {e}")))?;
             let Ok(data) = frame.into_data() else { continue };
-            let len = buf.len() + data.len();
-            if len > limits.max {
-                return Err(Failure::PayloadTooLarge);
-            }
-            if !reservation.cover(len) {
-                return Err(Failure::Overloaded);
-            }
             buf.extend_from_slice(&data);
         }
         Ok(buf.freeze())
     };
     match tokio::time::timeout(limits.timeout, read).await {
-        Ok(body) => Ok((body?, reservation)),
+        Ok(body) => Ok(RequestBody::whole(body?, reservation)),
         Err(_) => Err(Failure::RequestTimeout),
     }
 }

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod matching;
 pub mod origination;
 pub mod proxy;
+pub mod replay;
 pub mod server;
 pub mod sidecar;
 pub mod state;

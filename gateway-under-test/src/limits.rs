@@ -35,8 +35,11 @@ pub struct Limits {
     /// Most request headers (Envoy's `max_headers_count`, 100): 431 above.
     #[arg(long, default_value = "100")]
     pub max_headers_count: usize,
-    /// Largest request body, in KiB. meshgate buffers a body so that a retry can send it again;
-    /// a larger one is refused with 413 (from its Content-Length, before the upload).
+    /// Request body bytes kept so that a retry can send the body again, in KiB (Envoy's retry
+    /// buffer). A body whose Content-Length is within it is read whole before the upstream is
+    /// tried; any other body (no Content-Length, as gRPC streams and chunked uploads, or a
+    /// larger one) streams to the upstream as it arrives, its first bytes kept up to this
+    /// limit; a longer one is not retried.
     #[arg(long, default_value = "16384")]
     pub max_request_body_kb: usize,
     /// Bytes of request bodies buffered at once over all connections, in MiB; a body that would
@@ -129,13 +132,15 @@ impl BodyLimits {
 #[derive(Debug)]
 pub struct BufferBudget {
     limit: usize,
-    used: AtomicUsize,
+    used: Arc<AtomicUsize>,
 }
 
-/// Bytes taken from a [`BufferBudget`], given back when dropped.
+/// Bytes taken from a [`BufferBudget`], given back when dropped. It may outlive the request
+/// that made it: a streamed body's replay buffer lives as long as the upstream request's body.
 #[derive(Debug)]
-pub struct Reservation<'a> {
-    budget: &'a BufferBudget,
+pub struct Reservation {
+    limit: usize,
+    used: Arc<AtomicUsize>,
     bytes: usize,
 }
 
@@ -143,13 +148,17 @@ impl BufferBudget {
     pub fn new(limit: usize) -> BufferBudget {
         BufferBudget {
             limit,
-            used: AtomicUsize::new(0),
+            used: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// An empty reservation, to cover a body as it arrives.
-    pub fn reserve(&self) -> Reservation<'_> {
-        Reservation { budget: self, bytes: 0 }
+    pub fn reserve(&self) -> Reservation {
+        Reservation {
+            limit: self.limit,
+            used: self.used.clone(),
+            bytes: 0,
+        }
     }
 
     pub fn used(&self) -> usize {
@@ -157,7 +166,7 @@ impl BufferBudget {
     }
 }
 
-impl Reservation<'_> {
+impl Reservation {
     /// Holds at least `total` bytes, taking what is missing; false (and nothing taken) when the
     /// budget has no room for it.
     pub fn cover(&mut self, total: usize) -> bool {
@@ -165,11 +174,11 @@ impl Reservation<'_> {
         if more == 0 {
             return true;
         }
-        let b = &self.budget;
-        let taken = b
+        let limit = self.limit;
+        let taken = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(more).filter(|&n| n <= b.limit)
+                u.checked_add(more).filter(|&n| n <= limit)
             })
             .is_ok();
         if taken {
@@ -179,9 +188,17 @@ impl Reservation<'_> {
     }
 }
 
-impl Drop for Reservation<'_> {
+impl Reservation {
+    /// Gives back everything reserved so far.
+    pub fn release(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 

@@ -38,7 +38,9 @@ impl Finish {
             self.out.flags = "DC".into();
         }
         let elapsed = self.start.elapsed();
-        let listener = format!("outbound_0.0.0.0_{}", self.down.port);
+        if let Some(body) = self.out.request_body.take() {
+            self.out.bytes_received = body.received();
+        }
         self.state.telemetry.request(&telemetry::Request {
             cluster: &self.out.cluster,
             code: self.status,
@@ -48,7 +50,7 @@ impl Finish {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             request_bytes: self.out.bytes_received,
             response_bytes: bytes_sent,
-            listener: &listener,
+            listener: self.down.port,
         });
         if let Some(line) = &self.line {
             let sizes = (self.out.bytes_received, bytes_sent);

@@ -251,8 +251,8 @@ async fn one_request(
         proxy::handle(compiled, &down, req).await
     };
     // Draining: the client opens a new connection for its next request (Envoy's drain). A
-    // request whose body was refused or timed out leaves the rest of its body unread.
-    let refused_body = matches!(resp.status().as_u16(), 408 | 413) && out.upstream_host.is_empty();
+    // request whose body timed out leaves the rest of its body unread.
+    let refused_body = resp.status().as_u16() == 408 && out.upstream_host.is_empty();
     if !h2 && (last || conn.phase() != Phase::Serving || refused_body) {
         resp.headers_mut()
             .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

@@ -126,8 +126,9 @@ pub struct Request<'a> {
     pub duration_ms: f64,
     pub request_bytes: u64,
     pub response_bytes: u64,
-    /// The listener's stat prefix (`outbound_0.0.0.0_80`), for the `envoy_http_*` stats.
-    pub listener: &'a str,
+    /// The Plan listener's port, for the `envoy_http_*` stats (stat prefix
+    /// `outbound_0.0.0.0_<port>`, as Istio names a gateway's).
+    pub listener: u32,
 }
 
 /// What varies between a cluster's request series.
@@ -284,7 +285,8 @@ pub struct Telemetry {
     /// By cluster, then by response flags.
     tcp: Series<String, TcpSeries>,
     clusters: Series<(), ClusterSeries>,
-    listeners: Series<(), ListenerSeries>,
+    /// By port (the owner's name is empty).
+    listeners: Series<u32, ListenerSeries>,
 }
 
 impl Telemetry {
@@ -314,7 +316,7 @@ impl Telemetry {
             s.request_bytes.observe(r.request_bytes as f64);
             s.response_bytes.observe(r.response_bytes as f64);
         });
-        self.listeners.with(r.listener, &(), ListenerSeries::new, |s| {
+        self.listeners.with("", &r.listener, ListenerSeries::new, |s| {
             s.rq_total.inc();
             s.rq_time.observe(r.duration_ms);
             if let Some(c) = s.classes.get(usize::from(r.code / 100).wrapping_sub(1)) {
@@ -477,18 +479,23 @@ impl Telemetry {
             o.push_str(&rows);
         }
         header(o, "envoy_http_downstream_rq", "Downstream responses by status class");
-        self.listeners.each(|listener, (), s| {
+        self.listeners.each(|_, port, s| {
             for (i, n) in s.classes.iter().enumerate() {
                 let _ = writeln!(
                     o,
                     "envoy_http_downstream_rq{{response_code_class=\"{}xx\",http_conn_manager_prefix=\"{}\"}} {}",
                     i + 1,
-                    escape(listener),
+                    stat_prefix(*port),
                     n.load(Ordering::Relaxed)
                 );
             }
         });
     }
+}
+
+/// The stat prefix of a gateway's HTTP listener, as Istio names it.
+fn stat_prefix(port: u32) -> String {
+    format!("outbound_0.0.0.0_{port}")
 }
 
 fn header(o: &mut String, name: &str, help: &str) {
@@ -600,7 +607,8 @@ impl Collector for Telemetry {
         family(&mut e, ("envoy_cluster_upstream_rq_time", help, H), cl, cluster, |s| {
             &s.rq_time
         })?;
-        let listener = labeller(|l, (): &()| Labels(vec![("http_conn_manager_prefix", Cow::Borrowed(l))]));
+        let listener =
+            labeller(|_, port: &u32| Labels(vec![("http_conn_manager_prefix", Cow::Owned(stat_prefix(*port)))]));
         let ls = &self.listeners;
         let help = "Downstream requests";
         family(&mut e, ("envoy_http_downstream_rq", help, C), ls, listener, |s| {
@@ -653,7 +661,7 @@ mod tests {
             duration_ms: 2.0,
             request_bytes: 3,
             response_bytes: 700,
-            listener: "outbound_0.0.0.0_80",
+            listener: 80,
         }
     }
 

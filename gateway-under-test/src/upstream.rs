@@ -4,8 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_model::api::destination_rule::SimpleLb;
@@ -14,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::compile::UpstreamCluster;
 
-type Pooled<C> = hyper_util::client::legacy::Client<C, Full<Bytes>>;
+type Pooled<C> = hyper_util::client::legacy::Client<C, crate::replay::AttemptBody>;
 
 /// Pooled connections for one cluster. HTTP/1.1 shares one pool keyed by endpoint (the Host
 /// header carries the authority). HTTP/2 needs the authority in the URI (`:authority`), so each

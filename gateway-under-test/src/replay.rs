@@ -1,0 +1,288 @@
+//! Request bodies on their way upstream. A body either arrived whole before the request was
+//! sent (a Content-Length within the buffer limit), or streams: each attempt's body reads the
+//! client's as it arrives, so client-streaming and bidirectional gRPC work, and keeps what a
+//! retry needs to send it again, as Envoy's router does: up to the buffer limit, against the
+//! gateway's buffer budget. Past that, the body goes on streaming and the request is no longer
+//! retried (Envoy's retry buffer overflow).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::limits::{BodyLimits, Reservation};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's body and what has been kept of it.
+#[derive(Debug)]
+struct Shared {
+    /// Still to be read (None: ended, or failed).
+    incoming: Option<Incoming>,
+    /// What is kept, from the frame numbered `first` on.
+    chunks: Vec<Bytes>,
+    first: usize,
+    kept: usize,
+    /// Data bytes read from the client in all.
+    received: u64,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+    error: Option<String>,
+    /// False once a frame was not kept: the body cannot be sent again.
+    replayable: bool,
+    max: usize,
+    /// What is kept, taken from the gateway's buffer budget (None: nothing to keep).
+    reservation: Option<Reservation>,
+    /// The attempt whose body reads from the client; an older one's stops.
+    generation: u64,
+}
+
+impl Shared {
+    /// Keeps `data` for a retry if it fits the limit and the budget; otherwise the body is
+    /// no longer replayable and what was kept is let go.
+    fn keep(&mut self, data: &Bytes) {
+        let total = self.kept + data.len();
+        if self.replayable && total <= self.max && self.reservation.as_mut().is_some_and(|r| r.cover(total)) {
+            self.chunks.push(data.clone());
+            self.kept = total;
+            return;
+        }
+        self.replayable = false;
+        self.first += self.chunks.len() + 1;
+        self.chunks = Vec::new();
+        self.kept = 0;
+        if let Some(r) = self.reservation.as_mut() {
+            r.release();
+        }
+    }
+}
+
+/// A request's body, shared by its attempts (and mirrors).
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl RequestBody {
+    fn new(shared: Shared) -> RequestBody {
+        RequestBody {
+            shared: Arc::new(Mutex::new(shared)),
+        }
+    }
+
+    /// A body that arrived whole (`reservation` covers it).
+    pub fn whole(bytes: Bytes, reservation: Reservation) -> RequestBody {
+        let len = bytes.len();
+        RequestBody::new(Shared {
+            incoming: None,
+            chunks: if bytes.is_empty() { Vec::new() } else { vec![bytes] },
+            first: 0,
+            kept: len,
+            received: len as u64,
+            trailers: None,
+            ended: true,
+            error: None,
+            replayable: true,
+            max: len,
+            reservation: Some(reservation),
+            generation: 0,
+        })
+    }
+
+    /// No body.
+    pub fn empty() -> RequestBody {
+        RequestBody::new(Shared {
+            incoming: None,
+            chunks: Vec::new(),
+            first: 0,
+            kept: 0,
+            received: 0,
+            trailers: None,
+            ended: true,
+            error: None,
+            replayable: true,
+            max: 0,
+            reservation: None,
+            generation: 0,
+        })
+    }
+
+    /// A body read from the client as the upstream takes it, `limits.max` bytes kept for a retry.
+    pub fn streaming(incoming: Incoming, limits: &BodyLimits) -> RequestBody {
+        RequestBody::new(Shared {
+            incoming: Some(incoming),
+            chunks: Vec::new(),
+            first: 0,
+            kept: 0,
+            received: 0,
+            trailers: None,
+            ended: false,
+            error: None,
+            replayable: true,
+            max: limits.max,
+            reservation: Some(limits.budget.reserve()),
+            generation: 0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The body of a new attempt, from the start; older attempts' bodies stop reading.
+    pub fn attempt(&self) -> AttemptBody {
+        let mut s = self.lock();
+        s.generation += 1;
+        AttemptBody {
+            shared: self.shared.clone(),
+            generation: Some(s.generation),
+            next: 0,
+            trailers_sent: false,
+        }
+    }
+
+    /// A copy that only sends what is kept and never reads from the client (a mirror).
+    pub fn copy(&self) -> AttemptBody {
+        AttemptBody {
+            shared: self.shared.clone(),
+            generation: None,
+            next: 0,
+            trailers_sent: false,
+        }
+    }
+
+    /// Whether the whole body can still be sent again.
+    pub fn replayable(&self) -> bool {
+        self.lock().replayable
+    }
+
+    /// The whole body, if it has ended and all of it is kept.
+    pub fn complete(&self) -> Option<Bytes> {
+        let s = self.lock();
+        (s.ended && s.replayable && s.error.is_none() && s.trailers.is_none()).then(|| match s.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        })
+    }
+
+    /// Data bytes read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.lock().received
+    }
+}
+
+/// One attempt's view of the request body.
+#[derive(Debug)]
+pub struct AttemptBody {
+    shared: Arc<Mutex<Shared>>,
+    /// None: a copy, which never reads from the client.
+    generation: Option<u64>,
+    /// The number of the next data frame to send.
+    next: usize,
+    trailers_sent: bool,
+}
+
+impl AttemptBody {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Body for AttemptBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let shared = this.shared.clone();
+        let mut s = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if this.next < s.first {
+            return Poll::Ready(Some(Err("the request body was not kept for a retry".into())));
+        }
+        if let Some(chunk) = s.chunks.get(this.next - s.first) {
+            this.next += 1;
+            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+        }
+        if let Some(e) = &s.error {
+            return Poll::Ready(Some(Err(e.clone().into())));
+        }
+        if s.ended {
+            return match (&s.trailers, this.trailers_sent) {
+                (Some(t), false) => {
+                    this.trailers_sent = true;
+                    Poll::Ready(Some(Ok(Frame::trailers(t.clone()))))
+                }
+                _ => Poll::Ready(None),
+            };
+        }
+        if this.generation != Some(s.generation) {
+            // A retry (or a mirror) does not take the client's bytes from the live attempt.
+            return match this.generation {
+                Some(_) => Poll::Ready(Some(Err("superseded by a retry".into()))),
+                None => Poll::Ready(Some(Err("the request body is still streaming".into()))),
+            };
+        }
+        loop {
+            let Some(incoming) = s.incoming.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = match Pin::new(incoming).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    s.ended = true;
+                    s.incoming = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    s.error = Some(format!("request body: {e}"));
+                    s.incoming = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(data) => {
+                    s.received += data.len() as u64;
+                    s.keep(&data);
+                    this.next += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        s.trailers = Some(t.clone());
+                        s.ended = true;
+                        s.incoming = None;
+                        this.trailers_sent = true;
+                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let s = self.lock();
+        s.ended
+            && self.next == s.first + s.chunks.len()
+            && (s.trailers.is_none() || self.trailers_sent)
+            && s.error.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let s = self.lock();
+        if s.ended && s.replayable && s.trailers.is_none() && s.error.is_none() {
+            let sent: usize = s
+                .chunks
+                .iter()
+                .take(self.next.saturating_sub(s.first))
+                .map(Bytes::len)
+                .sum();
+            return SizeHint::with_exact((s.kept - sent) as u64);
+        }
+        SizeHint::default()
+    }
+}
