@@ -286,3 +286,177 @@ impl Body for AttemptBody {
         SizeHint::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::BufferBudget;
+
+    /// The next frame, polled once: Some(Ok(data or trailers)), Some(Err(message)), None (ended)
+    /// or Pending as `Err("pending")`.
+    fn next(body: &mut AttemptBody) -> Option<Result<Frame<Bytes>, String>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(f))) => Some(Ok(f)),
+            Poll::Ready(Some(Err(e))) => Some(Err(e.to_string())),
+            Poll::Ready(None) => None,
+            Poll::Pending => Some(Err("pending".into())),
+        }
+    }
+
+    fn data(body: &mut AttemptBody) -> Bytes {
+        match next(body) {
+            Some(Ok(f)) => f.into_data().unwrap_or_else(|_| panic!("not data")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A body whose client has sent `chunks` (kept as `keep` decides) and, if `ended`, ended.
+    fn streamed(budget: &BufferBudget, max: usize, chunks: &[&str], ended: bool) -> RequestBody {
+        let body = RequestBody::new(Shared {
+            incoming: None,
+            chunks: Vec::new(),
+            first: 0,
+            kept: 0,
+            received: 0,
+            trailers: None,
+            ended,
+            error: None,
+            replayable: true,
+            max,
+            reservation: Some(budget.reserve()),
+            generation: 0,
+        });
+        for c in chunks {
+            let mut s = body.lock();
+            s.received += c.len() as u64;
+            s.keep(&Bytes::copy_from_slice(c.as_bytes()));
+        }
+        body
+    }
+
+    #[test]
+    fn a_whole_body_is_sent_by_every_attempt_with_its_length() {
+        let budget = BufferBudget::new(100);
+        let mut r = budget.reserve();
+        assert!(r.cover(5));
+        let body = RequestBody::whole(Bytes::from_static(b"hello"), r);
+        for _ in 0..2 {
+            let mut a = body.attempt();
+            assert_eq!(a.size_hint().exact(), Some(5));
+            assert!(!a.is_end_stream());
+            assert_eq!(data(&mut a), "hello");
+            assert_eq!(a.size_hint().exact(), Some(0));
+            assert!(a.is_end_stream());
+            assert!(next(&mut a).is_none());
+        }
+        assert_eq!(body.complete().as_deref(), Some(&b"hello"[..]));
+        assert!(body.replayable());
+        assert_eq!(body.received(), 5);
+        drop(body);
+        assert_eq!(budget.used(), 0, "the reservation is given back with the body");
+        let empty = RequestBody::empty();
+        assert!(empty.attempt().is_end_stream());
+        assert_eq!(empty.complete().as_deref(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn what_fits_the_limit_and_the_budget_is_kept_and_the_rest_lets_all_go() {
+        let budget = BufferBudget::new(100);
+        let body = streamed(&budget, 10, &["abcd", "efgh"], true);
+        assert_eq!(budget.used(), 8);
+        assert_eq!(body.complete().as_deref(), Some(&b"abcdefgh"[..]));
+        let mut a = body.attempt();
+        assert_eq!(a.size_hint().exact(), Some(8));
+        assert_eq!(data(&mut a), "abcd");
+        assert_eq!(a.size_hint().exact(), Some(4));
+        assert_eq!(data(&mut a), "efgh");
+        assert!(next(&mut a).is_none());
+        // Exactly the limit still fits.
+        let body = streamed(&budget, 8, &["abcd", "efgh"], true);
+        assert!(body.replayable());
+        // Past the limit: nothing is kept, the body is not replayable, the budget comes back.
+        let before = budget.used();
+        let body = streamed(&budget, 10, &["abcd", "efgh", "ijk"], true);
+        assert!(!body.replayable());
+        assert_eq!(body.complete(), None);
+        assert_eq!(budget.used(), before);
+        assert_eq!(body.received(), 11);
+        let mut a = body.attempt();
+        assert_eq!(a.size_hint().exact(), None);
+        assert_eq!(
+            next(&mut a).map(|r| r.err()),
+            Some(Some("the request body was not kept for a retry".into()))
+        );
+        // Past the budget: the same.
+        let small = BufferBudget::new(6);
+        let body = streamed(&small, 100, &["abcd", "efgh"], true);
+        assert!(!body.replayable());
+        assert_eq!(small.used(), 0);
+    }
+
+    #[test]
+    fn a_body_still_streaming_is_read_only_by_the_latest_attempt() {
+        let budget = BufferBudget::new(100);
+        let body = streamed(&budget, 100, &["ab"], false);
+        let mut first = body.attempt();
+        assert_eq!(data(&mut first), "ab");
+        assert_eq!(first.size_hint().exact(), None);
+        assert!(!first.is_end_stream());
+        let mut second = body.attempt();
+        assert_eq!(data(&mut second), "ab", "a retry starts with what was kept");
+        // The client's next bytes belong to the latest attempt only (here: none has come).
+        assert_eq!(
+            next(&mut first).map(|r| r.err()),
+            Some(Some("superseded by a retry".into()))
+        );
+        assert!(next(&mut second).is_none(), "no client body left to read");
+        let mut mirror = streamed(&budget, 100, &["ab"], false).copy();
+        assert_eq!(data(&mut mirror), "ab");
+        assert_eq!(
+            next(&mut mirror).map(|r| r.err()),
+            Some(Some("the request body is still streaming".into()))
+        );
+    }
+
+    #[test]
+    fn trailers_end_the_body_and_keep_it_from_being_whole() {
+        let budget = BufferBudget::new(100);
+        let body = streamed(&budget, 100, &["ab"], true);
+        body.lock().trailers = Some(HeaderMap::from_iter([(
+            http::header::HeaderName::from_static("x-t"),
+            http::HeaderValue::from_static("1"),
+        )]));
+        assert_eq!(body.complete(), None);
+        let mut a = body.attempt();
+        assert_eq!(a.size_hint().exact(), None);
+        assert_eq!(data(&mut a), "ab");
+        assert!(!a.is_end_stream(), "the trailers are still to come");
+        match next(&mut a) {
+            Some(Ok(f)) => assert_eq!(
+                f.into_trailers()
+                    .ok()
+                    .and_then(|t| t.get("x-t").cloned())
+                    .as_ref()
+                    .map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.is_end_stream());
+        assert!(next(&mut a).is_none());
+    }
+
+    #[test]
+    fn an_error_from_the_client_reaches_every_attempt() {
+        let budget = BufferBudget::new(100);
+        let body = streamed(&budget, 100, &["ab"], true);
+        body.lock().error = Some("request body: reset".into());
+        assert_eq!(body.complete(), None);
+        let mut a = body.attempt();
+        assert_eq!(a.size_hint().exact(), None);
+        assert_eq!(data(&mut a), "ab");
+        assert_eq!(next(&mut a).map(|r| r.err()), Some(Some("request body: reset".into())));
+        assert!(!a.is_end_stream());
+    }
+}
