@@ -209,7 +209,9 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let line = meshgate::logging::RequestLine::of(&req);
+    let text = meshgate::logformat::Format::new("TEXT", "").unwrap();
+    let json = meshgate::logformat::Format::new("JSON", "").unwrap();
+    let line = meshgate::logging::RequestLine::of(&req, &text);
     let out = meshgate::proxy::Outcome {
         route: "bench.default.0".into(),
         cluster: "outbound|80||backend.example.com".into(),
@@ -219,7 +221,21 @@ fn benches(c: &mut Criterion) {
     };
     let started_at = std::time::SystemTime::now();
     c.bench_function("access log line: Istio's TEXT format", |b| {
-        b.iter(|| black_box(line.format(started_at, 3, 200, (0, 6), &out, &down).len()))
+        b.iter(|| {
+            black_box(
+                line.render(&text, started_at, 3, 200, (0, 6), &[None], &out, &down)
+                    .len(),
+            )
+        })
+    });
+    let line = meshgate::logging::RequestLine::of(&req, &json);
+    c.bench_function("access log line: Istio's JSON format", |b| {
+        b.iter(|| {
+            black_box(
+                line.render(&json, started_at, 3, 200, (0, 6), &[None], &out, &down)
+                    .len(),
+            )
+        })
     });
     let request = meshgate::telemetry::Request {
         cluster: &out.cluster,

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod l4;
 pub mod limits;
 pub mod local;
+pub mod logformat;
 pub mod logging;
 pub mod matching;
 pub mod origination;
@@ -73,6 +74,13 @@ pub struct Args {
     /// `stdout`, `off` or a file path.
     #[arg(long, default_value = "stdout")]
     pub access_log: String,
+    /// The access log line, in Envoy's command operators (Istio's `accessLogFormat`): a format
+    /// string for TEXT, a JSON object of keys to format strings for JSON. Empty: Istio's default.
+    #[arg(long, default_value = "")]
+    pub access_log_format: String,
+    /// TEXT or JSON (Istio's `accessLogEncoding`).
+    #[arg(long, default_value = "TEXT")]
+    pub access_log_encoding: String,
     /// Bind a Plan listener port elsewhere: `80=127.0.0.1:0` (port 0: any free port). Repeatable.
     #[arg(long = "port-map")]
     pub port_map: Vec<String>,
@@ -333,7 +341,9 @@ pub async fn run(args: Args) -> u8 {
         let access_log =
             AccessLog::open(&args.access_log).map_err(|e| format!("--access-log {}: {e}", args.access_log))?;
         let identity = telemetry::Identity::from_labels(&workload_labels(&args)?, args.namespace.as_deref());
-        let state = State::new(compiled, access_log, args.limits.clone(), identity);
+        let log_format = logformat::Format::new(&args.access_log_encoding, &args.access_log_format)
+            .map_err(|e| format!("--access-log-format/--access-log-encoding: {e}"))?;
+        let state = State::new(compiled, (access_log, log_format), args.limits.clone(), identity);
         tokio::spawn(state.conns.clone().sweep(args.limits.idle_timeout));
         let (stop, _) = watch::channel(false);
         let listeners = Arc::new(Listeners {

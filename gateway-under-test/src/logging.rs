@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request};
 use hyper::body::{Body as _, Frame, SizeHint};
 
+use crate::logformat::{Entry, Format};
 use crate::proxy::{Body, Downstream, Outcome};
 use crate::state::State;
 use crate::telemetry;
@@ -28,6 +29,8 @@ pub struct Finish {
     pub start: Instant,
     pub status: u16,
     pub grpc: bool,
+    /// The values of the access log format's response headers (taken when the response starts).
+    pub response_headers: Vec<Option<String>>,
 }
 
 impl Finish {
@@ -54,11 +57,13 @@ impl Finish {
         });
         if let Some(line) = &self.line {
             let sizes = (self.out.bytes_received, bytes_sent);
-            let text = line.format(
+            let text = line.render(
+                &self.state.log_format,
                 self.started_at,
                 elapsed.as_millis(),
                 self.status,
                 sizes,
+                &self.response_headers,
                 &self.out,
                 &self.down,
             );
@@ -83,8 +88,14 @@ fn grpc_status(h: &HeaderMap) -> Option<u16> {
 }
 
 impl Logged {
-    /// `headers`: the response's, for a trailers-only gRPC reply's `grpc-status`.
-    pub fn new(inner: Body, headers: &HeaderMap, finish: Finish) -> Logged {
+    /// `headers`: the response's, for a trailers-only gRPC reply's `grpc-status` and the access
+    /// log's response headers.
+    pub fn new(inner: Body, headers: &HeaderMap, mut finish: Finish) -> Logged {
+        if finish.line.is_some() {
+            finish.response_headers = (finish.state.log_format.response_headers.iter())
+                .map(|h| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_string))
+                .collect();
+        }
         Logged {
             grpc_status: grpc_status(headers),
             inner,
@@ -142,28 +153,26 @@ impl Drop for Logged {
     }
 }
 
-/// The request's part of the access log, taken before the request moves on.
+/// The request's part of the access log, taken before the request moves on: what the
+/// format reads of it.
 #[derive(Debug)]
 pub struct RequestLine {
     method: String,
     path: String,
     protocol: &'static str,
-    xff: String,
-    user_agent: String,
-    request_id: String,
     authority: String,
-}
-
-fn header<B>(req: &Request<B>, name: &str) -> String {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
+    /// Values of the format's request headers, in its order.
+    headers: Vec<Option<String>>,
 }
 
 impl RequestLine {
-    pub fn of<B>(req: &Request<B>) -> RequestLine {
+    pub fn of<B>(req: &Request<B>, format: &Format) -> RequestLine {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
         RequestLine {
             method: req.method().to_string(),
             path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
@@ -172,54 +181,52 @@ impl RequestLine {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },
-            xff: header(req, "x-forwarded-for"),
-            user_agent: header(req, "user-agent"),
-            request_id: header(req, "x-request-id"),
             authority: req
                 .uri()
                 .authority()
                 .map(|a| a.to_string())
-                .unwrap_or_else(|| header(req, "host")),
+                .or_else(|| header("host"))
+                .unwrap_or_default(),
+            headers: format.request_headers.iter().map(|h| header(h)).collect(),
         }
     }
 
-    /// Istio's default TEXT access log format.
-    /// `sizes`: bytes received and sent (bodies).
-    pub fn format(
+    /// The access log line in `format`. `sizes`: body bytes received and sent; `response`:
+    /// the values of the format's response headers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn render(
         &self,
-        started_at: SystemTime,
+        format: &Format,
+        start: SystemTime,
         duration_ms: u128,
-        status: u16,
+        code: u16,
         (bytes_received, bytes_sent): (u64, u64),
+        response: &[Option<String>],
         out: &Outcome,
         down: &Downstream,
     ) -> String {
-        let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
-        let upstream_time = out.upstream_ms.map_or("-".into(), |m| m.to_string());
-        format!(
-            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}",
-            mesh_model::time::rfc3339(started_at, true),
-            self.method,
-            self.path,
-            self.protocol,
-            status,
-            dash(&out.flags),
-            out.details,
-            dash(&out.transport_failure),
+        format.render(&Entry {
+            start,
+            method: &self.method,
+            path: &self.path,
+            authority: &self.authority,
+            scheme: down.scheme,
+            protocol: self.protocol,
+            request_headers: &self.headers,
+            response_headers: response,
+            code,
+            flags: &out.flags,
+            details: &out.details,
+            transport_failure: &out.transport_failure,
             bytes_received,
             bytes_sent,
             duration_ms,
-            upstream_time,
-            self.xff,
-            self.user_agent,
-            self.request_id,
-            self.authority,
-            dash(&out.upstream_host),
-            dash(&out.cluster),
-            down.local,
-            down.peer,
-            down.sni.as_deref().unwrap_or("-"),
-            dash(&out.route),
-        )
+            upstream_host: &out.upstream_host,
+            cluster: &out.cluster,
+            local: down.local,
+            peer: down.peer,
+            sni: down.sni.as_deref(),
+            route: &out.route,
+        })
     }
 }

@@ -239,7 +239,10 @@ async fn one_request(
     }
     proxy::prepare_downstream_headers(req.headers_mut(), &down);
     let started_at = SystemTime::now();
-    let line = state.access_log.enabled().then(|| RequestLine::of(&req));
+    let line = state
+        .access_log
+        .enabled()
+        .then(|| RequestLine::of(&req, &state.log_format));
     let compiled = state.current.load_full();
     let grpc = proxy::is_grpc(req.headers());
     let (mut resp, out) = if let Err(f) = within_header_limits(&req, &state.limits) {
@@ -266,6 +269,7 @@ async fn one_request(
         start,
         status: resp.status().as_u16(),
         grpc,
+        response_headers: Vec::new(),
     };
     let (parts, body) = resp.into_parts();
     let body = Logged::new(body, &parts.headers, finish);

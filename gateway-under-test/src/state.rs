@@ -69,6 +69,8 @@ pub struct State {
     /// Istio's and Envoy's request metrics.
     pub telemetry: Arc<Telemetry>,
     pub access_log: AccessLog,
+    /// The access log's format (Istio's TEXT line by default).
+    pub log_format: crate::logformat::Format,
     /// Plan listener port -> the address it is bound to.
     pub bound: Mutex<BTreeMap<u32, SocketAddr>>,
     pub limits: Limits,
@@ -79,13 +81,19 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(compiled: Compiled, access_log: AccessLog, limits: Limits, identity: Identity) -> Arc<State> {
+    pub fn new(
+        compiled: Compiled,
+        (access_log, log_format): (AccessLog, crate::logformat::Format),
+        limits: Limits,
+        identity: Identity,
+    ) -> Arc<State> {
         Arc::new(State {
             current: ArcSwap::from_pointee(compiled),
             last_error: Mutex::new(None),
             stats: Stats::default(),
             telemetry: Arc::new(Telemetry::new(identity)),
             access_log,
+            log_format,
             bound: Mutex::new(BTreeMap::new()),
             conns: Conns::new(limits.connection_limit()),
             body: BodyLimits::new(&limits),

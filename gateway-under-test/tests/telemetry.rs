@@ -370,3 +370,77 @@ fn tcp_sessions_count_connections_and_bytes_each_way() {
     assert_eq!(value(&e, "istio_tcp_sent_bytes_total", &tcp_labels), 11.0);
     assert_eq!(value(&e, "istio_tcp_received_bytes_total", &tcp_labels), 11.0);
 }
+
+#[test]
+fn the_access_log_takes_istios_json_encoding_and_a_users_format() {
+    let e = echo("web", "v1");
+    let yaml = format!(
+        "{}---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
+         hosts: [web.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
+         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: web}}}}]\n",
+        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
+        e.http[0].port()
+    );
+    let g = gate_with(&yaml, &[80], &["--access-log-encoding", "JSON"]);
+    assert_eq!(get(g.port(80), "/json?x=1", &[("user-agent", "probe/1")]).status, 200);
+    let log = g.wait_log("/json?x=1");
+    let line = log.lines().find(|l| l.contains("/json?x=1")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/json?x=1");
+    assert_eq!(v["response_code"], 200);
+    assert_eq!(v["response_code_details"], "via_upstream");
+    assert_eq!(v["user_agent"], "probe/1");
+    assert_eq!(v["upstream_cluster"], "outbound|80||web.default.svc.cluster.local");
+    assert!(v["bytes_sent"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["upstream_service_time"].as_str().unwrap().parse::<u64>().is_ok(),
+        "{v}"
+    );
+    drop(g);
+
+    let format = "%REQ(:METHOD)% %REQ(X-TENANT?USER-AGENT)% %RESPONSE_CODE% %BYTES_SENT% %UPSTREAM_CLUSTER%";
+    let g = gate_with(&yaml, &[80], &["--access-log-format", format]);
+    get(g.port(80), "/custom", &[("x-tenant", "blue")]);
+    get(g.port(80), "/custom", &[("user-agent", "probe/2")]);
+    let log = g.wait_log("probe/2");
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("GET ")).collect();
+    let cluster = "outbound|80||web.default.svc.cluster.local";
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("GET blue 200 ") && l.ends_with(cluster)),
+        "{log}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("GET probe/2 200 ")), "{log}");
+}
+
+#[test]
+fn an_unknown_access_log_operator_stops_meshgate_with_its_name() {
+    let dir = temp_dir("badformat");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "--access-log-format",
+            "%START_TIME% %BYTES%",
+        ])
+        .args(["--admin", "127.0.0.1:0", "--port-map", "80=127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--access-log-format") && err.contains("unknown operator %BYTES%"),
+        "{err}"
+    );
+}
