@@ -9,7 +9,8 @@ Two configs:
                   exports from the same YAML (istiod's shape).
 Same backend (an nginx serving a small static response, pinned to CPU 0 with the load
 generator), same client (wrk -t1 -c32 for throughput; meshbench open loop at a fixed rate, half
-the slowest proxy's throughput, for latency), same connections; each proxy gets one worker
+the slowest proxy's throughput, for latency; h2load -c32 -m10 for h2c on the one route), same
+connections; each proxy gets one worker
 (meshgate --workers 1, nginx worker_processes 1, HAProxy nbthread 1, Envoy --concurrency 1)
 pinned to CPU 1, access logs off. Rounds alternate the proxies; medians, spreads, peak RSS and
 the ratios against each peer are printed.
@@ -63,6 +64,17 @@ def wrk(port, seconds, path="/", headers=()):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+def h2load(port, seconds, path="/", headers=()):
+    """h2c with prior knowledge: 32 connections, 10 streams each, one h2load thread on CPU 0."""
+    hs = [a for h in headers for a in ("-H", h)]
+    out = subprocess.run(["taskset", "-c", "0", "h2load", "-c32", "-m10", "-t1", "-D", str(seconds), *hs,
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not codes or int(codes.group(1)) == 0 or any(int(codes.group(i)) for i in (2, 3, 4)):
+        sys.exit(f"h2load on port {port}{path}: not every response was 2xx:\n{out}")
+    return float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+
+
 def p99_at(port, rate, seconds, path="/", headers=()):
     hs = [a for h in headers for a in ("-H", h)]
     out = subprocess.run(["taskset", "-c", "0", MESHBENCH, "load", f"http://127.0.0.1:{port}{path}", "-R", str(rate),
@@ -77,7 +89,7 @@ def rss_kib(pid):
         return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
 
 
-def haproxy(port, backend_port):
+def haproxy(port, h2c_port, backend_port):
     d = tempfile.mkdtemp(prefix="meshbench-haproxy-")
     conf = os.path.join(d, "haproxy.cfg")
     with open(conf, "w") as f:
@@ -92,6 +104,9 @@ defaults
   timeout server 30s
 frontend web
   bind 127.0.0.1:{port}
+  default_backend app
+frontend web_h2c
+  bind 127.0.0.1:{h2c_port} proto h2
   default_backend app
 backend app
   http-reuse always
@@ -251,7 +266,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     args = p.parse_args()
-    for tool in ["nginx", "haproxy", "wrk", "taskset"]:
+    for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run ci/bench/install-peers.sh")
     envoy = find_envoy()
@@ -270,10 +285,15 @@ def main():
         print(f"backend direct: {direct:.0f} rps (wrk -t1 -c32 {args.seconds}s; proxies: one worker on CPU 1)")
         # One route.
         ports = {name: free_port() for name in ["meshgate", "nginx", "haproxy", "envoy"]}
+        # h2c (prior knowledge): meshgate and Envoy detect it on the same port; nginx and HAProxy
+        # take it on a port of its own.
+        h2c_ports = dict(ports, nginx=free_port(), haproxy=free_port())
         pdir, pconf = nginx(f"""upstream app {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{ports['nginx']};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+  server {{ listen 127.0.0.1:{h2c_ports['nginx']} http2;
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""", "proxy")
-        hdir, hcmd = haproxy(ports["haproxy"], backend_port)
+        hdir, hcmd = haproxy(ports["haproxy"], h2c_ports["haproxy"], backend_port)
         gdir = tempfile.mkdtemp(prefix="meshbench-gate-")
         dirs += [pdir, hdir, gdir]
         write(gdir, "config.yaml", GATEWAY.format(backend_port=backend_port) + ONE_ROUTE)
@@ -294,6 +314,19 @@ def main():
             wait_port(port)
         rps, rate, lat = measure(ports, args.rounds, args.seconds)
         report("one route", ports, procs, rps, rate, lat, direct, ["haproxy", "nginx", "envoy"])
+        for port in h2c_ports.values():
+            wait_port(port)
+        h2c = {k: [] for k in h2c_ports}
+        for rnd in range(args.rounds):
+            order = list(h2c_ports) if rnd % 2 == 0 else list(reversed(h2c_ports))
+            for name in order:
+                h2c[name].append(h2load(h2c_ports[name], args.seconds))
+        print("== one route, h2c downstream (h2load -c32 -m10), HTTP/1.1 upstream")
+        med = {k: statistics.median(v) for k, v in h2c.items()}
+        for name, r in h2c.items():
+            print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f})")
+        for peer in ["envoy", "haproxy", "nginx"]:
+            print(f"  meshgate / {peer}: h2c throughput {med['meshgate'] / med[peer]:.2f}x")
         for proc in procs.values():
             proc.terminate()
             proc.wait()

@@ -80,11 +80,14 @@ pub struct Logged {
     bytes: u64,
     grpc_status: Option<u16>,
     ended: bool,
-    finish: Option<Finish>,
+    /// Boxed: the body moves through hyper's response machinery, and a pointer moves cheaply.
+    finish: Option<Box<Finish>>,
 }
 
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 fn grpc_status(h: &HeaderMap) -> Option<u16> {
-    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+    h.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
 impl Logged {
@@ -101,7 +104,7 @@ impl Logged {
             inner,
             bytes: 0,
             ended: false,
-            finish: Some(finish),
+            finish: Some(Box::new(finish)),
         }
     }
 

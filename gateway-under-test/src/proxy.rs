@@ -165,7 +165,7 @@ pub(crate) fn fail(f: Failure, grpc: bool, out: &mut Outcome) -> Response<Body> 
 }
 
 pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
-    h.get("content-type")
+    h.get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("application/grpc"))
 }

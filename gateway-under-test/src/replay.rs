@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's body and what has been kept of it.
 #[derive(Debug)]
-struct Shared {
+pub struct Shared {
     /// Still to be read (None: ended, or failed).
     incoming: Option<Incoming>,
     /// What is kept, from the frame numbered `first` on.
@@ -62,57 +62,27 @@ impl Shared {
 
 /// A request's body, shared by its attempts (and mirrors).
 #[derive(Debug, Clone)]
-pub struct RequestBody {
-    shared: Arc<Mutex<Shared>>,
+pub enum RequestBody {
+    /// Arrived whole before any attempt; its reservation is held while the body is.
+    Whole(Bytes, Option<Arc<Reservation>>),
+    Streaming(Arc<Mutex<Shared>>),
 }
 
 impl RequestBody {
-    fn new(shared: Shared) -> RequestBody {
-        RequestBody {
-            shared: Arc::new(Mutex::new(shared)),
-        }
-    }
-
     /// A body that arrived whole (`reservation` covers it).
     pub fn whole(bytes: Bytes, reservation: Reservation) -> RequestBody {
-        let len = bytes.len();
-        RequestBody::new(Shared {
-            incoming: None,
-            chunks: if bytes.is_empty() { Vec::new() } else { vec![bytes] },
-            first: 0,
-            kept: len,
-            received: len as u64,
-            trailers: None,
-            ended: true,
-            error: None,
-            replayable: true,
-            max: len,
-            reservation: Some(reservation),
-            generation: 0,
-        })
+        let held = (!bytes.is_empty()).then(|| Arc::new(reservation));
+        RequestBody::Whole(bytes, held)
     }
 
     /// No body.
     pub fn empty() -> RequestBody {
-        RequestBody::new(Shared {
-            incoming: None,
-            chunks: Vec::new(),
-            first: 0,
-            kept: 0,
-            received: 0,
-            trailers: None,
-            ended: true,
-            error: None,
-            replayable: true,
-            max: 0,
-            reservation: None,
-            generation: 0,
-        })
+        RequestBody::Whole(Bytes::new(), None)
     }
 
     /// A body read from the client as the upstream takes it, `limits.max` bytes kept for a retry.
     pub fn streaming(incoming: Incoming, limits: &BodyLimits) -> RequestBody {
-        RequestBody::new(Shared {
+        RequestBody::Streaming(Arc::new(Mutex::new(Shared {
             incoming: Some(incoming),
             chunks: Vec::new(),
             first: 0,
@@ -125,43 +95,41 @@ impl RequestBody {
             max: limits.max,
             reservation: Some(limits.budget.reserve()),
             generation: 0,
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        })))
     }
 
     /// The body of a new attempt, from the start; older attempts' bodies stop reading.
     pub fn attempt(&self) -> AttemptBody {
-        let mut s = self.lock();
-        s.generation += 1;
-        AttemptBody {
-            shared: self.shared.clone(),
-            generation: Some(s.generation),
-            next: 0,
-            trailers_sent: false,
-        }
-    }
-
-    /// A copy that only sends what is kept and never reads from the client (a mirror).
-    pub fn copy(&self) -> AttemptBody {
-        AttemptBody {
-            shared: self.shared.clone(),
-            generation: None,
-            next: 0,
-            trailers_sent: false,
+        match self {
+            RequestBody::Whole(bytes, _) => AttemptBody::Whole((!bytes.is_empty()).then(|| bytes.clone())),
+            RequestBody::Streaming(shared) => {
+                let mut s = lock(shared);
+                s.generation += 1;
+                AttemptBody::Streaming {
+                    shared: shared.clone(),
+                    generation: s.generation,
+                    next: 0,
+                    trailers_sent: false,
+                }
+            }
         }
     }
 
     /// Whether the whole body can still be sent again.
     pub fn replayable(&self) -> bool {
-        self.lock().replayable
+        match self {
+            RequestBody::Whole(..) => true,
+            RequestBody::Streaming(shared) => lock(shared).replayable,
+        }
     }
 
     /// The whole body, if it has ended and all of it is kept.
     pub fn complete(&self) -> Option<Bytes> {
-        let s = self.lock();
+        let shared = match self {
+            RequestBody::Whole(bytes, _) => return Some(bytes.clone()),
+            RequestBody::Streaming(shared) => shared,
+        };
+        let s = lock(shared);
         (s.ended && s.replayable && s.error.is_none() && s.trailers.is_none()).then(|| match s.chunks.as_slice() {
             [] => Bytes::new(),
             [one] => one.clone(),
@@ -171,24 +139,98 @@ impl RequestBody {
 
     /// Data bytes read from the client so far.
     pub fn received(&self) -> u64 {
-        self.lock().received
+        match self {
+            RequestBody::Whole(bytes, _) => bytes.len() as u64,
+            RequestBody::Streaming(shared) => lock(shared).received,
+        }
     }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One attempt's view of the request body.
 #[derive(Debug)]
-pub struct AttemptBody {
-    shared: Arc<Mutex<Shared>>,
-    /// None: a copy, which never reads from the client.
-    generation: Option<u64>,
-    /// The number of the next data frame to send.
-    next: usize,
-    trailers_sent: bool,
+pub enum AttemptBody {
+    /// A whole body, until it is sent.
+    Whole(Option<Bytes>),
+    Streaming {
+        shared: Arc<Mutex<Shared>>,
+        /// This attempt's number; only the latest reads from the client.
+        generation: u64,
+        /// The number of the next data frame to send.
+        next: usize,
+        trailers_sent: bool,
+    },
 }
 
-impl AttemptBody {
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The next frame of a streaming attempt's body (see [`AttemptBody::Streaming`]).
+fn poll_streaming(
+    s: &mut Shared,
+    generation: u64,
+    next: &mut usize,
+    trailers_sent: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if *next < s.first {
+        return Poll::Ready(Some(Err("the request body was not kept for a retry".into())));
+    }
+    if let Some(chunk) = s.chunks.get(*next - s.first) {
+        *next += 1;
+        return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+    }
+    if let Some(e) = &s.error {
+        return Poll::Ready(Some(Err(e.clone().into())));
+    }
+    if s.ended {
+        return match (&s.trailers, *trailers_sent) {
+            (Some(t), false) => {
+                *trailers_sent = true;
+                Poll::Ready(Some(Ok(Frame::trailers(t.clone()))))
+            }
+            _ => Poll::Ready(None),
+        };
+    }
+    if generation != s.generation {
+        // A retry does not take the client's bytes from the live attempt.
+        return Poll::Ready(Some(Err("superseded by a retry".into())));
+    }
+    loop {
+        let Some(incoming) = s.incoming.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(incoming).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                s.ended = true;
+                s.incoming = None;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                s.error = Some(format!("request body: {e}"));
+                s.incoming = None;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                s.received += data.len() as u64;
+                s.keep(&data);
+                *next += 1;
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    s.trailers = Some(t.clone());
+                    s.ended = true;
+                    s.incoming = None;
+                    *trailers_sent = true;
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+            }
+        }
     }
 }
 
@@ -197,93 +239,51 @@ impl Body for AttemptBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let shared = this.shared.clone();
-        let mut s = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if this.next < s.first {
-            return Poll::Ready(Some(Err("the request body was not kept for a retry".into())));
-        }
-        if let Some(chunk) = s.chunks.get(this.next - s.first) {
-            this.next += 1;
-            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
-        }
-        if let Some(e) = &s.error {
-            return Poll::Ready(Some(Err(e.clone().into())));
-        }
-        if s.ended {
-            return match (&s.trailers, this.trailers_sent) {
-                (Some(t), false) => {
-                    this.trailers_sent = true;
-                    Poll::Ready(Some(Ok(Frame::trailers(t.clone()))))
-                }
-                _ => Poll::Ready(None),
-            };
-        }
-        if this.generation != Some(s.generation) {
-            // A retry (or a mirror) does not take the client's bytes from the live attempt.
-            return match this.generation {
-                Some(_) => Poll::Ready(Some(Err("superseded by a retry".into()))),
-                None => Poll::Ready(Some(Err("the request body is still streaming".into()))),
-            };
-        }
-        loop {
-            let Some(incoming) = s.incoming.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let frame = match Pin::new(incoming).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    s.ended = true;
-                    s.incoming = None;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    s.error = Some(format!("request body: {e}"));
-                    s.incoming = None;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-                Poll::Ready(Some(Ok(frame))) => frame,
-            };
-            match frame.into_data() {
-                Ok(data) => {
-                    s.received += data.len() as u64;
-                    s.keep(&data);
-                    this.next += 1;
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Err(frame) => {
-                    if let Ok(t) = frame.into_trailers() {
-                        s.trailers = Some(t.clone());
-                        s.ended = true;
-                        s.incoming = None;
-                        this.trailers_sent = true;
-                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                    }
-                }
+        match &mut *self {
+            AttemptBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            AttemptBody::Streaming {
+                shared,
+                generation,
+                next,
+                trailers_sent,
+            } => {
+                let shared = shared.clone();
+                let mut s = lock(&shared);
+                poll_streaming(&mut s, *generation, next, trailers_sent, cx)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        let s = self.lock();
-        s.ended
-            && self.next == s.first + s.chunks.len()
-            && (s.trailers.is_none() || self.trailers_sent)
-            && s.error.is_none()
+        match self {
+            AttemptBody::Whole(bytes) => bytes.is_none(),
+            AttemptBody::Streaming {
+                shared,
+                next,
+                trailers_sent,
+                ..
+            } => {
+                let s = lock(shared);
+                s.ended
+                    && *next == s.first + s.chunks.len()
+                    && (s.trailers.is_none() || *trailers_sent)
+                    && s.error.is_none()
+            }
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let s = self.lock();
-        if s.ended && s.replayable && s.trailers.is_none() && s.error.is_none() {
-            let sent: usize = s
-                .chunks
-                .iter()
-                .take(self.next.saturating_sub(s.first))
-                .map(Bytes::len)
-                .sum();
-            return SizeHint::with_exact((s.kept - sent) as u64);
+        match self {
+            AttemptBody::Whole(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            AttemptBody::Streaming { shared, next, .. } => {
+                let s = lock(shared);
+                if s.ended && s.replayable && s.trailers.is_none() && s.error.is_none() {
+                    let sent: usize = s.chunks.iter().take(next.saturating_sub(s.first)).map(Bytes::len).sum();
+                    return SizeHint::with_exact((s.kept - sent) as u64);
+                }
+                SizeHint::default()
+            }
         }
-        SizeHint::default()
     }
 }
 
@@ -311,9 +311,16 @@ mod tests {
         }
     }
 
+    fn shared(body: &RequestBody) -> MutexGuard<'_, Shared> {
+        match body {
+            RequestBody::Streaming(s) => lock(s),
+            RequestBody::Whole(..) => panic!("not streaming"),
+        }
+    }
+
     /// A body whose client has sent `chunks` (kept as `keep` decides) and, if `ended`, ended.
     fn streamed(budget: &BufferBudget, max: usize, chunks: &[&str], ended: bool) -> RequestBody {
-        let body = RequestBody::new(Shared {
+        let body = RequestBody::Streaming(Arc::new(Mutex::new(Shared {
             incoming: None,
             chunks: Vec::new(),
             first: 0,
@@ -326,9 +333,9 @@ mod tests {
             max,
             reservation: Some(budget.reserve()),
             generation: 0,
-        });
+        })));
         for c in chunks {
-            let mut s = body.lock();
+            let mut s = shared(&body);
             s.received += c.len() as u64;
             s.keep(&Bytes::copy_from_slice(c.as_bytes()));
         }
@@ -411,19 +418,13 @@ mod tests {
             Some(Some("superseded by a retry".into()))
         );
         assert!(next(&mut second).is_none(), "no client body left to read");
-        let mut mirror = streamed(&budget, 100, &["ab"], false).copy();
-        assert_eq!(data(&mut mirror), "ab");
-        assert_eq!(
-            next(&mut mirror).map(|r| r.err()),
-            Some(Some("the request body is still streaming".into()))
-        );
     }
 
     #[test]
     fn trailers_end_the_body_and_keep_it_from_being_whole() {
         let budget = BufferBudget::new(100);
         let body = streamed(&budget, 100, &["ab"], true);
-        body.lock().trailers = Some(HeaderMap::from_iter([(
+        shared(&body).trailers = Some(HeaderMap::from_iter([(
             http::header::HeaderName::from_static("x-t"),
             http::HeaderValue::from_static("1"),
         )]));
@@ -451,7 +452,7 @@ mod tests {
     fn an_error_from_the_client_reaches_every_attempt() {
         let budget = BufferBudget::new(100);
         let body = streamed(&budget, 100, &["ab"], true);
-        body.lock().error = Some("request body: reset".into());
+        shared(&body).error = Some("request body: reset".into());
         assert_eq!(body.complete(), None);
         let mut a = body.attempt();
         assert_eq!(a.size_hint().exact(), None);

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response};
-use http_body_util::BodyExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_model::plan::{ChainAction, Transport};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,7 +16,7 @@ use tokio::sync::watch;
 use crate::conns::{ConnHandle, Phase, Registered};
 use crate::errors::Failure;
 use crate::logging::{Finish, Logged, RequestLine};
-use crate::proxy::{self, Body, Downstream, Outcome};
+use crate::proxy::{self, Downstream, Outcome};
 use crate::state::State;
 use crate::{l4, tls};
 
@@ -228,7 +227,7 @@ async fn one_request(
     down: Arc<Downstream>,
     conn: &ConnHandle,
     mut req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
+) -> Response<Logged> {
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;
     let in_flight = conn.request(h2);
@@ -273,7 +272,7 @@ async fn one_request(
     };
     let (parts, body) = resp.into_parts();
     let body = Logged::new(body, &parts.headers, finish);
-    Response::from_parts(parts, body.boxed_unsync())
+    Response::from_parts(parts, body)
 }
 
 /// Envoy's `max_request_headers_kb` and `max_headers_count`, counted exactly (hyper's own

@@ -214,13 +214,17 @@ impl ListenerSeries {
     }
 }
 
+/// A fast hash for the series maps: their keys come from the config and a bounded set of
+/// codes and flags, so they need no protection from collisions chosen by a client.
+type Fast = foldhash::fast::RandomState;
+
 /// Series by an owner's name (a cluster, a listener), then by key; created on first use.
 #[derive(Debug)]
-struct Series<K, V>(RwLock<HashMap<String, HashMap<K, V>>>);
+struct Series<K, V>(RwLock<HashMap<String, HashMap<K, V, Fast>, Fast>>);
 
 impl<K, V> Default for Series<K, V> {
     fn default() -> Self {
-        Series(RwLock::new(HashMap::new()))
+        Series(RwLock::new(HashMap::default()))
     }
 }
 
