@@ -22,8 +22,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Shared {
     /// Still to be read (None: ended, or failed).
     incoming: Option<Incoming>,
-    /// What is kept, from the frame numbered `first` on.
+    /// What is kept: every frame from the first, while the body is replayable (empty once not).
     chunks: Vec<Bytes>,
+    /// Frames read from the client and not kept: an attempt that needs one of them fails.
     first: usize,
     kept: usize,
     /// Data bytes read from the client in all.
@@ -176,7 +177,8 @@ fn poll_streaming(
     if *next < s.first {
         return Poll::Ready(Some(Err("the request body was not kept for a retry".into())));
     }
-    if let Some(chunk) = s.chunks.get(*next - s.first) {
+    // Past that check, `first` is 0 whenever something is kept, so kept frame n is chunks[n].
+    if let Some(chunk) = s.chunks.get(*next) {
         *next += 1;
         return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
     }
@@ -278,7 +280,7 @@ impl Body for AttemptBody {
             AttemptBody::Streaming { shared, next, .. } => {
                 let s = lock(shared);
                 if s.ended && s.replayable && s.trailers.is_none() && s.error.is_none() {
-                    let sent: usize = s.chunks.iter().take(next.saturating_sub(s.first)).map(Bytes::len).sum();
+                    let sent: usize = s.chunks.iter().take(*next).map(Bytes::len).sum();
                     return SizeHint::with_exact((s.kept - sent) as u64);
                 }
                 SizeHint::default()
@@ -348,6 +350,7 @@ mod tests {
         let mut r = budget.reserve();
         assert!(r.cover(5));
         let body = RequestBody::whole(Bytes::from_static(b"hello"), r);
+        assert_eq!(budget.used(), 5, "held while the body is");
         for _ in 0..2 {
             let mut a = body.attempt();
             assert_eq!(a.size_hint().exact(), Some(5));
@@ -393,6 +396,14 @@ mod tests {
         assert_eq!(a.size_hint().exact(), None);
         assert_eq!(
             next(&mut a).map(|r| r.err()),
+            Some(Some("the request body was not kept for a retry".into()))
+        );
+        // A first frame past the limit: a retry cannot start from the client's later bytes.
+        let body = streamed(&budget, 3, &["abcd"], false);
+        assert!(!body.replayable());
+        let mut retry = body.attempt();
+        assert_eq!(
+            next(&mut retry).map(|r| r.err()),
             Some(Some("the request body was not kept for a retry".into()))
         );
         // Past the budget: the same.
