@@ -73,7 +73,7 @@ impl Finish {
 }
 
 /// A response body that counts what it sends, reads `grpc-status` from trailers, and finishes
-/// the request's logging at its end or when dropped.
+/// the request's logging when dropped.
 #[derive(Debug)]
 pub struct Logged {
     inner: Body,
@@ -107,13 +107,6 @@ impl Logged {
             finish: Some(Box::new(finish)),
         }
     }
-
-    fn finish(&mut self) {
-        if let Some(f) = self.finish.take() {
-            let gone = !self.ended && !self.inner.is_end_stream();
-            f.done(self.bytes, self.grpc_status, gone);
-        }
-    }
 }
 
 impl hyper::body::Body for Logged {
@@ -134,10 +127,6 @@ impl hyper::body::Body for Logged {
             Poll::Ready(None) => this.ended = true,
             _ => {}
         }
-        if this.ended || this.inner.is_end_stream() {
-            this.ended = true;
-            this.finish();
-        }
         polled
     }
 
@@ -150,9 +139,14 @@ impl hyper::body::Body for Logged {
     }
 }
 
+/// hyper drops a response body as soon as its last frame is sent (or the client is gone): the
+/// request's logging happens then.
 impl Drop for Logged {
     fn drop(&mut self) {
-        self.finish();
+        if let Some(f) = self.finish.take() {
+            let gone = !self.ended && !self.inner.is_end_stream();
+            f.done(self.bytes, self.grpc_status, gone);
+        }
     }
 }
 

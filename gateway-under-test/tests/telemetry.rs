@@ -148,7 +148,8 @@ fn http_requests_carry_istios_labels_and_the_real_bytes_of_chunked_bodies() {
          ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: chunky, namespace: default}}\nspec:\n  \
          hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  \
-         - match: [{{uri: {{prefix: /chunky}}}}]\n    route: [{{destination: {{host: chunky.example.com}}}}]\n",
+         - match: [{{uri: {{prefix: /chunky}}}}]\n    route: [{{destination: {{host: chunky.example.com}}}}]\n  \
+         - match: [{{uri: {{exact: /teapot}}}}]\n    directResponse: {{status: 418, body: {{string: teapot}}}}\n",
         gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
         upstream.port()
     );
@@ -171,6 +172,10 @@ fn http_requests_carry_istios_labels_and_the_real_bytes_of_chunked_bodies() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "x".repeat(30));
     }
     assert_eq!(get(g.port(80), "/elsewhere", &[]).status, 404);
+    // A local reply's length goes out as Content-Length, not chunked.
+    let teapot = get(g.port(80), "/teapot", &[]);
+    assert_eq!((teapot.status, teapot.header("content-length")), (418, Some("6")));
+    assert_eq!(teapot.header("transfer-encoding"), None);
     let log = g.wait_log("/elsewhere");
     // Istio's TEXT format: ... %BYTES_RECEIVED% %BYTES_SENT% %DURATION% ...
     assert!(
@@ -217,14 +222,15 @@ fn http_requests_carry_istios_labels_and_the_real_bytes_of_chunked_bodies() {
     let by_class = [cluster[0], ("response_code_class", "2xx")];
     assert_eq!(exact(&e, "envoy_cluster_upstream_rq_total", &by_class), 2.0, "{text}");
     let listener = ("http_conn_manager_prefix", "outbound_0.0.0.0_80");
-    assert_eq!(exact(&e, "envoy_http_downstream_rq_total", &[listener]), 3.0);
+    assert_eq!(exact(&e, "envoy_http_downstream_rq_total", &[listener]), 4.0);
     assert_eq!(
         exact(
             &e,
             "envoy_http_downstream_rq_total",
             &[listener, ("response_code_class", "4xx")]
         ),
-        1.0
+        2.0,
+        "the 404 and the 418"
     );
     assert_eq!(
         exact(
@@ -385,12 +391,33 @@ fn the_access_log_takes_istios_json_encoding_and_a_users_format() {
         e.http[0].port()
     );
     let g = gate_with(&yaml, &[80], &["--access-log-encoding", "JSON"]);
-    assert_eq!(get(g.port(80), "/json?x=1", &[("user-agent", "probe/1")]).status, 200);
-    let log = g.wait_log("/json?x=1");
-    let line = log.lines().find(|l| l.contains("/json?x=1")).unwrap();
+    // The upstream answers after 150 ms, with a Content-Length the gateway keeps.
+    let r = get(g.port(80), "/json?delay=150ms", &[("user-agent", "probe/1")]);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-length").is_some() && r.header("transfer-encoding").is_none());
+    // An HTTP/1.0 request is logged as one.
+    let mut s = std::net::TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(b"GET /ten HTTP/1.0\r\nHost: web\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let log = g.wait_log("/ten");
+    let ten = log.lines().find(|l| l.contains("/ten")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(ten).unwrap()["protocol"],
+        "HTTP/1.0"
+    );
+    let log = g.wait_log("/json?delay=150ms");
+    let line = log.lines().find(|l| l.contains("/json?delay=150ms")).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["method"], "GET");
-    assert_eq!(v["path"], "/json?x=1");
+    assert_eq!(v["path"], "/json?delay=150ms");
+    let ms = v["duration"].as_u64().unwrap();
+    assert!((150..1000).contains(&ms), "{v}");
+    // The metric's durations are the same, in milliseconds (the 150 ms request and /ten).
+    let (e, _) = scrape(&g);
+    let (n, sum) = histogram(&e, "istio_request_duration_milliseconds", &[("response_code", "200")]);
+    assert!(n == 2.0 && (150.0..1000.0).contains(&sum), "{n} {sum}");
     assert_eq!(v["response_code"], 200);
     assert_eq!(v["response_code_details"], "via_upstream");
     assert_eq!(v["user_agent"], "probe/1");
@@ -442,5 +469,57 @@ fn an_unknown_access_log_operator_stops_meshgate_with_its_name() {
     assert!(
         err.contains("--access-log-format") && err.contains("unknown operator %BYTES%"),
         "{err}"
+    );
+}
+
+/// An HTTP/1.1 server that sends a chunk, waits 2 s, then sends the rest.
+fn slow_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let _ = s.write_all(b"4\r\nrest\r\n0\r\n\r\n");
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_response_the_client_abandons_is_logged_with_dc_and_the_bytes_it_got() {
+    let upstream = slow_server();
+    let yaml = format!(
+        "{}---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: slow, namespace: default}}\nspec:\n  \
+         hosts: [slow.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: slow, namespace: default}}\nspec:\n  \
+         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: slow.example.com}}}}]\n",
+        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
+        upstream.port()
+    );
+    let g = gate(&yaml, &[80]);
+    let mut s = std::net::TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: slow\r\n\r\n").unwrap();
+    // Read the head and the first chunk, then go away.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("first") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let log = g.wait_log("/slow");
+    // %RESPONSE_FLAGS% DC; %BYTES_SENT% the 5 bytes of the first chunk.
+    assert!(
+        log.contains("\"GET /slow HTTP/1.1\" 200 DC via_upstream - \"-\" 0 5 "),
+        "{log}"
     );
 }
