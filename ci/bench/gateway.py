@@ -9,8 +9,9 @@ Two configs:
                   exports from the same YAML (istiod's shape).
 Same backend (an nginx serving a small static response, pinned to CPU 0 with the load
 generator), same client (wrk -t1 -c32 for throughput; meshbench open loop at a fixed rate, half
-the slowest proxy's throughput, for latency; h2load -c32 -m10 for h2c on the one route), same
-connections; each proxy gets one worker
+the slowest proxy's throughput, for latency; h2load -c32 -m10 for h2c on the one route; wrk over
+HTTPS, keep-alive and with Connection: close, for TLS termination against nginx and HAProxy with
+one ECDSA P-256 certificate), same connections; each proxy gets one worker
 (meshgate --workers 1, nginx worker_processes 1, HAProxy nbthread 1, Envoy --concurrency 1)
 pinned to CPU 1, access logs off. Rounds alternate the proxies; medians, spreads, peak RSS and
 the ratios against each peer are printed.
@@ -53,10 +54,10 @@ def start(cmd, cpu):
     return subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def wrk(port, seconds, path="/", headers=()):
+def wrk(port, seconds, path="/", headers=(), scheme="http"):
     hs = [a for h in headers for a in ("-H", h)]
     out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{seconds}s", *hs,
-                          f"http://127.0.0.1:{port}{path}"],
+                          f"{scheme}://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
@@ -221,6 +222,64 @@ def find_envoy():
         return shutil.which("envoy")
 
 
+def tls_files(d):
+    """A self-signed ECDSA P-256 certificate for bench.example.com: cert, key, and both in one file (HAProxy)."""
+    cert, key, both = (os.path.join(d, n) for n in ("cert.pem", "key.pem", "both.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=bench.example.com",
+                    "-addext", "subjectAltName=DNS:bench.example.com"], check=True, capture_output=True)
+    with open(both, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return cert, key, both
+
+
+def tls_rows(args, backend_port, meshgate_cmd, dirs):
+    """HTTPS through meshgate, nginx and HAProxy: keep-alive throughput, then new handshakes per
+    second (every request on a new connection)."""
+    d = tempfile.mkdtemp(prefix="meshbench-tls-")
+    dirs.append(d)
+    cert, key, both = tls_files(d)
+    ports = {name: free_port() for name in ["meshgate", "nginx", "haproxy"]}
+    gdir = os.path.join(d, "gate")
+    os.makedirs(gdir)
+    write(gdir, "config.yaml", GATEWAY.format(backend_port=backend_port).replace(
+        "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]",
+        f"servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], "
+        f"tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}}}]") + ONE_ROUTE)
+    ndir, nconf = nginx(f"""upstream app {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{ports['nginx']} ssl; ssl_certificate {cert}; ssl_certificate_key {key};
+    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""", "tls")
+    hdir, hcmd = haproxy(ports["haproxy"], free_port(), backend_port)
+    with open(hcmd[-1]) as f:
+        hconf = f.read().replace(f"bind 127.0.0.1:{ports['haproxy']}\n", f"bind 127.0.0.1:{ports['haproxy']} ssl crt {both}\n")
+    with open(hcmd[-1], "w") as f:
+        f.write(hconf)
+    dirs += [ndir, hdir]
+    procs = {"meshgate": meshgate_cmd(gdir, 443, ports["meshgate"]),
+             "nginx": start(["nginx", "-c", nconf, "-p", ndir], "1"),
+             "haproxy": start(hcmd, "1")}
+    try:
+        for port in ports.values():
+            wait_port(port)
+        for title, headers in [("HTTPS keep-alive (wrk -t1 -c32)", ()),
+                               ("HTTPS new handshakes per second (Connection: close)", ("Connection: close",))]:
+            rps = {k: [] for k in ports}
+            for rnd in range(args.rounds):
+                order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
+                for name in order:
+                    rps[name].append(wrk(ports[name], args.seconds, headers=headers, scheme="https"))
+            med = {k: statistics.median(v) for k, v in rps.items()}
+            print(f"== one route, {title}")
+            for name, r in rps.items():
+                print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f})")
+            for peer in ["haproxy", "nginx"]:
+                print(f"  meshgate / {peer}: {med['meshgate'] / med[peer]:.2f}x")
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait()
+
+
 def write(d, name, text):
     path = os.path.join(d, name)
     with open(path, "w") as f:
@@ -266,7 +325,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     args = p.parse_args()
-    for tool in ["nginx", "haproxy", "wrk", "h2load", "taskset"]:
+    for tool in ["nginx", "haproxy", "wrk", "h2load", "openssl", "taskset"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run ci/bench/install-peers.sh")
     envoy = find_envoy()
@@ -299,9 +358,12 @@ def main():
         write(gdir, "config.yaml", GATEWAY.format(backend_port=backend_port) + ONE_ROUTE)
         eboot = write(gdir, "envoy.json", json.dumps(envoy_minimal(ports["envoy"], backend_port)))
 
-        def meshgate(config_dir, port):
-            return start([MESHGATE, "-c", config_dir, "--labels", "app=bench", "--port-map", f"80=127.0.0.1:{port}",
+        def meshgate_on(config_dir, plan_port, port):
+            return start([MESHGATE, "-c", config_dir, "--labels", "app=bench", "--port-map", f"{plan_port}=127.0.0.1:{port}",
                           "--admin", "127.0.0.1:0", "--access-log", "off", "--workers", "1"], "1")
+
+        def meshgate(config_dir, port):
+            return meshgate_on(config_dir, 80, port)
 
         def envoy_proc(bootstrap):
             return start([envoy, "-c", bootstrap, "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"], "1")
@@ -331,6 +393,7 @@ def main():
             proc.terminate()
             proc.wait()
         procs = {}
+        tls_rows(args, backend_port, meshgate_on, dirs)
         # Istio-shaped.
         sdir = tempfile.mkdtemp(prefix="meshbench-shaped-")
         dirs.append(sdir)
