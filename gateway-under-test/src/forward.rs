@@ -14,7 +14,6 @@ use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
 use crate::errors::{reply, Failure};
-use crate::limits::BodyLimits;
 use crate::local::{chance, set};
 use crate::proxy::{fail, Body, Downstream, Outcome};
 use crate::replay::RequestBody;
@@ -132,7 +131,7 @@ pub(crate) async fn forward(
         return upgrade(cluster, r, req, out).await;
     }
     let (mut parts, body) = req.into_parts();
-    let body = match request_body(&down.body, &parts.headers, body).await {
+    let body = match RequestBody::read(&down.body, &parts.headers, body).await {
         Ok(b) => b,
         Err(f) => return fail(f, grpc, out),
     };
@@ -572,49 +571,6 @@ fn spawn_mirror(
             }
         }
     });
-}
-
-/// The request body: read whole first when its Content-Length is within the buffer limit, as
-/// before any upstream is tried (a retry or a mirror sends it again); streamed otherwise (no
-/// Content-Length, as with gRPC streams and chunked uploads, or a larger one), keeping what a
-/// retry needs up to the limit.
-///
-/// A whole body must arrive within the request timeout (408) and its bytes count against the
-/// gateway's buffer budget until the response is done (503 overloaded when the budget is spent).
-async fn request_body(
-    limits: &BodyLimits,
-    headers: &HeaderMap,
-    mut body: hyper::body::Incoming,
-) -> Result<RequestBody, Failure> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let mut reservation = limits.budget.reserve();
-    if hyper::body::Body::is_end_stream(&body) {
-        // No body (a GET): nothing to read, no timer to arm.
-        return Ok(RequestBody::whole(Bytes::new(), reservation));
-    }
-    let declared = match declared {
-        Some(n) if n <= limits.max as u64 => n as usize,
-        _ => return Ok(RequestBody::streaming(body, limits)),
-    };
-    if !reservation.cover(declared) {
-        return Err(Failure::Overloaded);
-    }
-    let read = async {
-        let mut buf = bytes::BytesMut::with_capacity(declared);
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Failure::BadRequest(format!("request body: {e}")))?;
-            let Ok(data) = frame.into_data() else { continue };
-            buf.extend_from_slice(&data);
-        }
-        Ok(buf.freeze())
-    };
-    match tokio::time::timeout(limits.timeout, read).await {
-        Ok(body) => Ok(RequestBody::whole(body?, reservation)),
-        Err(_) => Err(Failure::RequestTimeout),
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use hyper::body::{Body as _, Frame, SizeHint};
 
 use crate::logformat::{Entry, Format};
 use crate::proxy::{Body, Downstream, Outcome};
+use crate::replay::RequestBody;
 use crate::state::State;
 use crate::telemetry;
 
@@ -41,9 +42,7 @@ impl Finish {
             self.out.flags = "DC".into();
         }
         let elapsed = self.start.elapsed();
-        if let Some(body) = self.out.request_body.take() {
-            self.out.bytes_received = body.received();
-        }
+        let bytes_received = self.out.request_body.as_ref().map_or(0, RequestBody::received);
         self.state.telemetry.request(&telemetry::Request {
             cluster: &self.out.cluster,
             code: self.status,
@@ -51,12 +50,12 @@ impl Finish {
             grpc: self.grpc,
             grpc_status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            request_bytes: self.out.bytes_received,
+            request_bytes: bytes_received,
             response_bytes: bytes_sent,
             listener: self.down.port,
         });
         if let Some(line) = &self.line {
-            let sizes = (self.out.bytes_received, bytes_sent);
+            let sizes = (bytes_received, bytes_sent);
             let text = line.render(
                 &self.state.log_format,
                 self.started_at,

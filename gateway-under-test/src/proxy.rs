@@ -71,9 +71,7 @@ pub struct Outcome {
     pub upstream_ms: Option<u128>,
     /// Why the upstream connection failed (TLS errors among them), for the access log.
     pub transport_failure: String,
-    /// Request body bytes read from the client (for a body not in `request_body`).
-    pub bytes_received: u64,
-    /// The request body on its way upstream, which counts what it has read.
+    /// The request body on its way upstream, which counts what it has read (None: not read).
     pub request_body: Option<crate::replay::RequestBody>,
 }
 

@@ -11,8 +11,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::HeaderMap;
+use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::errors::Failure;
 use crate::limits::{BodyLimits, Reservation};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -70,6 +72,49 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
+    /// The request body: read whole first when its Content-Length is within the buffer limit, as
+    /// before any upstream is tried (a retry or a mirror sends it again); streamed otherwise (no
+    /// Content-Length, as with gRPC streams and chunked uploads, or a larger one), keeping what a
+    /// retry needs up to the limit.
+    ///
+    /// A whole body must arrive within the request timeout (408) and its bytes count against the
+    /// gateway's buffer budget until the response is done (503 overloaded when the budget is spent).
+    pub async fn read(
+        limits: &BodyLimits,
+        headers: &HeaderMap,
+        mut body: hyper::body::Incoming,
+    ) -> Result<RequestBody, Failure> {
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let mut reservation = limits.budget.reserve();
+        if hyper::body::Body::is_end_stream(&body) {
+            // No body (a GET): nothing to read, no timer to arm.
+            return Ok(RequestBody::whole(Bytes::new(), reservation));
+        }
+        let declared = match declared {
+            Some(n) if n <= limits.max as u64 => n as usize,
+            _ => return Ok(RequestBody::streaming(body, limits)),
+        };
+        if !reservation.cover(declared) {
+            return Err(Failure::Overloaded);
+        }
+        let read = async {
+            let mut buf = bytes::BytesMut::with_capacity(declared);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| Failure::BadRequest(format!("request body: {e}")))?;
+                let Ok(data) = frame.into_data() else { continue };
+                buf.extend_from_slice(&data);
+            }
+            Ok(buf.freeze())
+        };
+        match tokio::time::timeout(limits.timeout, read).await {
+            Ok(body) => Ok(RequestBody::whole(body?, reservation)),
+            Err(_) => Err(Failure::RequestTimeout),
+        }
+    }
+
     /// A body that arrived whole (`reservation` covers it).
     pub fn whole(bytes: Bytes, reservation: Reservation) -> RequestBody {
         let held = (!bytes.is_empty()).then(|| Arc::new(reservation));

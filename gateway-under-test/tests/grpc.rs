@@ -7,40 +7,12 @@ mod support;
 
 use support::*;
 
-/// Istio's echo.proto messages, written out (no code generation needed).
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoResponse {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
 async fn call(
     addr: std::net::SocketAddr,
     path: &'static str,
     meta: &[(&'static str, &str)],
 ) -> Result<String, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let mut req = tonic::Request::new(EchoRequest {
-        message: "hello".into(),
-    });
-    for (k, v) in meta {
-        req.metadata_mut().insert(*k, v.parse().unwrap());
-    }
-    let codec = tonic_prost::ProstCodec::<EchoRequest, EchoResponse>::default();
-    let path = http::uri::PathAndQuery::from_static(path);
-    grpc.unary(req, path, codec).await.map(|r| r.into_inner().message)
+    grpc_client::echo_call(addr, path, meta).await
 }
 
 fn field(text: &str, key: &str) -> Option<String> {

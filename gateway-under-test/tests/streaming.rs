@@ -17,19 +17,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use hyper::body::{Body, Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::grpc_client::EchoRequest;
 use support::*;
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoResponse {
-    #[prost(string, tag = "1")]
-    message: String,
-}
 
 /// A response body that sends back each request frame as it arrives, then `grpc-status: 0`.
 /// (A gRPC message echoed byte for byte decodes as the same message: both types are
@@ -108,17 +97,6 @@ fn config(port: u16) -> String {
     )
 }
 
-async fn client(addr: SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    grpc
-}
-
 #[test]
 fn bidirectional_grpc_answers_each_message_before_the_next_is_sent() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -129,10 +107,10 @@ fn bidirectional_grpc_answers_each_message_before_the_next_is_sent() {
     let upstream = rt.block_on(streaming_echo());
     let g = gate(&config(upstream.port()), &[8080]);
     rt.block_on(async {
-        let mut grpc = client(g.port(8080)).await;
+        let mut grpc = grpc_client::channel(g.port(8080)).await;
         let (tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
         tx.send(EchoRequest { message: "one".into() }).await.unwrap();
-        let codec = tonic_prost::ProstCodec::<EchoRequest, EchoResponse>::default();
+        let codec = grpc_client::echo_codec();
         let path = http::uri::PathAndQuery::from_static("/proto.EchoTestService/Chat");
         let request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         let mut replies = tokio::time::timeout(Duration::from_secs(10), grpc.streaming(request, path, codec))
@@ -140,17 +118,17 @@ fn bidirectional_grpc_answers_each_message_before_the_next_is_sent() {
             .expect("the response started while the request was still open")
             .unwrap()
             .into_inner();
-        for next in ["two", "three", ""] {
+        // Each reply is the message just sent; the next is sent only once it has come back.
+        for (sent, next) in [("one", Some("two")), ("two", Some("three")), ("three", None)] {
             let reply = tokio::time::timeout(Duration::from_secs(10), replies.message())
                 .await
                 .expect("each message comes back before the client sends another")
                 .unwrap()
                 .unwrap();
-            assert!(!reply.message.is_empty(), "{reply:?}");
-            if next.is_empty() {
-                break;
+            assert_eq!(reply.message, sent);
+            if let Some(next) = next {
+                tx.send(EchoRequest { message: next.into() }).await.unwrap();
             }
-            tx.send(EchoRequest { message: next.into() }).await.unwrap();
         }
         drop(tx);
         // The client half-closes; the upstream's trailers end the call with OK.
@@ -173,8 +151,8 @@ fn client_streaming_grpc_sends_every_message_upstream() {
     let g = gate(&config(upstream.port()), &[8080]);
     let words = ["alpha", "beta", "gamma", "delta"];
     let got: Vec<String> = rt.block_on(async {
-        let mut grpc = client(g.port(8080)).await;
-        let codec = tonic_prost::ProstCodec::<EchoRequest, EchoResponse>::default();
+        let mut grpc = grpc_client::channel(g.port(8080)).await;
+        let codec = grpc_client::echo_codec();
         let path = http::uri::PathAndQuery::from_static("/proto.EchoTestService/Upload");
         let messages = words.map(|w| EchoRequest { message: w.into() });
         let request = tonic::Request::new(tokio_stream::iter(messages));

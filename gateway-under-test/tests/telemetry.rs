@@ -138,21 +138,28 @@ fn gateway(server: &str) -> String {
     )
 }
 
+/// A gateway on port 80 for every host, `host` a ServiceEntry at 127.0.0.1:`port`, and one
+/// VirtualService with `routes` (empty: everything to `host`).
+fn http_to(host: &str, port: u16, routes: &str) -> String {
+    let all = format!("  - route: [{{destination: {{host: {host}}}}}]\n");
+    let routes = if routes.is_empty() { all.as_str() } else { routes };
+    format!(
+        "{}---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: upstream, namespace: default}}\nspec:\n  \
+         hosts: [{host}]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  \
+         ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: upstream, namespace: default}}\nspec:\n  \
+         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n{routes}",
+        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
+    )
+}
+
 #[test]
 fn http_requests_carry_istios_labels_and_the_real_bytes_of_chunked_bodies() {
     let upstream = chunked_server();
-    let yaml = format!(
-        "{}---\n\
-         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: chunky, namespace: default}}\nspec:\n  \
-         hosts: [chunky.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  \
-         ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: chunky, namespace: default}}\nspec:\n  \
-         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  \
-         - match: [{{uri: {{prefix: /chunky}}}}]\n    route: [{{destination: {{host: chunky.example.com}}}}]\n  \
-         - match: [{{uri: {{exact: /teapot}}}}]\n    directResponse: {{status: 418, body: {{string: teapot}}}}\n",
-        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
-        upstream.port()
-    );
+    let routes = "  - match: [{uri: {prefix: /chunky}}]\n    route: [{destination: {host: chunky.example.com}}]\n  \
+                  - match: [{uri: {exact: /teapot}}]\n    directResponse: {status: 418, body: {string: teapot}}\n";
+    let yaml = http_to("chunky.example.com", upstream.port(), routes);
     let labels = "app=istio-ingressgateway,istio=ingressgateway,version=1.0";
     let g = gate_with(&yaml, &[80], &["--labels", labels, "--namespace", "istio-system"]);
     let url = format!("http://{}/chunky", g.port(80));
@@ -250,35 +257,6 @@ fn http_requests_carry_istios_labels_and_the_real_bytes_of_chunked_bodies() {
     }
 }
 
-/// Istio's echo.proto messages, written out (no code generation needed).
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct EchoResponse {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-async fn call(addr: std::net::SocketAddr, path: &'static str) -> Result<String, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let req = tonic::Request::new(EchoRequest {
-        message: "hello".into(),
-    });
-    let codec = tonic_prost::ProstCodec::<EchoRequest, EchoResponse>::default();
-    let path = http::uri::PathAndQuery::from_static(path);
-    grpc.unary(req, path, codec).await.map(|r| r.into_inner().message)
-}
-
 #[test]
 fn grpc_calls_carry_their_grpc_status_from_trailers_or_a_local_reply() {
     let v1 = grpc_echo("echo", "v1");
@@ -304,8 +282,12 @@ fn grpc_calls_carry_their_grpc_status_from_trailers_or_a_local_reply() {
         .build()
         .unwrap();
     rt.block_on(async {
-        assert!(call(g.port(8080), "/proto.EchoTestService/Echo").await.is_ok());
-        let aborted = call(g.port(8080), "/proto.EchoTestService/Abort").await.unwrap_err();
+        assert!(grpc_client::echo_call(g.port(8080), "/proto.EchoTestService/Echo", &[])
+            .await
+            .is_ok());
+        let aborted = grpc_client::echo_call(g.port(8080), "/proto.EchoTestService/Abort", &[])
+            .await
+            .unwrap_err();
         assert_eq!(aborted.code(), tonic::Code::Unavailable);
     });
     let (e, text) = scrape(&g);
@@ -380,16 +362,7 @@ fn tcp_sessions_count_connections_and_bytes_each_way() {
 #[test]
 fn the_access_log_takes_istios_json_encoding_and_a_users_format() {
     let e = echo("web", "v1");
-    let yaml = format!(
-        "{}---\n\
-         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-         hosts: [web.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
-         ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: web}}}}]\n",
-        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
-        e.http[0].port()
-    );
+    let yaml = http_to("web.default.svc.cluster.local", e.http[0].port(), "");
     let g = gate_with(&yaml, &[80], &["--access-log-encoding", "JSON"]);
     // The upstream answers after 150 ms, with a Content-Length the gateway keeps.
     let r = get(g.port(80), "/json?delay=150ms", &[("user-agent", "probe/1")]);
@@ -494,16 +467,7 @@ fn slow_server() -> std::net::SocketAddr {
 #[test]
 fn a_response_the_client_abandons_is_logged_with_dc_and_the_bytes_it_got() {
     let upstream = slow_server();
-    let yaml = format!(
-        "{}---\n\
-         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: slow, namespace: default}}\nspec:\n  \
-         hosts: [slow.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  \
-         ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: slow, namespace: default}}\nspec:\n  \
-         hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: slow.example.com}}}}]\n",
-        gateway("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"),
-        upstream.port()
-    );
+    let yaml = http_to("slow.example.com", upstream.port(), "");
     let g = gate(&yaml, &[80]);
     let mut s = std::net::TcpStream::connect(g.port(80)).unwrap();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: slow\r\n\r\n").unwrap();

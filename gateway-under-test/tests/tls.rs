@@ -594,16 +594,7 @@ fn istio_mutual_is_refused_and_a_fake_cipher_suite_is_dropped() {
 
 #[test]
 fn grpc_over_tls_with_a_real_grpc_client() {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct EchoRequest {
-        #[prost(string, tag = "1")]
-        message: String,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct EchoResponse {
-        #[prost(string, tag = "1")]
-        message: String,
-    }
+    use grpc_client::{EchoRequest, EchoResponse};
     let dir = temp_dir("grpctls");
     let ca = Ca::new(&dir, "main");
     let (crt, key) = ca.issue("g", &["grpc.example.com"]);
