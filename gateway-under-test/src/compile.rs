@@ -28,6 +28,8 @@ pub struct Compiled {
     pub listeners: HashMap<u32, Listener>,
     pub tables: HashMap<String, Table>,
     pub clusters: HashMap<String, Arc<UpstreamCluster>>,
+    /// The sidecar's outbound services by destination address (transparent capture).
+    pub capture: crate::capture::Table,
 }
 
 #[derive(Debug)]
@@ -411,6 +413,7 @@ pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) 
         version,
         loaded_at: std::time::SystemTime::now(),
         credentials: credentials.map(std::path::Path::to_path_buf),
+        capture: crate::capture::Table::new(plan.outbound.as_ref()),
         plan: Arc::new(plan),
         listeners,
         tables,

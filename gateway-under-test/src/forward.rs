@@ -195,6 +195,7 @@ pub(crate) async fn forward(
         method: &parts.method,
         path: &path,
         authority: &authority,
+        destination: down.original_dst.as_deref().unwrap_or(&authority),
         headers: &parts.headers,
         body: &body,
         hash,
@@ -246,6 +247,9 @@ struct Attempt<'a> {
     method: &'a Method,
     path: &'a str,
     authority: &'a str,
+    /// Where an original-destination cluster connects: a captured connection's original
+    /// destination, else the authority.
+    destination: &'a str,
     headers: &'a HeaderMap,
     body: &'a RequestBody,
     hash: Option<u64>,
@@ -448,7 +452,7 @@ async fn one_attempt(
     let exclude: &[usize] = if policy.retry_previous_hosts { tried } else { &[] };
     let i = crate::upstream::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
     tried.push(i);
-    out.upstream_host = a.cluster.address(i, a.authority);
+    out.upstream_host = a.cluster.address(i, a.destination);
     let admission = a.cluster.breakers.admit().await.inspect_err(|f| {
         if *f == Failure::Overflow {
             a.telemetry.upstream(&a.cluster.cluster.name, Upstream::Overflow);
@@ -507,7 +511,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
             if let Ok(v) = HeaderValue::from_str(a.authority) {
                 headers.insert("host", v);
             }
-            format!("http://{}{}", a.cluster.address(endpoint, a.authority), a.path)
+            format!("http://{}{}", a.cluster.address(endpoint, a.destination), a.path)
         }
     };
     let mut req = Request::new(a.body.attempt());
@@ -560,6 +564,7 @@ fn spawn_mirror(
             method: &method,
             path: &path,
             authority: &authority,
+            destination: &authority,
             headers: &headers,
             body: &body,
             hash: None,

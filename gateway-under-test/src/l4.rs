@@ -159,6 +159,34 @@ pub async fn proxy_to_cluster<IO>(
     );
 }
 
+/// A session outside the registry under ALLOW_ANY (Envoy's PassthroughCluster): to the address
+/// the client was going to, within the mesh's connect timeout, for as long as both sides talk.
+pub async fn passthrough<IO>(io: IO, address: &str, compiled: &Compiled, state: &State, down: &Downstream)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (started_at, start) = (SystemTime::now(), Instant::now());
+    let name = crate::sidecar::PASSTHROUGH;
+    state.telemetry.tcp_opened(name);
+    let timeout = compiled.plan.mesh.connect_timeout.as_std();
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Ok(upstream)) => {
+            let _ = upstream.set_nodelay(true);
+            let (bytes, _) = pump(io, upstream, None).await;
+            log(state, down, started_at, start, "-", name, address, bytes);
+        }
+        _ => log(state, down, started_at, start, "UF", name, address, (0, 0)),
+    }
+}
+
+/// A session outside the registry under REGISTRY_ONLY (Envoy's BlackHoleCluster): closed, no
+/// connection upstream, logged.
+pub fn blackhole(state: &State, down: &Downstream) {
+    let name = crate::sidecar::BLACKHOLE;
+    state.telemetry.tcp_opened(name);
+    log(state, down, SystemTime::now(), Instant::now(), "-", name, "", (0, 0));
+}
+
 /// connectionPool tcp.idleTimeout: default 1h; `0s` disables it.
 fn idle_timeout(c: &mesh_model::plan::Cluster) -> Option<Duration> {
     let t = c

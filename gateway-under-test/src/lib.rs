@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod capture;
 pub mod compile;
 pub mod conns;
 pub mod errors;
@@ -44,8 +45,9 @@ use crate::state::{AccessLog, State};
 pub enum Role {
     /// A gateway: listeners from the Gateways that select `--labels`.
     Gateway,
-    /// A sidecar's outbound side: an explicit HTTP proxy (absolute-form requests and CONNECT) on
-    /// `--outbound`, applying VirtualServices bound to `mesh` and `outboundTrafficPolicy`.
+    /// A sidecar's outbound side on `--outbound`: an explicit HTTP proxy (absolute-form requests
+    /// and CONNECT), or with `--capture` the target of iptables' redirect, applying
+    /// VirtualServices bound to `mesh`, ServiceEntries and `outboundTrafficPolicy`.
     Sidecar,
 }
 
@@ -107,6 +109,11 @@ pub struct Args {
     /// The sidecar role's outbound listener (Istio's outbound port is 15001).
     #[arg(long, default_value = "127.0.0.1:15001")]
     pub outbound: SocketAddr,
+    /// The sidecar's outbound listener takes connections redirected to it by iptables (Istio's
+    /// transparent capture: the original destination from SO_ORIGINAL_DST, the protocol from
+    /// the first bytes) instead of explicit proxy requests.
+    #[arg(long)]
+    pub capture: bool,
     /// Worker threads (like Envoy's --concurrency); default: one per core.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -354,18 +361,26 @@ pub async fn run(args: Args) -> u8 {
         });
         listeners.ensure()?;
         if args.role == Role::Sidecar {
-            let (outbound_state, stop) = (state.clone(), listeners.stop.clone());
+            let (outbound_state, stop, capture) = (state.clone(), listeners.stop.clone(), args.capture);
             let addr = listeners
                 .workers
                 .listen(args.outbound, move |l| {
-                    sidecar::serve(l, outbound_state.clone(), stop.subscribe())
+                    let (state, stop) = (outbound_state.clone(), stop.subscribe());
+                    async move {
+                        if capture {
+                            capture::serve(l, state, stop).await;
+                        } else {
+                            sidecar::serve(l, state, stop).await;
+                        }
+                    }
                 })
                 .map_err(|e| format!("cannot listen on {} (outbound): {e}", args.outbound))?;
             if let Ok(mut b) = state.bound.lock() {
                 // The outbound listener is reported under Istio's outbound port.
                 b.insert(15001, addr);
             }
-            eprintln!("meshgate: outbound (sidecar) listener on {addr}");
+            let mode = if args.capture { "captured" } else { "explicit proxy" };
+            eprintln!("meshgate: outbound (sidecar, {mode}) listener on {addr}");
         }
         let admin_listener = TcpListener::bind(args.admin)
             .await

@@ -1,8 +1,10 @@
-//! The sidecar role's outbound listener: an explicit HTTP proxy. Absolute-form requests are routed
-//! by the outbound route table of their port (VirtualServices bound to `mesh`, then the service's
-//! cluster); CONNECT opens a TCP tunnel to a registered TCP/TLS service. Hosts outside the
-//! registry follow `outboundTrafficPolicy`: ALLOW_ANY passes them to the original destination
-//! (PassthroughCluster), REGISTRY_ONLY answers 502 and opens no connection (BlackHoleCluster).
+//! The sidecar role's outbound HTTP: as an explicit proxy, absolute-form requests are routed by
+//! the outbound route table of their port (VirtualServices bound to `mesh`, then the service's
+//! cluster) and CONNECT opens a TCP tunnel to a registered TCP/TLS service; captured
+//! (`capture.rs`), requests in origin form are routed by the table of the port they were going
+//! to, their Host naming the service. Hosts outside the registry follow `outboundTrafficPolicy`:
+//! ALLOW_ANY passes them to the original destination (PassthroughCluster), REGISTRY_ONLY answers
+//! 502 and opens no connection (BlackHoleCluster).
 
 use std::sync::{Arc, OnceLock};
 
@@ -68,10 +70,19 @@ pub async fn handle(
     if req.method() == Method::CONNECT {
         return (connect(state, compiled, down, req, &mut out), out);
     }
-    let (Some(host), port) = (
-        req.uri().host().map(str::to_ascii_lowercase),
-        req.uri().port_u16().unwrap_or(80),
-    ) else {
+    // A captured connection's original destination (CONNECT's is not an HTTP request's).
+    let captured: Option<std::net::SocketAddr> = down.original_dst.as_deref().and_then(|d| d.parse().ok());
+    let (host, port) = match captured {
+        Some(dst) => (
+            Some(crate::matching::request_host(&req)).filter(|h| !h.is_empty()),
+            dst.port(),
+        ),
+        None => (
+            req.uri().host().map(str::to_ascii_lowercase),
+            req.uri().port_u16().unwrap_or(80),
+        ),
+    };
+    let Some(host) = host else {
         out.details = "direct_response".into();
         return (
             status(
@@ -101,7 +112,8 @@ pub async fn handle(
         return (status(StatusCode::BAD_GATEWAY, ""), out);
     }
     out.cluster = PASSTHROUGH.into();
-    (passthrough(req, &host, port, &mut out).await, out)
+    let to = captured.map_or_else(|| crate::upstream::join(&host, u32::from(port)), |dst| dst.to_string());
+    (passthrough(req, &to, &mut out).await, out)
 }
 
 fn passthrough_client() -> &'static hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>> {
@@ -109,18 +121,32 @@ fn passthrough_client() -> &'static hyper_util::client::legacy::Client<HttpConne
     CLIENT.get_or_init(|| hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http())
 }
 
-/// ALLOW_ANY: the request goes to the host and port it names.
-async fn passthrough(req: Request<hyper::body::Incoming>, host: &str, port: u16, out: &mut Outcome) -> Response<Body> {
-    let (parts, body) = req.into_parts();
+/// ALLOW_ANY: the request goes to `to`, where it was going (the host and port an explicit proxy
+/// request names, a captured connection's original destination), its Host as the client sent it.
+async fn passthrough(req: Request<hyper::body::Incoming>, to: &str, out: &mut Outcome) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return status(StatusCode::BAD_REQUEST, "bad request body\n");
     };
+    if !parts.headers.contains_key(http::header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(http::header::HOST, v);
+        }
+    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("http://{to}{path}").parse::<http::Uri>() else {
+        return status(StatusCode::BAD_REQUEST, "bad request target\n");
+    };
     let mut up = Request::new(Full::new(body));
     *up.method_mut() = parts.method;
-    *up.uri_mut() = parts.uri;
+    *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
     up.headers_mut().remove("proxy-connection");
-    out.upstream_host = format!("{host}:{port}");
+    out.upstream_host = to.to_string();
     match passthrough_client().request(up).await {
         Ok(resp) => resp.map(|b| b.boxed_unsync()),
         Err(e) => {
@@ -167,16 +193,7 @@ fn connect(
         let io = TokioIo::new(upgraded);
         match cluster {
             Some(c) => crate::l4::proxy_to_cluster(io, Some(&c), &compiled, &state, &down).await,
-            None => {
-                if let Ok(Ok(up)) = tokio::time::timeout(
-                    compiled.plan.mesh.connect_timeout.as_std(),
-                    tokio::net::TcpStream::connect(&authority),
-                )
-                .await
-                {
-                    let _ = crate::l4::pump(io, up, None).await;
-                }
-            }
+            None => crate::l4::passthrough(io, &authority, &compiled, &state, &down).await,
         }
     });
     status(StatusCode::OK, "")

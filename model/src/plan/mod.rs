@@ -44,13 +44,36 @@ pub struct Plan {
 }
 
 /// Outbound routing of the sidecar role: a route table per destination port, and the services
-/// reached as TCP/TLS (by CONNECT). Hosts in neither follow `mesh.outbound_traffic_policy`.
+/// reached as TCP/TLS (by CONNECT, or captured: by SNI, by address, by port). Hosts in none
+/// follow `mesh.outbound_traffic_policy`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outbound {
     /// Destination port -> route table name.
     pub route_tables: std::collections::BTreeMap<u32, String>,
     /// `host:port` -> cluster, for non-HTTP ports.
     pub tcp: std::collections::BTreeMap<String, String>,
+    /// Ports of services that declare addresses: a captured connection whose original
+    /// destination is one of them belongs to that service, as Istio's `<address>_<port>`
+    /// listeners decide, before the connection's first bytes are looked at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<AddressedPort>,
+    /// Port -> cluster of the first TCP service on that port without addresses: Istio's
+    /// `0.0.0.0_<port>` listener, which takes every captured opaque TCP connection to the port.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tcp_ports: std::collections::BTreeMap<u32, String>,
+}
+
+/// One port of a service with addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddressedPort {
+    /// An IP or a CIDR (`10.0.0.0/24`), as the ServiceEntry wrote it.
+    pub address: String,
+    pub port: u32,
+    pub host: String,
+    /// An HTTP port: routed by its route table (the request's Host picks the virtual host);
+    /// otherwise proxied as TCP to `cluster`.
+    pub http: bool,
+    pub cluster: String,
 }
 
 impl Plan {

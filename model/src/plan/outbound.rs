@@ -1,6 +1,7 @@
 //! The sidecar role: for each destination port, a route table with a virtual host per registered
 //! service (its host, and `host:port`), carrying the routes of VirtualServices bound to `mesh`
-//! and, without one, the service's own cluster. Non-HTTP ports are reached as TCP by CONNECT.
+//! and, without one, the service's own cluster. Non-HTTP ports are reached as TCP: by CONNECT,
+//! or, captured, by the TLS server name, the destination address, or the port alone.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,10 @@ use crate::api::{Protocol, Spec};
 use crate::host;
 
 use super::build::Ctx;
-use super::{cluster_name, routes, Outbound, Route, RouteAction, RouteMatch, RouteTable, VirtualHost, WeightedCluster};
+use super::{
+    cluster_name, routes, AddressedPort, Outbound, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
+    WeightedCluster,
+};
 
 pub(super) fn build(ctx: &mut Ctx) -> (Vec<RouteTable>, Outbound) {
     ctx.gateway = "mesh".into();
@@ -16,11 +20,24 @@ pub(super) fn build(ctx: &mut Ctx) -> (Vec<RouteTable>, Outbound) {
     let services: Vec<_> = ctx.registry.visible(&ctx.proxy_ns, &defaults).cloned().collect();
     let mut tables: BTreeMap<u32, Vec<VirtualHost>> = BTreeMap::new();
     let mut tcp = BTreeMap::new();
+    let mut addresses = Vec::new();
+    let mut tcp_ports = BTreeMap::new();
     for svc in &services {
         for port in &svc.ports {
             let protocol = Protocol::parse(port.protocol.as_deref().unwrap_or("")).unwrap_or(Protocol::Unsupported);
             let cluster = cluster_name(port.number, None, &svc.host);
+            addresses.extend(svc.addresses.iter().map(|a| AddressedPort {
+                address: a.clone(),
+                port: port.number,
+                host: svc.host.clone(),
+                http: protocol.is_http(),
+                cluster: cluster.clone(),
+            }));
             if !protocol.is_http() {
+                let by_name = matches!(protocol, Protocol::Tls | Protocol::Https);
+                if !by_name && svc.addresses.is_empty() {
+                    tcp_ports.entry(port.number).or_insert_with(|| cluster.clone());
+                }
                 tcp.insert(format!("{}:{}", svc.host, port.number), cluster);
                 continue;
             }
@@ -54,6 +71,8 @@ pub(super) fn build(ctx: &mut Ctx) -> (Vec<RouteTable>, Outbound) {
     let mut out = Outbound {
         route_tables: BTreeMap::new(),
         tcp,
+        addresses,
+        tcp_ports,
     };
     let tables = tables
         .into_iter()
@@ -91,5 +110,83 @@ fn default_route(host: &str, port: u32, cluster: &str, ctx: &Ctx) -> Route {
         fault: None,
         mirrors: Vec::new(),
         cors: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::{build, AddressedPort, Outbound, PlanOptions};
+
+    fn outbound(yaml: &str) -> Outbound {
+        let loaded = crate::load_str("t.yaml", yaml);
+        let opts = PlanOptions {
+            labels: None,
+            namespace: Some("apps".into()),
+            sidecar: true,
+        };
+        build(&loaded.config, &opts).0.outbound.expect("outbound")
+    }
+
+    fn entry(name: &str, ns: &str, rest: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  hosts: [{name}.example.com]\n  location: MESH_EXTERNAL\n{rest}---\n"
+        )
+    }
+
+    #[test]
+    fn captured_connections_find_services_by_address_then_by_port() {
+        let yaml = [
+            entry(
+                "db",
+                "apps",
+                "  addresses: [10.9.0.0/24]\n  resolution: NONE\n  ports: [{number: 5432, name: pg, protocol: TCP}, {number: 8080, name: web, protocol: HTTP}]\n",
+            ),
+            entry("cache", "apps", "  resolution: DNS\n  ports: [{number: 6379, name: redis, protocol: TCP}]\n"),
+            entry("cache2", "apps", "  resolution: DNS\n  ports: [{number: 6379, name: redis, protocol: TCP}]\n"),
+            entry("secure", "apps", "  resolution: DNS\n  ports: [{number: 443, name: tls, protocol: TLS}]\n"),
+            entry("hidden", "other", "  exportTo: [.]\n  resolution: DNS\n  ports: [{number: 9000, name: t, protocol: TCP}]\n"),
+        ]
+        .concat();
+        let out = outbound(&yaml);
+        let port = |port: u32, http: bool, cluster: &str| AddressedPort {
+            address: "10.9.0.0/24".into(),
+            port,
+            host: "db.example.com".into(),
+            http,
+            cluster: cluster.into(),
+        };
+        assert_eq!(
+            out.addresses,
+            [
+                port(5432, false, "outbound|5432||db.example.com"),
+                port(8080, true, "outbound|8080||db.example.com")
+            ]
+        );
+        // By port alone: the first address-less TCP service; never one reached by TLS server
+        // name; never a service with addresses; never one not exported to the sidecar's namespace.
+        let by_port: Vec<(u32, &str)> = out.tcp_ports.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        assert_eq!(by_port, [(6379, "outbound|6379||cache.example.com")]);
+        assert!(out.tcp.contains_key("secure.example.com:443"));
+        assert!(!out.tcp.contains_key("hidden.example.com:9000"));
+    }
+
+    #[test]
+    fn a_kubernetes_service_is_addressed_by_its_cluster_ip() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: apps}\n\
+                    spec: {clusterIP: 10.96.0.7, ports: [{name: tcp-pg, port: 5432}]}\n---\n\
+                    apiVersion: v1\nkind: Service\nmetadata: {name: headless, namespace: apps}\n\
+                    spec: {clusterIP: None, ports: [{name: tcp-pg, port: 5433}]}\n";
+        let out = outbound(yaml);
+        let addressed: Vec<(&str, u32, &str)> = out
+            .addresses
+            .iter()
+            .map(|a| (a.address.as_str(), a.port, a.host.as_str()))
+            .collect();
+        assert_eq!(addressed, [("10.96.0.7", 5432, "db.apps.svc.cluster.local")]);
+        assert_eq!(
+            out.tcp_ports.get(&5433).map(String::as_str),
+            Some("outbound|5433||headless.apps.svc.cluster.local")
+        );
     }
 }

@@ -23,6 +23,9 @@ pub struct Service {
     pub endpoints: Vec<WorkloadEntry>,
     pub export_to: Vec<String>,
     pub subject_alt_names: Vec<String>,
+    /// The service's own addresses (ServiceEntry `addresses`, a Service's clusterIP): IPs or
+    /// CIDRs a captured connection's original destination is matched against.
+    pub addresses: Vec<String>,
 }
 
 impl Service {
@@ -83,6 +86,7 @@ impl Registry {
                     endpoints: endpoints.clone(),
                     export_to: se.export_to.clone(),
                     subject_alt_names: se.subject_alt_names.clone(),
+                    addresses: se.addresses.clone(),
                 });
             }
         }
@@ -297,6 +301,12 @@ fn kube_service(config: &Config, kube: &KubeIndex, svc: &KubeObject, spec: &Serv
         endpoints: kube_endpoints(kube, svc, spec),
         export_to,
         subject_alt_names: Vec::new(),
+        addresses: spec
+            .cluster_ip
+            .iter()
+            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+            .cloned()
+            .collect(),
     }
 }
 
