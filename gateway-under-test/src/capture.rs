@@ -186,7 +186,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, stop: watch::Receiv
 enum Decision {
     /// HTTP through the port's route table.
     Http(String),
-    /// TCP to a cluster.
+    /// TCP along the route of a service's `host:port`.
     Tcp(String),
     /// Outside the registry: PassthroughCluster or BlackHoleCluster.
     Outside,
@@ -199,8 +199,8 @@ fn decide(outbound: &Outbound, dst: SocketAddr, sniffed: &Sniffed) -> Decision {
         Sniffed::Http => table.cloned().map_or(Decision::Outside, Decision::Http),
         Sniffed::Tls(sni) => sni
             .as_ref()
-            .and_then(|sni| outbound.tcp.get(&format!("{sni}:{port}")))
-            .cloned()
+            .map(|sni| format!("{sni}:{port}"))
+            .filter(|host_port| outbound.tcp.contains_key(host_port))
             .map_or(Decision::Outside, Decision::Tcp),
         Sniffed::Opaque => outbound
             .tcp_ports
@@ -243,7 +243,7 @@ async fn connection(
     };
     let addressed = compiled.capture.by_address(dst);
     let (decision, prefix) = match addressed {
-        Some(a) if !a.http => (Decision::Tcp(a.cluster.clone()), Vec::new()),
+        Some(a) if !a.http => (Decision::Tcp(format!("{}:{}", a.host, a.port)), Vec::new()),
         _ if addressed.is_none() && !compiled.capture.sniffed.contains(&down.port) => {
             (decide(outbound, dst, &Sniffed::Opaque), Vec::new())
         }
@@ -262,10 +262,10 @@ async fn connection(
             crate::server::serve_http(io, down, state.clone(), registered).await;
         }
         // A TCP session is in flight for its whole life: never closed as idle.
-        Decision::Tcp(cluster) => {
+        Decision::Tcp(host_port) => {
             let handle = registered.handle();
             let _session = handle.request(false);
-            crate::l4::proxy_to_cluster(io, Some(&cluster), &compiled, state, &down).await;
+            crate::l4::proxy(io, outbound.tcp.get(&host_port), &compiled, state, &down).await;
         }
         Decision::Outside => {
             let handle = registered.handle();
@@ -379,28 +379,44 @@ mod tests {
     }
 
     fn outbound() -> Outbound {
-        let addressed = |address: &str, port, http, cluster: &str| AddressedPort {
+        let addressed = |address: &str, port, http, host: &str| AddressedPort {
             address: address.into(),
             port,
-            host: cluster.rsplit('|').next().unwrap_or_default().into(),
+            host: host.into(),
             http,
-            cluster: cluster.into(),
+        };
+        let route = |cluster: &str| mesh_model::plan::L4Route {
+            virtual_service: String::new(),
+            rule: 0,
+            clusters: vec![mesh_model::plan::WeightedCluster {
+                cluster: cluster.into(),
+                weight: 100,
+                request_headers: None,
+                response_headers: None,
+                host_rewrite: None,
+            }],
         };
         Outbound {
             route_tables: [(80, "outbound.80".to_string())].into(),
-            tcp: [(
-                "secure.example.com:443".to_string(),
-                "outbound|443||secure.example.com".to_string(),
-            )]
+            tcp: [
+                (
+                    "secure.example.com:443".to_string(),
+                    route("outbound|443||secure.example.com"),
+                ),
+                (
+                    "cache.example.com:6379".to_string(),
+                    route("outbound|6379||cache.example.com"),
+                ),
+            ]
             .into(),
             addresses: vec![
-                addressed("10.9.0.0/16", 5432, false, "outbound|5432||wide.example.com"),
-                addressed("10.9.1.0/24", 5432, false, "outbound|5432||narrow.example.com"),
-                addressed("10.9.1.7", 8080, true, "outbound|8080||web.example.com"),
-                addressed("fd00::/64", 5432, false, "outbound|5432||six.example.com"),
-                addressed("not an address", 5432, false, "outbound|5432||bad.example.com"),
+                addressed("10.9.0.0/16", 5432, false, "wide.example.com"),
+                addressed("10.9.1.0/24", 5432, false, "narrow.example.com"),
+                addressed("10.9.1.7", 8080, true, "web.example.com"),
+                addressed("fd00::/64", 5432, false, "six.example.com"),
+                addressed("not an address", 5432, false, "bad.example.com"),
             ],
-            tcp_ports: [(6379, "outbound|6379||cache.example.com".to_string())].into(),
+            tcp_ports: [(6379, "cache.example.com:6379".to_string())].into(),
         }
     }
 
@@ -423,7 +439,7 @@ mod tests {
         // Ports worth sniffing: a route table's, a TLS service's.
         let mut sniffed: Vec<u32> = table.sniffed.iter().copied().collect();
         sniffed.sort_unstable();
-        assert_eq!(sniffed, [80, 443]);
+        assert_eq!(sniffed, [80, 443, 6379]);
         assert!(Table::new(None)
             .by_address("10.9.1.3:5432".parse().unwrap_or_else(|_| unreachable!()))
             .is_none());
@@ -438,14 +454,14 @@ mod tests {
         let tls = |sni: &str| Sniffed::Tls(Some(sni.into()));
         assert_eq!(
             decide(&o, at(443), &tls("secure.example.com")),
-            Decision::Tcp("outbound|443||secure.example.com".into())
+            Decision::Tcp("secure.example.com:443".into())
         );
         assert_eq!(decide(&o, at(8443), &tls("secure.example.com")), Decision::Outside);
         assert_eq!(decide(&o, at(443), &tls("other.example.com")), Decision::Outside);
         assert_eq!(decide(&o, at(443), &Sniffed::Tls(None)), Decision::Outside);
         assert_eq!(
             decide(&o, at(6379), &Sniffed::Opaque),
-            Decision::Tcp("outbound|6379||cache.example.com".into())
+            Decision::Tcp("cache.example.com:6379".into())
         );
         assert_eq!(decide(&o, at(6380), &Sniffed::Opaque), Decision::Outside);
     }

@@ -40,7 +40,8 @@ where
     }
 }
 
-fn pick_weighted(clusters: &[mesh_model::plan::WeightedCluster]) -> Option<&str> {
+/// A cluster of a weighted list, by weight.
+pub fn pick_weighted(clusters: &[mesh_model::plan::WeightedCluster]) -> Option<&str> {
     let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
     let mut r = fastrand::u64(0..total.max(1));
     for c in clusters {

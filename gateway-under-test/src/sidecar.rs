@@ -176,7 +176,8 @@ fn connect(
         .outbound
         .as_ref()
         .and_then(|o| o.tcp.get(&authority))
-        .cloned();
+        .and_then(|route| crate::l4::pick_weighted(&route.clusters))
+        .map(str::to_string);
     if cluster.is_none() && !allow_any(&compiled) {
         out.cluster = BLACKHOLE.into();
         out.details = "direct_response".into();

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::api::mesh::OutboundTrafficMode;
-use crate::plan::{Outbound, Plan};
+use crate::plan::{L4Route, Outbound, Plan};
 
 use super::clusters::PASSTHROUGH;
 use super::listeners::hcm;
@@ -16,12 +16,27 @@ use super::{address, EnvoyOptions};
 pub const OUTBOUND_PORT: u32 = 15001;
 const ROUTE_CONFIG: &str = "outbound-proxy";
 
-fn connect_route(name: &str, cluster: &str) -> Value {
-    json!({
-        "name": name,
-        "match": {"connect_matcher": {}},
-        "route": {"cluster": cluster, "timeout": "0s", "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]},
-    })
+/// A CONNECT route to `target`: `{"cluster": …}` or `{"weighted_clusters": …}`.
+fn connect_route(name: &str, target: Value) -> Value {
+    let mut action = json!({"timeout": "0s", "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]});
+    if let (Some(a), Value::Object(t)) = (action.as_object_mut(), target) {
+        a.extend(t);
+    }
+    json!({"name": name, "match": {"connect_matcher": {}}, "route": action})
+}
+
+/// CONNECT along an L4 route: its one cluster, or its weighted clusters.
+fn connect_l4(name: &str, route: &L4Route) -> Value {
+    match route.clusters.as_slice() {
+        [one] => connect_route(name, json!({"cluster": one.cluster})),
+        many => {
+            let clusters: Vec<Value> = many
+                .iter()
+                .map(|c| json!({"name": c.cluster, "weight": c.weight}))
+                .collect();
+            connect_route(name, json!({"weighted_clusters": {"clusters": clusters}}))
+        }
+    }
 }
 
 /// The last virtual host: where requests for hosts outside the registry go.
@@ -32,7 +47,7 @@ fn catch_all(plan: &Plan) -> Value {
             {"name": "block_all", "match": {"prefix": "/"}, "direct_response": {"status": 502}},
         ]),
         OutboundTrafficMode::AllowAny | OutboundTrafficMode::AllowAnyDynamicDns => json!([
-            connect_route("allow_any", PASSTHROUGH),
+            connect_route("allow_any", json!({"cluster": PASSTHROUGH})),
             {"name": "allow_any", "match": {"prefix": "/"}, "route": {"cluster": PASSTHROUGH, "timeout": "0s"}},
         ]),
     };
@@ -59,11 +74,11 @@ fn virtual_hosts(plan: &Plan, out: &Outbound) -> Vec<Value> {
             vhosts.push(routes::virtual_host(plan, &vh, cx));
         }
     }
-    for (host_port, cluster) in &out.tcp {
+    for (host_port, route) in &out.tcp {
         vhosts.push(json!({
             "name": host_port,
             "domains": [host_port],
-            "routes": [connect_route(host_port, cluster)],
+            "routes": [connect_l4(host_port, route)],
         }));
     }
     vhosts.push(catch_all(plan));

@@ -50,15 +50,17 @@ pub struct Plan {
 pub struct Outbound {
     /// Destination port -> route table name.
     pub route_tables: std::collections::BTreeMap<u32, String>,
-    /// `host:port` -> cluster, for non-HTTP ports.
-    pub tcp: std::collections::BTreeMap<String, String>,
+    /// `host:port` -> where it goes, for non-HTTP ports: the first `tls` rule (by SNI host) or
+    /// `tcp` rule of a VirtualService bound to `mesh` that takes it, else the service itself.
+    pub tcp: std::collections::BTreeMap<String, L4Route>,
     /// Ports of services that declare addresses: a captured connection whose original
     /// destination is one of them belongs to that service, as Istio's `<address>_<port>`
     /// listeners decide, before the connection's first bytes are looked at.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<AddressedPort>,
-    /// Port -> cluster of the first TCP service on that port without addresses: Istio's
-    /// `0.0.0.0_<port>` listener, which takes every captured opaque TCP connection to the port.
+    /// Port -> `host:port` (a key of `tcp`) of the first TCP service on that port without
+    /// addresses: Istio's `0.0.0.0_<port>` listener, which takes every captured opaque TCP
+    /// connection to the port.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tcp_ports: std::collections::BTreeMap<u32, String>,
 }
@@ -71,9 +73,8 @@ pub struct AddressedPort {
     pub port: u32,
     pub host: String,
     /// An HTTP port: routed by its route table (the request's Host picks the virtual host);
-    /// otherwise proxied as TCP to `cluster`.
+    /// otherwise proxied as TCP along `tcp[host:port]`.
     pub http: bool,
-    pub cluster: String,
 }
 
 impl Plan {

@@ -10,7 +10,7 @@ use crate::host;
 
 use super::build::Ctx;
 use super::{
-    cluster_name, routes, AddressedPort, Outbound, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
+    cluster_name, routes, AddressedPort, L4Route, Outbound, Route, RouteAction, RouteMatch, RouteTable, VirtualHost,
     WeightedCluster,
 };
 
@@ -31,17 +31,22 @@ pub(super) fn build(ctx: &mut Ctx) -> (Vec<RouteTable>, Outbound) {
                 port: port.number,
                 host: svc.host.clone(),
                 http: protocol.is_http(),
-                cluster: cluster.clone(),
             }));
+            ctx.port = port.number;
             if !protocol.is_http() {
                 let by_name = matches!(protocol, Protocol::Tls | Protocol::Https);
+                let host_port = format!("{}:{}", svc.host, port.number);
                 if !by_name && svc.addresses.is_empty() {
-                    tcp_ports.entry(port.number).or_insert_with(|| cluster.clone());
+                    tcp_ports.entry(port.number).or_insert_with(|| host_port.clone());
                 }
-                tcp.insert(format!("{}:{}", svc.host, port.number), cluster);
+                let route = mesh_l4_route(ctx, &svc.host, by_name).unwrap_or_else(|| L4Route {
+                    virtual_service: host_port.clone(),
+                    rule: 0,
+                    clusters: vec![weighted(&cluster)],
+                });
+                tcp.insert(host_port, route);
                 continue;
             }
-            ctx.port = port.number;
             let mut vh_routes: Vec<Route> = Vec::new();
             for res in ctx.virtual_services_for_gateway() {
                 let Spec::VirtualService(vs) = &res.spec else { continue };
@@ -85,6 +90,51 @@ pub(super) fn build(ctx: &mut Ctx) -> (Vec<RouteTable>, Outbound) {
     (tables, out)
 }
 
+/// The first rule of a VirtualService bound to `mesh` (at `ctx.port`) that takes `host`'s
+/// TCP: a `tls` rule whose `sniHosts` cover it (`by_name`: TLS/HTTPS ports), else a `tcp` rule.
+fn mesh_l4_route(ctx: &mut Ctx, host: &str, by_name: bool) -> Option<L4Route> {
+    for res in ctx.virtual_services_for_gateway() {
+        let Spec::VirtualService(vs) = &res.spec else { continue };
+        let suffix = ctx.config.domain_suffix();
+        if !vs
+            .hosts
+            .iter()
+            .any(|h| host::matches(&host::resolve_short_name(h, res.namespace(), suffix), host))
+        {
+            continue;
+        }
+        if by_name {
+            for (i, rule) in vs.tls.iter().enumerate() {
+                let takes = rule.matches.iter().any(|m| {
+                    routes::l4_applies(ctx, res.namespace(), &[(m.port, m.gateways.as_slice())])
+                        && m.sni_hosts.iter().any(|sni| host::matches(sni, host))
+                });
+                if takes {
+                    return Some(routes::l4_route(ctx, res, i, &rule.route));
+                }
+            }
+        }
+        for (i, rule) in vs.tcp.iter().enumerate() {
+            let matches: Vec<(Option<u32>, &[String])> =
+                rule.matches.iter().map(|m| (m.port, m.gateways.as_slice())).collect();
+            if routes::l4_applies(ctx, res.namespace(), &matches) {
+                return Some(routes::l4_route(ctx, res, i, &rule.route));
+            }
+        }
+    }
+    None
+}
+
+fn weighted(cluster: &str) -> WeightedCluster {
+    WeightedCluster {
+        cluster: cluster.to_string(),
+        weight: 100,
+        request_headers: None,
+        response_headers: None,
+        host_rewrite: None,
+    }
+}
+
 /// A service without a VirtualService: every request to its cluster.
 fn default_route(host: &str, port: u32, cluster: &str, ctx: &Ctx) -> Route {
     Route {
@@ -94,13 +144,7 @@ fn default_route(host: &str, port: u32, cluster: &str, ctx: &Ctx) -> Route {
         match_index: None,
         matcher: RouteMatch::default(),
         action: RouteAction::Route {
-            clusters: vec![WeightedCluster {
-                cluster: cluster.to_string(),
-                weight: 100,
-                request_headers: None,
-                response_headers: None,
-                host_rewrite: None,
-            }],
+            clusters: vec![weighted(cluster)],
             rewrite: None,
         },
         request_headers: None,
@@ -149,26 +193,66 @@ mod tests {
         ]
         .concat();
         let out = outbound(&yaml);
-        let port = |port: u32, http: bool, cluster: &str| AddressedPort {
+        let port = |port: u32, http: bool| AddressedPort {
             address: "10.9.0.0/24".into(),
             port,
             host: "db.example.com".into(),
             http,
-            cluster: cluster.into(),
         };
-        assert_eq!(
-            out.addresses,
-            [
-                port(5432, false, "outbound|5432||db.example.com"),
-                port(8080, true, "outbound|8080||db.example.com")
-            ]
-        );
+        assert_eq!(out.addresses, [port(5432, false), port(8080, true)]);
         // By port alone: the first address-less TCP service; never one reached by TLS server
         // name; never a service with addresses; never one not exported to the sidecar's namespace.
         let by_port: Vec<(u32, &str)> = out.tcp_ports.iter().map(|(p, c)| (*p, c.as_str())).collect();
-        assert_eq!(by_port, [(6379, "outbound|6379||cache.example.com")]);
-        assert!(out.tcp.contains_key("secure.example.com:443"));
+        assert_eq!(by_port, [(6379, "cache.example.com:6379")]);
+        assert_eq!(
+            clusters(&out, "secure.example.com:443"),
+            ["outbound|443||secure.example.com"]
+        );
         assert!(!out.tcp.contains_key("hidden.example.com:9000"));
+    }
+
+    fn clusters<'a>(out: &'a Outbound, host_port: &str) -> Vec<&'a str> {
+        out.tcp[host_port].clusters.iter().map(|c| c.cluster.as_str()).collect()
+    }
+
+    #[test]
+    fn mesh_tls_and_tcp_rules_send_a_service_elsewhere() {
+        let yaml = [
+            entry("api", "apps", "  resolution: DNS\n  ports: [{number: 443, name: tls, protocol: TLS}, {number: 5432, name: pg, protocol: TCP}]\n"),
+            entry("egress", "apps", "  resolution: DNS\n  ports: [{number: 443, name: tls, protocol: TLS}, {number: 5432, name: pg, protocol: TCP}]\n"),
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: api, namespace: apps}\nspec:\n  \
+             hosts: [api.example.com]\n  gateways: [mesh, egressgateway]\n  tls:\n  \
+             - match: [{gateways: [egressgateway], port: 443, sniHosts: [api.example.com]}]\n    route: [{destination: {host: api.example.com}}]\n  \
+             - match: [{gateways: [mesh], port: 8443, sniHosts: [api.example.com]}]\n    route: [{destination: {host: api.example.com}}]\n  \
+             - match: [{gateways: [mesh], port: 443, sniHosts: [other.example.com]}]\n    route: [{destination: {host: api.example.com}}]\n  \
+             - match: [{gateways: [mesh], port: 443, sniHosts: [api.example.com]}]\n    \
+             route: [{destination: {host: egress.example.com, port: {number: 443}}, weight: 80}, {destination: {host: api.example.com, port: {number: 443}}, weight: 20}]\n  \
+             tcp:\n  - match: [{gateways: [mesh], port: 5432}]\n    route: [{destination: {host: egress.example.com, port: {number: 5432}}}]\n---\n"
+                .to_string(),
+        ]
+        .concat();
+        let out = outbound(&yaml);
+        // The first rule that takes the gateway `mesh`, the port and the server name.
+        assert_eq!(
+            clusters(&out, "api.example.com:443"),
+            ["outbound|443||egress.example.com", "outbound|443||api.example.com"]
+        );
+        let weights: Vec<u32> = out.tcp["api.example.com:443"]
+            .clusters
+            .iter()
+            .map(|c| c.weight)
+            .collect();
+        assert_eq!(weights, [80, 20]);
+        assert_eq!(out.tcp["api.example.com:443"].virtual_service, "apps/api");
+        assert_eq!(
+            clusters(&out, "api.example.com:5432"),
+            ["outbound|5432||egress.example.com"]
+        );
+        // A service no rule covers goes to itself.
+        assert_eq!(
+            clusters(&out, "egress.example.com:443"),
+            ["outbound|443||egress.example.com"]
+        );
     }
 
     #[test]
@@ -186,7 +270,7 @@ mod tests {
         assert_eq!(addressed, [("10.96.0.7", 5432, "db.apps.svc.cluster.local")]);
         assert_eq!(
             out.tcp_ports.get(&5433).map(String::as_str),
-            Some("outbound|5433||headless.apps.svc.cluster.local")
+            Some("headless.apps.svc.cluster.local:5433")
         );
     }
 }

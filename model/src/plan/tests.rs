@@ -813,7 +813,9 @@ fn sidecar_role_routes_by_port_with_mesh_virtual_services() {
     let out = p.outbound.as_ref().expect("outbound");
     assert_eq!(out.route_tables.get(&80).map(String::as_str), Some("outbound.80"));
     assert_eq!(
-        out.tcp.get("db.example.com:5432").map(String::as_str),
+        out.tcp
+            .get("db.example.com:5432")
+            .map(|r| r.clusters[0].cluster.as_str()),
         Some("outbound|5432||db.example.com")
     );
     let r80 = routes(&p, "outbound.80", "web.apps.svc.cluster.local");
@@ -821,7 +823,9 @@ fn sidecar_role_routes_by_port_with_mesh_virtual_services() {
     assert_eq!(r80[0].virtual_service, "apps/web");
     // HTTPS is reached by CONNECT (TLS from the application), like TCP.
     assert_eq!(
-        out.tcp.get("web.apps.svc.cluster.local:443").map(String::as_str),
+        out.tcp
+            .get("web.apps.svc.cluster.local:443")
+            .map(|r| r.clusters[0].cluster.as_str()),
         Some("outbound|443||web.apps.svc.cluster.local")
     );
 }
