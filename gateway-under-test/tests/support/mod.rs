@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod grpc_client;
+pub mod netns;
 
 pub use mesh_echo::{parse_fields, Echo, EchoThread};
 
@@ -64,11 +65,19 @@ pub fn gate(yaml: &str, ports: &[u32]) -> Gate {
 }
 
 pub fn gate_with(yaml: &str, ports: &[u32], extra: &[&str]) -> Gate {
+    gate_by(Command::new(meshgate_bin()), yaml, ports, extra)
+}
+
+pub fn meshgate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_meshgate")
+}
+
+/// Starts meshgate by `cmd`: the binary, or a command that runs it (`ip netns exec … meshgate`).
+pub fn gate_by(mut cmd: Command, yaml: &str, ports: &[u32], extra: &[&str]) -> Gate {
     let dir = temp_dir("gate");
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).expect("write config");
     let ready = dir.join("ready.json");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
     cmd.args([
         "-c",
         config.to_str().unwrap(),

@@ -1,0 +1,335 @@
+//! Egress as Istio does it, on hosts of the test's own (network namespaces, `support::netns`): an
+//! "app" whose outbound TCP iptables redirects to its sidecar (`meshgate --role sidecar
+//! --capture`, running as the proxy's group), an egress gateway, and an "external" host whose
+//! echo reports the peer address it saw. The app is curl, unaware of any proxy.
+//!
+//! Needs root, iproute2, iptables and setpriv; without them each test says why and passes.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a failure should panic.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use support::netns::{Host, Net};
+use support::*;
+
+fn skip() -> bool {
+    match netns::unavailable() {
+        Some(why) => {
+            eprintln!("skipped: transparent capture cannot be set up here: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+/// The external host's workloads: an HTTP echo on :80 and an HTTPS echo on :443 and :8443 (its
+/// certificate for `api.example.com` from `ca`), in the host's namespace.
+fn external(host: &Host, ca: &Ca) -> (EchoThread, EchoThread) {
+    let (crt, key) = ca.issue("api", &["api.example.com"]);
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_file(crt).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let at = |port| SocketAddr::from((host.ip, port));
+    host.within(|| {
+        let http = Echo::builder("api").http(at(80)).start_in_thread().unwrap();
+        let https = Echo::builder("api-tls")
+            .http(at(443))
+            .http(at(8443))
+            .tls(Arc::new(tls))
+            .start_in_thread()
+            .unwrap();
+        (http, https)
+    })
+}
+
+/// curl in the app, as the app runs it: `-sS -i`, and the rest. Returns what it printed.
+fn curl(app: &Host, args: &[&str]) -> (String, String) {
+    let out = app
+        .command("curl")
+        .args(["-sS", "-i", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An echo line `key=value` of a response.
+fn field(response: &str, key: &str) -> Option<String> {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    parse_fields(body).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// A request header the echo saw (its `RequestHeader=Name:value` lines).
+fn saw_header(response: &str, name: &str) -> Option<String> {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    parse_fields(body)
+        .into_iter()
+        .filter(|(k, _)| k == "RequestHeader")
+        .find_map(|(_, v)| v.strip_prefix(&format!("{name}:")).map(str::to_string))
+}
+
+/// The seed's egress story: api.example.com (HTTP 80, TLS 443, HTTPS 8443) leaves through the
+/// egress gateway; HTTP goes on as HTTPS to 8443 (TLS origination at the gateway), TLS on 443
+/// passes through both hops by SNI. `open.example.com` is registered and reached directly.
+fn egress_config(ca: &str, egress: Ipv4Addr) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 443, name: tls, protocol: TLS}}, {{number: 8443, name: https, protocol: HTTPS}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: open, namespace: default}}
+spec:
+  hosts: [open.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: istio-egressgateway, namespace: istio-system}}
+spec:
+  hosts: [istio-egressgateway.istio-system.svc.cluster.local]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}, {{number: 443, name: tls, protocol: TLS}}]
+  endpoints: [{{address: {egress}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: istio-egressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: egressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [api.example.com]
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    hosts: [api.example.com]
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api-through-egress, namespace: istio-system}}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-egressgateway, mesh]
+  http:
+  - match: [{{gateways: [mesh], port: 80}}]
+    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, port: {{number: 80}}}}}}]
+  - match: [{{gateways: [istio-egressgateway], port: 80}}]
+    route: [{{destination: {{host: api.example.com, port: {{number: 8443}}}}}}]
+  tls:
+  - match: [{{gateways: [mesh], port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: istio-egressgateway.istio-system.svc.cluster.local, port: {{number: 443}}}}}}]
+  - match: [{{gateways: [istio-egressgateway], port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: api.example.com, port: {{number: 443}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api-tls, namespace: istio-system}}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 8443}}
+      tls: {{mode: SIMPLE, caCertificates: {ca}, sni: api.example.com}}
+"#
+    )
+}
+
+/// The app (10.251.0.2) with its capturing sidecar, the egress gateway (.3), the external host
+/// (.4) with its echoes; `api`, `open` and `unlisted.example.com` all resolve to the external host.
+struct Story {
+    app: Host,
+    egress: Host,
+    ext: Host,
+    sidecar: Gate,
+    gateway: Gate,
+    ca: String,
+    _echoes: (EchoThread, EchoThread),
+    _net: Net,
+}
+
+fn story(policy: &str) -> Story {
+    let mut net = Net::new();
+    let (app, egress, ext) = (net.host("app"), net.host("egress"), net.host("ext"));
+    let names = ["api.example.com", "open.example.com", "unlisted.example.com"].map(|n| (n, ext.ip));
+    app.resolve(&names);
+    egress.resolve(&names);
+    let dir = temp_dir("capture");
+    let ca = Ca::new(&dir, "main");
+    let echoes = external(&ext, &ca);
+    let yaml = egress_config(&ca.ca_file("main"), egress.ip);
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(&mesh, format!("outboundTrafficPolicy: {{mode: {policy}}}\n")).unwrap();
+    let mesh = mesh.to_str().unwrap();
+    let gateway = gate_by(
+        egress.command(meshgate_bin()),
+        &yaml,
+        &[],
+        &[
+            "--mesh",
+            mesh,
+            "--labels",
+            "istio=egressgateway",
+            "--namespace",
+            "istio-system",
+            "--port-map",
+            "80=0.0.0.0:80",
+            "--port-map",
+            "443=0.0.0.0:443",
+        ],
+    );
+    app.capture_outbound();
+    let sidecar = gate_by(
+        app.proxy_command(meshgate_bin()),
+        &yaml,
+        &[],
+        &[
+            "--mesh",
+            mesh,
+            "--role",
+            "sidecar",
+            "--capture",
+            "--labels",
+            "app=sleep",
+            "--namespace",
+            "default",
+        ],
+    );
+    Story {
+        app,
+        egress,
+        ext,
+        sidecar,
+        gateway,
+        ca: ca.ca_file("main"),
+        _echoes: echoes,
+        _net: net,
+    }
+}
+
+#[test]
+fn http_leaves_through_the_egress_gateway_which_originates_tls() {
+    if skip() {
+        return;
+    }
+    let s = story("REGISTRY_ONLY");
+    let (resp, err) = curl(&s.app, &["http://api.example.com/status"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
+    // The external service saw the egress gateway, over TLS the gateway began.
+    assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
+    assert_eq!(field(&resp, "TLS-SNI").as_deref(), Some("api.example.com"), "{resp}");
+    assert_eq!(field(&resp, "Host").as_deref(), Some("api.example.com"), "{resp}");
+    // Both hops logged the request, with the one request id the sidecar gave it.
+    let side = s
+        .sidecar
+        .wait_log("outbound|80||istio-egressgateway.istio-system.svc.cluster.local");
+    let gw = s.gateway.wait_log("outbound|8443||api.example.com");
+    let id = saw_header(&resp, "X-Request-Id").expect("the external service saw a request id");
+    assert_eq!(id.len(), 36, "{id}");
+    assert!(
+        side.contains(&format!("\"{id}\"")),
+        "the sidecar logged another request id: {side}"
+    );
+    assert!(
+        gw.contains(&format!("\"{id}\"")),
+        "the gateway logged another request id: {gw}"
+    );
+    assert!(side.contains(&format!("\"{}:80\"", s.egress.ip)), "{side}");
+}
+
+#[test]
+fn https_passes_through_both_hops_by_server_name() {
+    if skip() {
+        return;
+    }
+    let s = story("REGISTRY_ONLY");
+    let (resp, err) = curl(&s.app, &["--cacert", &s.ca, "https://api.example.com/secure"]);
+    // curl checked the external service's own certificate: the TLS is the app's, end to end.
+    assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
+    assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
+    assert_eq!(field(&resp, "URL").as_deref(), Some("/secure"), "{resp}");
+    let side = s
+        .sidecar
+        .wait_log("outbound|443||istio-egressgateway.istio-system.svc.cluster.local");
+    assert!(side.contains("api.example.com"), "the SNI is logged: {side}");
+    // The gateway took the sidecar's connection (from the app's address) and sent it on by name.
+    let gw = s.gateway.wait_log("outbound|443||api.example.com");
+    assert!(gw.contains(&format!("{}:", s.app.ip)), "{gw}");
+    assert!(gw.contains("\"api.example.com:443\""), "{gw}");
+}
+
+#[test]
+fn registry_only_lets_no_syn_reach_an_unregistered_host() {
+    if skip() {
+        return;
+    }
+    let s = story("REGISTRY_ONLY");
+    s.ext.count_syns();
+    let (resp, _) = curl(&s.app, &["http://unlisted.example.com/"]);
+    assert_eq!(status(&resp), 502, "BlackHoleCluster answers HTTP: {resp}");
+    // Opaque TCP and TLS to hosts outside the registry: closed by the sidecar.
+    let (resp, err) = curl(&s.app, &[&format!("telnet://{}:9000", s.ext.ip)]);
+    assert!(resp.is_empty(), "{resp}{err}");
+    let (_, err) = curl(&s.app, &["--cacert", &s.ca, "https://unlisted.example.com/"]);
+    assert!(!err.is_empty(), "the TLS handshake cannot complete");
+    assert_eq!(s.ext.syns(), 0, "a SYN reached the external host");
+    s.sidecar.wait_log("BlackHoleCluster");
+    // A registered host without routing rules is reached directly, from the app's address.
+    let (resp, err) = curl(&s.app, &["http://open.example.com/direct"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}");
+    assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
+    assert!(s.ext.syns() >= 1);
+}
+
+#[test]
+fn allow_any_passes_unregistered_traffic_to_its_original_destination() {
+    if skip() {
+        return;
+    }
+    let s = story("ALLOW_ANY");
+    // HTTP to a port with routes, for a host outside the registry: by the original destination.
+    let (resp, err) = curl(&s.app, &["http://unlisted.example.com/any"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}");
+    assert_eq!(field(&resp, "Host").as_deref(), Some("unlisted.example.com"), "{resp}");
+    assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
+    // TLS for a server name outside the registry: passed through as TCP to where it was going
+    // (the external host's certificate is for api.example.com, hence `-k`).
+    let (resp, err) = curl(&s.app, &["-k", "https://unlisted.example.com/p"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}");
+    assert_eq!(
+        field(&resp, "TLS-SNI").as_deref(),
+        Some("unlisted.example.com"),
+        "{resp}"
+    );
+    assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
+    let log = s.sidecar.wait_log("PassthroughCluster");
+    assert!(log.contains(&format!("{}:", s.ext.ip)), "{log}");
+}
