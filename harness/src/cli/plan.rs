@@ -30,6 +30,10 @@ pub struct Args {
     /// Print the Envoy v3 bootstrap of the Plan (istiod's names) instead of the Plan.
     #[arg(long)]
     pub envoy: bool,
+    /// With `--sidecar --envoy`: the transparent-capture shape (iptables redirects to 15001;
+    /// `virtualOutbound` with `use_original_dst` and a listener per outbound port).
+    #[arg(long, requires = "sidecar")]
+    pub capture: bool,
     /// With --envoy: the folder of `credentialName` secrets (`<dir>/<name>/tls.crt`, …).
     #[arg(long)]
     pub credentials: Option<PathBuf>,
@@ -89,6 +93,7 @@ pub fn run(args: &Args) -> u8 {
     if args.envoy {
         let opts = mesh_model::envoy::EnvoyOptions {
             credentials: args.credentials.as_ref().map(|p| p.display().to_string()),
+            capture: args.capture,
             ..Default::default()
         };
         // Envoy's config has no text form: `text` prints its JSON.

@@ -22,8 +22,14 @@ const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptio
 pub fn clusters(plan: &Plan, opts: &EnvoyOptions) -> Vec<Value> {
     let mut out: Vec<Value> = plan.clusters.iter().map(|c| cluster(c, opts)).collect();
     out.push(blackhole());
-    out.push(passthrough());
+    out.push(passthrough(opts));
     out
+}
+
+/// How an original-destination cluster learns the destination: captured, from the connection
+/// (`SO_ORIGINAL_DST`, Envoy's default); as an explicit proxy, from the request's authority.
+fn original_dst_config(opts: &EnvoyOptions) -> Option<Value> {
+    (!opts.capture).then(|| json!({"use_http_header": true, "http_header_name": ":authority"}))
 }
 
 fn blackhole() -> Value {
@@ -37,15 +43,18 @@ fn blackhole() -> Value {
 
 /// The original destination of a request: without transparent capture the proxy learns it from
 /// the request's authority (an explicit proxy's absolute URI or CONNECT target).
-fn passthrough() -> Value {
-    json!({
+fn passthrough(opts: &EnvoyOptions) -> Value {
+    let mut c = json!({
         "name": PASSTHROUGH,
         "type": "ORIGINAL_DST",
         "connect_timeout": "10s",
         "lb_policy": "CLUSTER_PROVIDED",
-        "original_dst_lb_config": {"use_http_header": true, "http_header_name": ":authority"},
         "circuit_breakers": {"thresholds": [thresholds(None)]},
-    })
+    });
+    if let Some(cfg) = original_dst_config(opts) {
+        c["original_dst_lb_config"] = cfg;
+    }
+    c
 }
 
 /// Whether every endpoint is an IP (or a pipe), so the cluster can be STATIC.
@@ -68,10 +77,9 @@ fn cluster(c: &Cluster, opts: &EnvoyOptions) -> Value {
     m.insert("connect_timeout".into(), json!(c.policy.connect_timeout.to_string()));
     if kind == "ORIGINAL_DST" {
         m.insert("lb_policy".into(), json!("CLUSTER_PROVIDED"));
-        m.insert(
-            "original_dst_lb_config".into(),
-            json!({"use_http_header": true, "http_header_name": ":authority"}),
-        );
+        if let Some(cfg) = original_dst_config(opts) {
+            m.insert("original_dst_lb_config".into(), cfg);
+        }
     } else {
         load_balancer(c, &mut m);
         m.insert("load_assignment".into(), load_assignment(&c.name, &c.endpoints));

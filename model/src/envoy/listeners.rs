@@ -183,7 +183,7 @@ pub fn hcm(stat_prefix: &str, route_config: Value, gateway: bool, opts: &EnvoyOp
 }
 
 /// A TCP proxy to the route's clusters (weighted), or to BlackHoleCluster when no rule applies.
-fn tcp_proxy(plan: &Plan, route: Option<&L4Route>, opts: &EnvoyOptions) -> Value {
+pub(super) fn tcp_proxy(plan: &Plan, route: Option<&L4Route>, opts: &EnvoyOptions) -> Value {
     let mut m = Map::new();
     let clusters = route.map(|r| r.clusters.as_slice()).unwrap_or_default();
     match clusters {

@@ -35,6 +35,9 @@ pub struct EnvoyOptions {
     pub system_ca_file: String,
     /// `router` (gateway) or `sidecar`; derived from the Plan when None.
     pub node_type: Option<String>,
+    /// The sidecar takes connections redirected by iptables (Istio's `virtualOutbound` with
+    /// `use_original_dst` and a listener per outbound port) instead of explicit proxy requests.
+    pub capture: bool,
 }
 
 impl Default for EnvoyOptions {
@@ -47,6 +50,7 @@ impl Default for EnvoyOptions {
             credentials: None,
             system_ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
             node_type: None,
+            capture: false,
         }
     }
 }
@@ -142,6 +146,7 @@ pub fn bootstrap(plan: &Plan, opts: &EnvoyOptions) -> Value {
 /// Every listener: the Plan's gateway listeners, or the sidecar's outbound proxy.
 pub fn listeners(plan: &Plan, opts: &EnvoyOptions) -> Vec<Value> {
     match &plan.outbound {
+        Some(out) if opts.capture => outbound::captured(plan, out, opts),
         Some(out) => vec![outbound::listener(plan, out, opts)],
         None => plan
             .listeners

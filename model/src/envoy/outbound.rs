@@ -95,3 +95,125 @@ pub fn listener(plan: &Plan, out: &Outbound, opts: &EnvoyOptions) -> Value {
         "filter_chains": [{"name": "virtualOutbound-http", "filters": [hcm("outbound_0.0.0.0_15001", rc, false, opts)]}],
     })
 }
+
+/// The captured sidecar (istiod's shape): `virtualOutbound` on 15001 hands each redirected
+/// connection to the listener of its original destination port (`use_original_dst`), or, with
+/// none, passes it through or drops it. Each `0.0.0.0_<port>` listener (not bound) chooses a
+/// chain by destination address (services with `addresses`), TLS server name, and sniffed HTTP;
+/// the rest goes to the port's one TCP service, else through or nowhere.
+pub fn captured(plan: &Plan, out: &Outbound, opts: &EnvoyOptions) -> Vec<Value> {
+    let (host, port) = opts.bind.get(&OUTBOUND_PORT).unwrap_or(&opts.outbound).clone();
+    let mut listeners = vec![json!({
+        "name": "virtualOutbound",
+        "address": address(&host, u32::from(port)),
+        "use_original_dst": true,
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"name": "virtualOutbound-catchall-tcp", "filters": [outside(plan, opts)]}],
+    })];
+    let mut ports: std::collections::BTreeSet<u32> = out.route_tables.keys().copied().collect();
+    ports.extend(out.tcp.keys().filter_map(|k| k.rsplit_once(':')?.1.parse::<u32>().ok()));
+    ports.extend(out.addresses.iter().map(|a| a.port));
+    listeners.extend(ports.into_iter().map(|p| port_listener(plan, out, p, opts)));
+    listeners
+}
+
+/// Outside the registry: PassthroughCluster (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY).
+fn outside(plan: &Plan, opts: &EnvoyOptions) -> Value {
+    let route = match plan.mesh.outbound_traffic_policy {
+        OutboundTrafficMode::RegistryOnly => None,
+        _ => Some(L4Route {
+            virtual_service: String::new(),
+            rule: 0,
+            clusters: vec![crate::plan::WeightedCluster {
+                cluster: PASSTHROUGH.into(),
+                weight: 100,
+                request_headers: None,
+                response_headers: None,
+                host_rewrite: None,
+            }],
+        }),
+    };
+    super::listeners::tcp_proxy(plan, route.as_ref(), opts)
+}
+
+const HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+fn port_listener(plan: &Plan, out: &Outbound, port: u32, opts: &EnvoyOptions) -> Value {
+    let name = format!("0.0.0.0_{port}");
+    let http = out.route_tables.get(&port).map(|table| {
+        let mut vhosts = Vec::new();
+        if let Some(t) = plan.route_table(table) {
+            let cx = TableContext {
+                port,
+                tls: false,
+                gateway: false,
+            };
+            vhosts.extend(t.virtual_hosts.iter().map(|vh| routes::virtual_host(plan, vh, cx)));
+        }
+        vhosts.push(catch_all(plan));
+        hcm(
+            &format!("outbound_0.0.0.0_{port}"),
+            routes::route_config_of(&port.to_string(), vhosts, false),
+            false,
+            opts,
+        )
+    });
+    let mut chains = Vec::new();
+    for a in out.addresses.iter().filter(|a| a.port == port) {
+        let (ip, len) = a.address.split_once('/').unwrap_or((&a.address, ""));
+        let len: u32 = len.parse().unwrap_or(if ip.contains(':') { 128 } else { 32 });
+        let range = json!([{"address_prefix": ip, "prefix_len": len}]);
+        let host_port = format!("{}:{port}", a.host);
+        match (&http, a.http) {
+            (Some(hcm), true) => chains.push(json!({
+                "name": format!("{}_{port}", a.address),
+                "filter_chain_match": {"prefix_ranges": range},
+                "filters": [hcm],
+            })),
+            _ => chains.push(json!({
+                "name": format!("{}_{port}", a.address),
+                "filter_chain_match": {"prefix_ranges": range},
+                "filters": [super::listeners::tcp_proxy(plan, out.tcp.get(&host_port), opts)],
+            })),
+        }
+    }
+    for (host_port, route) in &out.tcp {
+        let Some((host, p)) = host_port.rsplit_once(':') else {
+            continue;
+        };
+        // A service with addresses is matched by them; any other by the server name it is.
+        let addressed = out.addresses.iter().any(|a| a.host == host && a.port == port);
+        if p == port.to_string() && !addressed {
+            chains.push(json!({
+                "name": host_port,
+                "filter_chain_match": {"server_names": [host], "transport_protocol": "tls"},
+                "filters": [super::listeners::tcp_proxy(plan, Some(route), opts)],
+            }));
+        }
+    }
+    if let Some(hcm) = &http {
+        chains.push(json!({
+            "name": format!("{name}-http"),
+            "filter_chain_match": {"application_protocols": HTTP_PROTOCOLS},
+            "filters": [hcm],
+        }));
+    }
+    let default = match out.tcp_ports.get(&port) {
+        Some(host_port) => super::listeners::tcp_proxy(plan, out.tcp.get(host_port), opts),
+        None => outside(plan, opts),
+    };
+    json!({
+        "name": name,
+        "address": address("0.0.0.0", port),
+        "bind_to_port": false,
+        "traffic_direction": "OUTBOUND",
+        "listener_filters": [
+            super::typed("envoy.filters.listener.tls_inspector", "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", json!({})),
+            super::typed("envoy.filters.listener.http_inspector", "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", json!({})),
+        ],
+        "listener_filters_timeout": "0.1s",
+        "continue_on_listener_filters_timeout": true,
+        "filter_chains": chains,
+        "default_filter_chain": {"name": format!("{name}-default"), "filters": [default]},
+    })
+}

@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a failure should panic.
 
+mod capture;
 mod features;
 mod simulation;
 
