@@ -255,6 +255,29 @@ fn output_formats_are_honoured_and_a_closed_pipe_ends_quietly() {
         "{}",
         text(&envoy.stdout)
     );
+    // A sidecar's capture shape: virtualOutbound hands connections on by original destination.
+    let seed = examples("seed-istio-gateways").join("workloads.yaml");
+    let w = seed.to_str().unwrap_or_default();
+    let captured = meshbench(
+        &["plan", "--sidecar", "--envoy", "--capture", "--labels", "app=sleep", w],
+        None,
+    );
+    let captured: serde_json::Value = serde_json::from_slice(&captured.stdout).expect("JSON");
+    let listeners = captured["static_resources"]["listeners"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(listeners[0]["name"], "virtualOutbound");
+    assert_eq!(listeners[0]["use_original_dst"], true);
+    assert!(listeners.iter().any(|l| l["name"] == "0.0.0.0_443"), "{listeners:?}");
+    let explicit = meshbench(&["plan", "--sidecar", "--envoy", "--labels", "app=sleep", w], None);
+    let explicit: serde_json::Value = serde_json::from_slice(&explicit.stdout).expect("JSON");
+    assert!(explicit["static_resources"]["listeners"][0]["use_original_dst"].is_null());
+    assert_ne!(
+        meshbench(&["plan", "--envoy", "--capture", b], None).status.code(),
+        Some(0),
+        "--capture needs --sidecar"
+    );
     // Many routes, more than a pipe holds; the reader takes a few bytes and goes away.
     let mut config = String::from(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  \
