@@ -168,7 +168,7 @@ pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
         .is_some_and(|c| c.starts_with("application/grpc"))
 }
 
-/// Phase 1: what an Istio gateway does to headers from outside.
+/// Phase 1: what an Istio gateway (or a sidecar's outbound side) does to headers from outside.
 pub fn prepare_downstream_headers(h: &mut HeaderMap, down: &Downstream) {
     let envoy: Vec<HeaderName> = h
         .keys()
@@ -178,8 +178,10 @@ pub fn prepare_downstream_headers(h: &mut HeaderMap, down: &Downstream) {
     for k in envoy {
         h.remove(&k);
     }
+    // A sidecar's outbound side does not append (Istio: `use_remote_address` is false there).
     let peer = down.peer.ip();
     let xff = match h.get("x-forwarded-for").map(HeaderValue::as_bytes) {
+        _ if down.outbound => None,
         Some(prev) if !prev.is_empty() => {
             let mut v = Vec::with_capacity(prev.len() + 41);
             v.extend_from_slice(prev);

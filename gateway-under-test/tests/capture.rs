@@ -356,6 +356,13 @@ fn http_leaves_through_the_egress_gateway_which_originates_tls() {
     assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
     assert_eq!(field(&resp, "TLS-SNI").as_deref(), Some("api.example.com"), "{resp}");
     assert_eq!(field(&resp, "Host").as_deref(), Some("api.example.com"), "{resp}");
+    // The gateway appended the address it saw (the sidecar's, in the app); the sidecar, as
+    // Istio's outbound side, appended nothing.
+    assert_eq!(
+        saw_header(&resp, "X-Forwarded-For"),
+        Some(s.app.ip.to_string()),
+        "{resp}"
+    );
     // Both hops logged the request, with the one request id the sidecar gave it.
     let side = s
         .sidecar
@@ -463,6 +470,11 @@ fn envoy_as_the_captured_sidecar_tells_the_same_story() {
     assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
     assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
     assert_eq!(field(&resp, "TLS-SNI").as_deref(), Some("api.example.com"), "{resp}");
+    assert_eq!(
+        saw_header(&resp, "X-Forwarded-For"),
+        Some(s.app.ip.to_string()),
+        "{resp}"
+    );
     let (resp, err) = curl(&s.app, &["--cacert", &s.ca, "https://api.example.com/secure"]);
     assert_eq!(status(&resp), 200, "{resp}{err}");
     assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
