@@ -256,22 +256,19 @@ async fn connection(
         }
     };
     let io = Rewind::new(prefix, stream);
+    if let Decision::Http(table) = decision {
+        down.table = Some(table);
+        crate::server::serve_http(io, down, state.clone(), registered).await;
+        return;
+    }
+    // A TCP session is in flight for its whole life: never closed as idle.
+    let handle = registered.handle();
+    let _session = handle.request(false);
     match decision {
-        Decision::Http(table) => {
-            down.table = Some(table);
-            crate::server::serve_http(io, down, state.clone(), registered).await;
-        }
-        // A TCP session is in flight for its whole life: never closed as idle.
         Decision::Tcp(host_port) => {
-            let handle = registered.handle();
-            let _session = handle.request(false);
             crate::l4::proxy(io, outbound.tcp.get(&host_port), &compiled, state, &down).await;
         }
-        Decision::Outside => {
-            let handle = registered.handle();
-            let _session = handle.request(false);
-            outside_registry(io, dst, &compiled, state, &down).await;
-        }
+        _ => outside_registry(io, dst, &compiled, state, &down).await,
     }
 }
 

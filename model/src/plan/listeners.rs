@@ -381,12 +381,8 @@ fn tcp_route(ctx: &mut Ctx, s: &ServerRef) -> Option<L4Route> {
         if domains(ctx, s, res, vs).is_empty() {
             continue;
         }
-        for (i, rule) in vs.tcp.iter().enumerate() {
-            let matches: Vec<(Option<u32>, &[String])> =
-                rule.matches.iter().map(|m| (m.port, m.gateways.as_slice())).collect();
-            if routes::l4_applies(ctx, res.namespace(), &matches) {
-                return Some(routes::l4_route(ctx, res, i, &rule.route));
-            }
+        if let Some(route) = routes::first_tcp_route(ctx, res, vs) {
+            return Some(route);
         }
     }
     None

@@ -114,12 +114,8 @@ fn mesh_l4_route(ctx: &mut Ctx, host: &str, by_name: bool) -> Option<L4Route> {
                 }
             }
         }
-        for (i, rule) in vs.tcp.iter().enumerate() {
-            let matches: Vec<(Option<u32>, &[String])> =
-                rule.matches.iter().map(|m| (m.port, m.gateways.as_slice())).collect();
-            if routes::l4_applies(ctx, res.namespace(), &matches) {
-                return Some(routes::l4_route(ctx, res, i, &rule.route));
-            }
+        if let Some(route) = routes::first_tcp_route(ctx, res, vs) {
+            return Some(route);
         }
     }
     None

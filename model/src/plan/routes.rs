@@ -504,6 +504,18 @@ fn mirrors(ctx: &mut Ctx, ns: &str, rule: &HttpRoute) -> Vec<Mirror> {
     out
 }
 
+/// The first `tcp` rule of `vs` whose matches take this gateway and port.
+pub fn first_tcp_route(ctx: &mut Ctx, res: &Resource, vs: &VirtualService) -> Option<L4Route> {
+    for (i, rule) in vs.tcp.iter().enumerate() {
+        let matches: Vec<(Option<u32>, &[String])> =
+            rule.matches.iter().map(|m| (m.port, m.gateways.as_slice())).collect();
+        if l4_applies(ctx, res.namespace(), &matches) {
+            return Some(l4_route(ctx, res, i, &rule.route));
+        }
+    }
+    None
+}
+
 /// Whether an L4 rule's match list takes this gateway and port (no match: it does).
 pub fn l4_applies(ctx: &Ctx, ns: &str, matches: &[(Option<u32>, &[String])]) -> bool {
     matches.is_empty() || matches.iter().any(|(p, g)| applies(ctx, *p, g, ns))
