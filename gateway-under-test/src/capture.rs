@@ -107,17 +107,12 @@ pub fn classify(buf: &[u8]) -> Option<Sniffed> {
 }
 
 /// `METHOD SP target SP HTTP/1.x`, as Envoy's HTTP inspector reads it: opaque as soon as the
-/// bytes cannot begin such a line, or when 8 KiB have come without one.
+/// bytes cannot begin such a line (a CR or LF before the version is a control character in the
+/// method or target, or not the version), or when 8 KiB have come without one.
 fn request_line(buf: &[u8]) -> Option<Sniffed> {
-    let end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
-    let line = &buf[..end.unwrap_or(buf.len())];
-    let undecided = if end.is_none() && buf.len() < MAX_REQUEST_LINE {
-        None
-    } else {
-        Some(Sniffed::Opaque)
-    };
+    let undecided = (buf.len() >= MAX_REQUEST_LINE).then_some(Sniffed::Opaque);
     let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    let mut parts = line.splitn(3, |&b| b == b' ');
+    let mut parts = buf.splitn(3, |&b| b == b' ');
     let method = parts.next().unwrap_or_default();
     let target = parts.next();
     let version = parts.next();
@@ -309,6 +304,10 @@ mod tests {
             &b"\x00\x01binary"[..],
             b"GET /a HTTP/2.0\r\n",
             b"GET /a FTP/1.1\r\n",
+            b"GET /a FTP",
+            b"GET /a HTTP/1\r\n",
+            b"GET /a\r\n",
+            b"GET\r\n",
             b"GET /a HTTP/1.x\r\n",
             b"GET  HTTP/1.1\r\n",
             b"GE(T / HTTP/1.1",
@@ -327,8 +326,15 @@ mod tests {
         let mut long = b"GET /".to_vec();
         long.resize(MAX_REQUEST_LINE + 10, b'a');
         assert_eq!(classify(&long), Some(Sniffed::Opaque));
+        long.truncate(MAX_REQUEST_LINE);
+        assert_eq!(classify(&long), Some(Sniffed::Opaque));
         long.truncate(MAX_REQUEST_LINE - 1);
         assert_eq!(classify(&long), None);
+        // A long target is still HTTP.
+        let mut line = b"GET /".to_vec();
+        line.resize(4096, b'a');
+        line.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(classify(&line), Some(Sniffed::Http));
         let mut method = b"GET".to_vec();
         method.resize(MAX_REQUEST_LINE + 10, b'T');
         assert_eq!(classify(&method), Some(Sniffed::Opaque));

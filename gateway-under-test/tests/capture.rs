@@ -26,7 +26,7 @@ fn skip() -> bool {
     }
 }
 
-/// The external host's workloads: an HTTP echo on :80 and an HTTPS echo on :443 and :8443 (its
+/// The external host's workloads: an HTTP echo on :80, a TCP echo on :9000 and an HTTPS echo on :443 and :8443 (its
 /// certificate for `api.example.com` from `ca`), in the host's namespace.
 fn external(host: &Host, ca: &Ca) -> (EchoThread, EchoThread) {
     let (crt, key) = ca.issue("api", &["api.example.com"]);
@@ -41,7 +41,11 @@ fn external(host: &Host, ca: &Ca) -> (EchoThread, EchoThread) {
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let at = |port| SocketAddr::from((host.ip, port));
     host.within(|| {
-        let http = Echo::builder("api").http(at(80)).start_in_thread().unwrap();
+        let http = Echo::builder("api")
+            .http(at(80))
+            .tcp(at(9000))
+            .start_in_thread()
+            .unwrap();
         let https = Echo::builder("api-tls")
             .http(at(443))
             .http(at(8443))
@@ -92,7 +96,7 @@ fn saw_header(response: &str, name: &str) -> Option<String> {
 /// The seed's egress story: api.example.com (HTTP 80, TLS 443, HTTPS 8443) leaves through the
 /// egress gateway; HTTP goes on as HTTPS to 8443 (TLS origination at the gateway), TLS on 443
 /// passes through both hops by SNI. `open.example.com` is registered and reached directly.
-fn egress_config(ca: &str, egress: Ipv4Addr) -> String {
+fn egress_config(ca: &str, egress: Ipv4Addr, ext: Ipv4Addr) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -111,6 +115,29 @@ spec:
   location: MESH_EXTERNAL
   resolution: DNS
   ports: [{{number: 80, name: http, protocol: HTTP}}]
+---
+# Services known by addresses no host has: the sidecar routes by the destination address alone.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.example.com]
+  addresses: [10.251.0.9/32]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  endpoints: [{{address: {ext}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.example.com]
+  addresses: [10.251.0.10]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: {ext}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -291,7 +318,7 @@ fn story(policy: &str, envoy: Option<&str>) -> Story {
     let dir = temp_dir("capture");
     let ca = Ca::new(&dir, "main");
     let echoes = external(&ext, &ca);
-    let yaml = egress_config(&ca.ca_file("main"), egress.ip);
+    let yaml = egress_config(&ca.ca_file("main"), egress.ip, ext.ip);
     let mesh = dir.join("mesh.yaml");
     std::fs::write(&mesh, format!("outboundTrafficPolicy: {{mode: {policy}}}\n")).unwrap();
     let mesh_arg = mesh.to_str().unwrap();
@@ -481,6 +508,12 @@ fn envoy_as_the_captured_sidecar_tells_the_same_story() {
     let (resp, err) = curl(&s.app, &["http://open.example.com/direct"]);
     assert_eq!(status(&resp), 200, "{resp}{err}");
     assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
+    let got = tcp_exchange(&s.app, "10.251.0.9:9000", "ping");
+    assert!(
+        got.starts_with("ServiceVersion=v1\n") && got.ends_with("ping"),
+        "{got}: {}",
+        s.sidecar.wait_log("9000")
+    );
     let log = s
         .sidecar
         .wait_log("outbound|443||istio-egressgateway.istio-system.svc.cluster.local");
@@ -488,4 +521,48 @@ fn envoy_as_the_captured_sidecar_tells_the_same_story() {
         log.contains("outbound|80||istio-egressgateway.istio-system.svc.cluster.local"),
         "{log}"
     );
+}
+
+/// Sends `data` over TCP from inside `host`, half-closes, and reads to the end.
+fn tcp_exchange(host: &Host, to: &str, data: &str) -> String {
+    use std::io::{Read, Write};
+    host.within(|| {
+        let mut s = std::net::TcpStream::connect(to).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s.write_all(data.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got
+    })
+}
+
+#[test]
+fn services_with_addresses_own_their_destination() {
+    if skip() {
+        return;
+    }
+    let s = story("REGISTRY_ONLY", None);
+    // TCP to db.example.com's address, which no host has: to its endpoint, the external host.
+    let got = tcp_exchange(&s.app, "10.251.0.9:9000", "ping");
+    assert!(got.starts_with("ServiceVersion=v1\n"), "{got}");
+    assert!(got.contains(&format!("IP={}\n", s.app.ip)), "{got}");
+    assert!(got.ends_with("ping"), "{got}");
+    // HTTP to web.example.com's address: routed by the port's table, its Host naming the service.
+    let (resp, err) = curl(&s.app, &["-H", "Host: web.example.com", "http://10.251.0.10/addressed"]);
+    assert_eq!(status(&resp), 200, "{resp}{err}");
+    assert_eq!(field(&resp, "URL").as_deref(), Some("/addressed"), "{resp}");
+    s.sidecar.wait_log("outbound|80||web.example.com");
+    // Another address on that port belongs to no service: closed (REGISTRY_ONLY).
+    assert_eq!(tcp_exchange(&s.app, "10.251.0.11:9000", "ping"), "");
+    // A connection straight to the sidecar's port was not redirected: refused, not looped.
+    assert_eq!(
+        tcp_exchange(&s.app, "127.0.0.1:15001", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ""
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.sidecar.stderr().contains("no original destination") {
+        assert!(std::time::Instant::now() < deadline, "{}", s.sidecar.stderr());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

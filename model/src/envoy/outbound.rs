@@ -159,6 +159,7 @@ fn port_listener(plan: &Plan, out: &Outbound, port: u32, opts: &EnvoyOptions) ->
         )
     });
     let mut chains = Vec::new();
+    let mut by_name = false;
     for a in out.addresses.iter().filter(|a| a.port == port) {
         let (ip, len) = a.address.split_once('/').unwrap_or((&a.address, ""));
         let len: u32 = len.parse().unwrap_or(if ip.contains(':') { 128 } else { 32 });
@@ -184,6 +185,7 @@ fn port_listener(plan: &Plan, out: &Outbound, port: u32, opts: &EnvoyOptions) ->
         // A service with addresses is matched by them; any other by the server name it is.
         let addressed = out.addresses.iter().any(|a| a.host == host && a.port == port);
         if p == port.to_string() && !addressed {
+            by_name = true;
             chains.push(json!({
                 "name": host_port,
                 "filter_chain_match": {"server_names": [host], "transport_protocol": "tls"},
@@ -202,18 +204,35 @@ fn port_listener(plan: &Plan, out: &Outbound, port: u32, opts: &EnvoyOptions) ->
         Some(host_port) => super::listeners::tcp_proxy(plan, out.tcp.get(host_port), opts),
         None => outside(plan, opts),
     };
-    json!({
+    // Inspectors only where a chain needs them, as istiod adds them: a connection to a plain TCP
+    // port is proxied at once (an inspector closes a connection whose client half-closes first).
+    let mut inspectors = Vec::new();
+    if by_name {
+        inspectors.push(super::typed(
+            "envoy.filters.listener.tls_inspector",
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            json!({}),
+        ));
+    }
+    if http.is_some() {
+        inspectors.push(super::typed(
+            "envoy.filters.listener.http_inspector",
+            "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+            json!({}),
+        ));
+    }
+    let mut l = json!({
         "name": name,
         "address": address("0.0.0.0", port),
         "bind_to_port": false,
         "traffic_direction": "OUTBOUND",
-        "listener_filters": [
-            super::typed("envoy.filters.listener.tls_inspector", "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", json!({})),
-            super::typed("envoy.filters.listener.http_inspector", "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector", json!({})),
-        ],
-        "listener_filters_timeout": "0.1s",
-        "continue_on_listener_filters_timeout": true,
         "filter_chains": chains,
         "default_filter_chain": {"name": format!("{name}-default"), "filters": [default]},
-    })
+    });
+    if !inspectors.is_empty() {
+        l["listener_filters"] = json!(inspectors);
+        l["listener_filters_timeout"] = json!("0.1s");
+        l["continue_on_listener_filters_timeout"] = json!(true);
+    }
+    l
 }

@@ -119,6 +119,17 @@ fn each_port_chooses_by_address_server_name_and_sniffed_http() {
         "no server-name chain for an addressed service"
     );
 
+    // Inspectors only where a chain needs them.
+    let inspectors = |l: &serde_json::Value| -> Vec<String> {
+        l["listener_filters"]
+            .as_array()
+            .map(|a| a.iter().map(|f| f["name"].as_str().unwrap_or("").to_string()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(inspectors(http), ["envoy.filters.listener.http_inspector"]);
+    assert_eq!(inspectors(tls), ["envoy.filters.listener.tls_inspector"]);
+    assert!(inspectors(db).is_empty());
+    assert!(db.get("listener_filters_timeout").is_none());
     // The port's one TCP service without addresses takes what no chain does.
     let cache = listener(&b, "0.0.0.0_6379");
     assert_eq!(
