@@ -57,12 +57,14 @@ impl Table {
             .filter_map(|a| Some((parse_net(&a.address)?, a.clone())))
             .collect();
         addressed.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        // A port's TCP service taken by port alone, and services taken by address, need no
+        // look at the bytes; any other TCP service on a port is told by its server name.
+        let addressed_keys: HashSet<String> = o.addresses.iter().map(|a| format!("{}:{}", a.host, a.port)).collect();
         let mut sniffed: HashSet<u32> = o.route_tables.keys().copied().collect();
-        sniffed.extend(
-            o.tcp
-                .keys()
-                .filter_map(|k| k.rsplit_once(':').and_then(|(_, p)| p.parse::<u32>().ok())),
-        );
+        sniffed.extend(o.tcp.keys().filter(|k| !addressed_keys.contains(*k)).filter_map(|k| {
+            let port = k.rsplit_once(':')?.1.parse::<u32>().ok()?;
+            (o.tcp_ports.get(&port) != Some(k)).then_some(port)
+        }));
         Table { addressed, sniffed }
     }
 
@@ -407,6 +409,10 @@ mod tests {
                     route("outbound|443||secure.example.com"),
                 ),
                 (
+                    "narrow.example.com:5432".to_string(),
+                    route("outbound|5432||narrow.example.com"),
+                ),
+                (
                     "cache.example.com:6379".to_string(),
                     route("outbound|6379||cache.example.com"),
                 ),
@@ -439,10 +445,11 @@ mod tests {
         assert_eq!(host("10.9.1.3:5433"), None);
         assert_eq!(host("10.9.1.8:8080"), None);
         assert_eq!(host("10.10.0.1:5432"), None);
-        // Ports worth sniffing: a route table's, a TLS service's.
+        // Ports worth sniffing: a route table's, a TLS service's; not the port of a TCP service
+        // taken by port alone, nor one taken by address.
         let mut sniffed: Vec<u32> = table.sniffed.iter().copied().collect();
         sniffed.sort_unstable();
-        assert_eq!(sniffed, [80, 443, 6379]);
+        assert_eq!(sniffed, [80, 443]);
         assert!(Table::new(None)
             .by_address("10.9.1.3:5432".parse().unwrap_or_else(|_| unreachable!()))
             .is_none());

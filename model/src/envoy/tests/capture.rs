@@ -136,6 +136,8 @@ fn each_port_chooses_by_address_server_name_and_sniffed_http() {
         tcp_cluster(&cache["default_filter_chain"]["filters"]),
         "outbound|6379||cache.example.com"
     );
+    assert!(cache["filter_chains"].as_array().unwrap().is_empty(), "{cache}");
+    assert!(inspectors(cache).is_empty());
 }
 
 #[test]
