@@ -17,7 +17,7 @@ fn entry(name: &str, rest: &str) -> String {
 fn captured(mesh: Option<&str>) -> serde_json::Value {
     let yaml = [
         entry("api", "  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: tls, protocol: TLS}]\n"),
-        entry("db", "  addresses: [10.9.0.0/24]\n  resolution: NONE\n  ports: [{number: 5432, name: pg, protocol: TCP}]\n"),
+        entry("db", "  addresses: [10.9.0.0/24]\n  resolution: NONE\n  ports: [{number: 5432, name: pg, protocol: TCP}, {number: 8080, name: web, protocol: HTTP}]\n"),
         entry("cache", "  resolution: DNS\n  ports: [{number: 6379, name: redis, protocol: TCP}]\n"),
     ]
     .concat();
@@ -61,7 +61,8 @@ fn virtual_outbound_hands_connections_to_the_listener_of_their_port() {
             "0.0.0.0_80",
             "0.0.0.0_443",
             "0.0.0.0_5432",
-            "0.0.0.0_6379"
+            "0.0.0.0_6379",
+            "0.0.0.0_8080"
         ]
     );
     for name in &names[1..] {
@@ -119,6 +120,22 @@ fn each_port_chooses_by_address_server_name_and_sniffed_http() {
         "no server-name chain for an addressed service"
     );
 
+    // HTTP to an address of a service: its own chain, routed by the port's table.
+    let web = listener(&b, "0.0.0.0_8080");
+    let chains = web["filter_chains"].as_array().unwrap();
+    assert_eq!(chains.len(), 2, "{web}");
+    assert_eq!(
+        chains[0]["filter_chain_match"]["prefix_ranges"][0]["address_prefix"],
+        "10.9.0.0"
+    );
+    assert_eq!(
+        chains[0]["filters"][0]["name"],
+        "envoy.filters.network.http_connection_manager"
+    );
+    assert_eq!(
+        chains[1]["filter_chain_match"]["application_protocols"],
+        json!(["http/1.0", "http/1.1", "h2c"])
+    );
     // Inspectors only where a chain needs them.
     let inspectors = |l: &serde_json::Value| -> Vec<String> {
         l["listener_filters"]
