@@ -182,9 +182,9 @@ fn port_listener(plan: &Plan, out: &Outbound, port: u32, opts: &EnvoyOptions) ->
         let Some((host, p)) = host_port.rsplit_once(':') else {
             continue;
         };
-        // A service with addresses is matched by them, the port's TCP service by the port
-        // (the default chain); any other by the server name it is.
-        let addressed = out.addresses.iter().any(|a| a.host == host && a.port == port);
+        // A service with addresses (on all its ports) is matched by them, the port's TCP
+        // service by the port (the default chain); any other by the server name it is.
+        let addressed = out.addresses.iter().any(|a| a.host == host);
         let by_port = out.tcp_ports.get(&port) == Some(host_port);
         if p == port.to_string() && !addressed && !by_port {
             by_name = true;
