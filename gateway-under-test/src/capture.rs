@@ -270,7 +270,7 @@ async fn connection(
 }
 
 /// A connection to no registered service: passed to where it was going (ALLOW_ANY) or closed.
-pub async fn outside_registry<IO>(io: IO, dst: SocketAddr, compiled: &Compiled, state: &State, down: &Downstream)
+async fn outside_registry<IO>(io: IO, dst: SocketAddr, compiled: &Compiled, state: &State, down: &Downstream)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -335,6 +335,11 @@ mod tests {
         // A long target is still HTTP.
         let mut line = b"GET /".to_vec();
         line.resize(4096, b'a');
+        assert_eq!(
+            classify(&line),
+            None,
+            "4 KiB of request line: still waiting for the version"
+        );
         line.extend_from_slice(b" HTTP/1.1\r\n");
         assert_eq!(classify(&line), Some(Sniffed::Http));
         let mut method = b"GET".to_vec();
