@@ -395,17 +395,7 @@ mod tests {
             host: host.into(),
             http,
         };
-        let route = |cluster: &str| mesh_model::plan::L4Route {
-            virtual_service: String::new(),
-            rule: 0,
-            clusters: vec![mesh_model::plan::WeightedCluster {
-                cluster: cluster.into(),
-                weight: 100,
-                request_headers: None,
-                response_headers: None,
-                host_rewrite: None,
-            }],
-        };
+        let route = mesh_model::plan::L4Route::to;
         Outbound {
             route_tables: [(80, "outbound.80".to_string())].into(),
             tcp: [

@@ -70,12 +70,13 @@ pub async fn handle(
     if req.method() == Method::CONNECT {
         return (connect(state, compiled, down, req, &mut out), out);
     }
-    // A captured connection's original destination (CONNECT's is not an HTTP request's).
-    let captured: Option<std::net::SocketAddr> = down.original_dst.as_deref().and_then(|d| d.parse().ok());
+    // An HTTP request has an original destination only when its connection was captured (the
+    // Downstream's port is then the destination's); an explicit proxy's names it in the URI.
+    let captured = down.original_dst.as_deref();
     let (host, port) = match captured {
-        Some(dst) => (
+        Some(_) => (
             Some(crate::matching::request_host(&req)).filter(|h| !h.is_empty()),
-            dst.port(),
+            u16::try_from(down.port).unwrap_or(80),
         ),
         None => (
             req.uri().host().map(str::to_ascii_lowercase),
@@ -112,7 +113,7 @@ pub async fn handle(
         return (status(StatusCode::BAD_GATEWAY, ""), out);
     }
     out.cluster = PASSTHROUGH.into();
-    let to = captured.map_or_else(|| crate::upstream::join(&host, u32::from(port)), |dst| dst.to_string());
+    let to = captured.map_or_else(|| crate::upstream::join(&host, u32::from(port)), str::to_string);
     (passthrough(req, &to, &mut out).await, out)
 }
 

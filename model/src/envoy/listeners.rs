@@ -113,17 +113,7 @@ fn auto_passthrough(plan: &Plan, c: &FilterChain, opts: &EnvoyOptions) -> Vec<Va
                 cl.subset.as_deref().unwrap_or(""),
                 cl.service
             );
-            let route = L4Route {
-                virtual_service: String::new(),
-                rule: 0,
-                clusters: vec![crate::plan::WeightedCluster {
-                    cluster: cl.name.clone(),
-                    weight: 100,
-                    request_headers: None,
-                    response_headers: None,
-                    host_rewrite: None,
-                }],
-            };
+            let route = L4Route::to(&cl.name);
             chain(&c.name, &[sni], None, tcp_proxy(plan, Some(&route), opts))
         })
         .collect()

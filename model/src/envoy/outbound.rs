@@ -85,12 +85,17 @@ fn virtual_hosts(plan: &Plan, out: &Outbound) -> Vec<Value> {
     vhosts
 }
 
+/// Where `virtualOutbound` listens.
+fn outbound_address(opts: &EnvoyOptions) -> Value {
+    let (host, port) = opts.bind.get(&OUTBOUND_PORT).unwrap_or(&opts.outbound);
+    address(host, u32::from(*port))
+}
+
 pub fn listener(plan: &Plan, out: &Outbound, opts: &EnvoyOptions) -> Value {
-    let (host, port) = opts.bind.get(&OUTBOUND_PORT).unwrap_or(&opts.outbound).clone();
     let rc = routes::route_config_of(ROUTE_CONFIG, virtual_hosts(plan, out), false);
     json!({
         "name": "virtualOutbound",
-        "address": address(&host, u32::from(port)),
+        "address": outbound_address(opts),
         "traffic_direction": "OUTBOUND",
         "filter_chains": [{"name": "virtualOutbound-http", "filters": [hcm("outbound_0.0.0.0_15001", rc, false, opts)]}],
     })
@@ -102,10 +107,9 @@ pub fn listener(plan: &Plan, out: &Outbound, opts: &EnvoyOptions) -> Value {
 /// chain by destination address (services with `addresses`), TLS server name, and sniffed HTTP;
 /// the rest goes to the port's one TCP service, else through or nowhere.
 pub fn captured(plan: &Plan, out: &Outbound, opts: &EnvoyOptions) -> Vec<Value> {
-    let (host, port) = opts.bind.get(&OUTBOUND_PORT).unwrap_or(&opts.outbound).clone();
     let mut listeners = vec![json!({
         "name": "virtualOutbound",
-        "address": address(&host, u32::from(port)),
+        "address": outbound_address(opts),
         "use_original_dst": true,
         "traffic_direction": "OUTBOUND",
         "filter_chains": [{"name": "virtualOutbound-catchall-tcp", "filters": [outside(plan, opts)]}],
@@ -121,17 +125,7 @@ pub fn captured(plan: &Plan, out: &Outbound, opts: &EnvoyOptions) -> Vec<Value> 
 fn outside(plan: &Plan, opts: &EnvoyOptions) -> Value {
     let route = match plan.mesh.outbound_traffic_policy {
         OutboundTrafficMode::RegistryOnly => None,
-        _ => Some(L4Route {
-            virtual_service: String::new(),
-            rule: 0,
-            clusters: vec![crate::plan::WeightedCluster {
-                cluster: PASSTHROUGH.into(),
-                weight: 100,
-                request_headers: None,
-                response_headers: None,
-                host_rewrite: None,
-            }],
-        }),
+        _ => Some(L4Route::to(PASSTHROUGH)),
     };
     super::listeners::tcp_proxy(plan, route.as_ref(), opts)
 }

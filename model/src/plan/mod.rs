@@ -151,6 +151,17 @@ pub struct L4Route {
     pub clusters: Vec<WeightedCluster>,
 }
 
+impl L4Route {
+    /// Everything to one cluster, by no VirtualService's rule.
+    pub fn to(cluster: &str) -> L4Route {
+        L4Route {
+            virtual_service: String::new(),
+            rule: 0,
+            clusters: vec![WeightedCluster::only(cluster)],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SniRoute {
     pub sni_hosts: Vec<String>,
@@ -276,6 +287,19 @@ pub struct WeightedCluster {
     /// Host rewrite from this destination's headers; used only when the route sets none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
+}
+
+impl WeightedCluster {
+    /// The one destination of a route: weight 100, no header operations.
+    pub fn only(cluster: &str) -> WeightedCluster {
+        WeightedCluster {
+            cluster: cluster.to_string(),
+            weight: 100,
+            request_headers: None,
+            response_headers: None,
+            host_rewrite: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -41,8 +41,7 @@ pub(super) fn build(ctx: &mut Ctx) -> (Vec<RouteTable>, Outbound) {
                 }
                 let route = mesh_l4_route(ctx, &svc.host, by_name).unwrap_or_else(|| L4Route {
                     virtual_service: host_port.clone(),
-                    rule: 0,
-                    clusters: vec![weighted(&cluster)],
+                    ..L4Route::to(&cluster)
                 });
                 tcp.insert(host_port, route);
                 continue;
@@ -121,16 +120,6 @@ fn mesh_l4_route(ctx: &mut Ctx, host: &str, by_name: bool) -> Option<L4Route> {
     None
 }
 
-fn weighted(cluster: &str) -> WeightedCluster {
-    WeightedCluster {
-        cluster: cluster.to_string(),
-        weight: 100,
-        request_headers: None,
-        response_headers: None,
-        host_rewrite: None,
-    }
-}
-
 /// A service without a VirtualService: every request to its cluster.
 fn default_route(host: &str, port: u32, cluster: &str, ctx: &Ctx) -> Route {
     Route {
@@ -140,7 +129,7 @@ fn default_route(host: &str, port: u32, cluster: &str, ctx: &Ctx) -> Route {
         match_index: None,
         matcher: RouteMatch::default(),
         action: RouteAction::Route {
-            clusters: vec![weighted(cluster)],
+            clusters: vec![WeightedCluster::only(cluster)],
             rewrite: None,
         },
         request_headers: None,
