@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use support::netns::{Host, Net};
+use mesh_netns::{self as netns, Host, Net};
 use support::*;
 
 fn skip() -> bool {
@@ -39,8 +39,9 @@ fn external(host: &Host, ca: &Ca) -> (EchoThread, EchoThread) {
         .with_single_cert(chain, key)
         .unwrap();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let at = |port| SocketAddr::from((host.ip, port));
-    host.within(|| {
+    let ip = host.ip;
+    let at = move |port| SocketAddr::from((ip, port));
+    host.within(move || {
         let http = Echo::builder("api")
             .http(at(80))
             .tcp(at(9000))
@@ -321,11 +322,15 @@ fn envoy_sidecar(app: &Host, envoy: &str, config: &std::path::Path, mesh: &std::
 }
 
 fn story(policy: &str, envoy: Option<&str>) -> Story {
-    let mut net = Net::new();
-    let (app, egress, ext) = (net.host("app"), net.host("egress"), net.host("ext"));
+    let mut net = Net::new().unwrap();
+    let (app, egress, ext) = (
+        net.host("app").unwrap(),
+        net.host("egress").unwrap(),
+        net.host("ext").unwrap(),
+    );
     let names = ["api.example.com", "open.example.com", "unlisted.example.com"].map(|n| (n, ext.ip));
-    app.resolve(&names);
-    egress.resolve(&names);
+    app.resolve(&names).unwrap();
+    egress.resolve(&names).unwrap();
     let dir = temp_dir("capture");
     let ca = Ca::new(&dir, "main");
     let echoes = external(&ext, &ca);
@@ -350,7 +355,7 @@ fn story(policy: &str, envoy: Option<&str>) -> Story {
             "443=0.0.0.0:443",
         ],
     );
-    app.capture_outbound();
+    app.capture_outbound().unwrap();
     let sidecar = match envoy {
         Some(envoy) => envoy_sidecar(&app, envoy, &gateway.config, &mesh),
         None => Sidecar::Meshgate(gate_by(
@@ -446,7 +451,7 @@ fn registry_only_lets_no_syn_reach_an_unregistered_host() {
         return;
     }
     let s = story("REGISTRY_ONLY", None);
-    s.ext.count_syns();
+    s.ext.count_syns().unwrap();
     let (resp, _) = curl(&s.app, &["http://unlisted.example.com/"]);
     assert_eq!(status(&resp), 502, "BlackHoleCluster answers HTTP: {resp}");
     // Opaque TCP and TLS to hosts outside the registry: closed by the sidecar.
@@ -454,13 +459,13 @@ fn registry_only_lets_no_syn_reach_an_unregistered_host() {
     assert!(resp.is_empty(), "{resp}{err}");
     let (_, err) = curl(&s.app, &["--cacert", &s.ca, "https://unlisted.example.com/"]);
     assert!(!err.is_empty(), "the TLS handshake cannot complete");
-    assert_eq!(s.ext.syns(), 0, "a SYN reached the external host");
+    assert_eq!(s.ext.syns().unwrap(), 0, "a SYN reached the external host");
     s.sidecar.wait_log("BlackHoleCluster");
     // A registered host without routing rules is reached directly, from the app's address.
     let (resp, err) = curl(&s.app, &["http://open.example.com/direct"]);
     assert_eq!(status(&resp), 200, "{resp}{err}");
     assert_eq!(field(&resp, "IP"), Some(s.app.ip.to_string()), "{resp}");
-    assert!(s.ext.syns() >= 1);
+    assert!(s.ext.syns().unwrap() >= 1);
 }
 
 #[test]
@@ -498,12 +503,12 @@ fn envoy_as_the_captured_sidecar_tells_the_same_story() {
         return;
     };
     let s = story("REGISTRY_ONLY", Some(&envoy));
-    s.ext.count_syns();
+    s.ext.count_syns().unwrap();
     let (resp, err) = curl(&s.app, &["http://unlisted.example.com/"]);
     assert_eq!(status(&resp), 502, "{resp}{err}\n{}", s.sidecar.stderr());
     let (_, err) = curl(&s.app, &["--cacert", &s.ca, "https://unlisted.example.com/"]);
     assert!(!err.is_empty(), "the TLS handshake cannot complete");
-    assert_eq!(s.ext.syns(), 0, "a SYN reached the external host");
+    assert_eq!(s.ext.syns().unwrap(), 0, "a SYN reached the external host");
     let (resp, err) = curl(&s.app, &["http://api.example.com/status"]);
     assert_eq!(status(&resp), 200, "{resp}{err}\n{}", s.sidecar.stderr());
     assert_eq!(field(&resp, "IP"), Some(s.egress.ip.to_string()), "{resp}");
@@ -539,7 +544,8 @@ fn envoy_as_the_captured_sidecar_tells_the_same_story() {
 /// Sends `data` over TCP from inside `host`, half-closes, and reads to the end.
 fn tcp_exchange(host: &Host, to: &str, data: &str) -> String {
     use std::io::{Read, Write};
-    host.within(|| {
+    let (to, data) = (to.to_string(), data.to_string());
+    host.within(move || {
         let mut s = std::net::TcpStream::connect(to).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         // A peer that closes at once (a closed destination) may have gone before these.

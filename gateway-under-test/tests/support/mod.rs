@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod grpc_client;
-pub mod netns;
 
 pub use mesh_echo::{parse_fields, Echo, EchoThread};
 
