@@ -57,11 +57,15 @@ fn suite_xml(o: &mut String, id: usize, s: &SuiteResult, timestamp: &str, hostna
         esc(timestamp),
         esc(hostname)
     );
-    let _ = writeln!(
+    let _ = write!(
         o,
-        "    <properties>\n      <property name=\"target\" value=\"{}\"/>\n    </properties>",
+        "    <properties>\n      <property name=\"target\" value=\"{}\"/>\n",
         esc(&s.target)
     );
+    if let Some(m) = &s.mode {
+        let _ = writeln!(o, "      <property name=\"mode\" value=\"{}\"/>", esc(m));
+    }
+    o.push_str("    </properties>\n");
     for c in &s.cases {
         let _ = write!(
             o,

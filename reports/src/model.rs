@@ -87,6 +87,10 @@ pub struct SuiteResult {
     pub suite: String,
     pub target: String,
     pub cases: Vec<CaseResult>,
+    /// How the suite ran, when it could run more than one way: `captured` (a sidecar suite with
+    /// transparent capture in network namespaces), or `explicit proxy: <why not captured>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

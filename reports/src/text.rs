@@ -126,13 +126,14 @@ pub fn render(report: &RunReport) -> String {
         let count = |k: CaseOutcome| suite.cases.iter().filter(|c| c.outcome == k).count();
         let _ = writeln!(
             o,
-            "\nsuite {} against {}: {} passed, {} failed, {} skipped, {} expected failures",
+            "\nsuite {} against {}: {} passed, {} failed, {} skipped, {} expected failures{}",
             suite.suite,
             suite.target,
             count(CaseOutcome::Pass),
             count(CaseOutcome::Fail) + count(CaseOutcome::UnexpectedPass),
             count(CaseOutcome::Skip),
-            count(CaseOutcome::ExpectedFailure)
+            count(CaseOutcome::ExpectedFailure),
+            suite.mode.as_ref().map(|m| format!(" ({m})")).unwrap_or_default()
         );
     }
     if report.targets.len() > 1 {

@@ -72,6 +72,7 @@ pub fn sample() -> RunReport {
                 duration_ms: 2.0,
             },
         ],
+        mode: Some("captured".into()),
     });
     report.load.push(LoadResult {
         scenario: "ad-hoc".into(),
@@ -204,6 +205,7 @@ fn several_targets_get_a_case_by_target_matrix() {
             message: Some("known difference".into()),
             duration_ms: 1.0,
         }],
+        mode: None,
     });
     // `nginx` ran no suite: a column of dashes.
     let m = meshbench_report::text::render_matrix(&report);
@@ -256,6 +258,7 @@ fn junit_passes_the_ant_schema_with_readable_failures() {
         "{xml}"
     );
     assert!(xml.contains("<skipped message=\"known difference: a reason\"/>"));
+    assert!(xml.contains("<property name=\"mode\" value=\"captured\"/>"), "{xml}");
     // The schema is a real check: without a hostname the file is refused.
     let (ok, _) = xmllint(&xml.replace(" hostname=\"bench-1\"", ""), "bad");
     assert!(!ok);

@@ -63,6 +63,10 @@ pub struct Common {
     /// afresh in a temporary folder).
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
+    /// Run sidecar suites with `capture: true` with an explicit proxy even where transparent
+    /// capture is possible (root, iproute2, iptables, setpriv).
+    #[arg(long)]
+    pub no_capture: bool,
     /// `text` (a line per case and a summary), `json` or `yaml` (the report on stdout).
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: Output,
@@ -293,6 +297,7 @@ pub fn conformance(
             filter: c.filter.as_deref(),
             logs: logs.as_deref(),
             placement: &placement,
+            capture: !c.no_capture,
         };
         for s in job.suites {
             for _ in 0..job.repeat.max(1) {

@@ -42,10 +42,11 @@ pub fn check(case: &Case, o: &Observation) -> Vec<String> {
     if let Some(kind) = e.error {
         // `refused`: no response at all; the other kinds name the failure (`handshake:`, `connect:`).
         let kind = kind.as_str();
-        let failed_as_expected = o
-            .error
-            .as_deref()
-            .is_some_and(|err| kind == "refused" || err.starts_with(&format!("{kind}:")));
+        let failed_as_expected = match o.error.as_deref() {
+            Some(err) => kind == "refused" || err.starts_with(&format!("{kind}:")),
+            // A TCP connection closed without a byte is refused too.
+            None => kind == "refused" && o.status == 0 && o.body.is_empty(),
+        };
         if !failed_as_expected {
             let observed = o
                 .error

@@ -43,10 +43,11 @@ impl Observation {
     }
 }
 
-/// Sends one request of a case. `certs`: the suite's certificates (for TLS requests).
-pub async fn send(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Observation {
+/// Sends one request of a case, from `from` when given (a host of a captured run). `certs`:
+/// the suite's certificates (for TLS requests).
+pub async fn send(from: Option<&mesh_netns::Host>, addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Observation {
     let start = Instant::now();
-    let mut o = exchange(addr, r, certs).await.unwrap_or_else(|e| Observation {
+    let mut o = exchange(from, addr, r, certs).await.unwrap_or_else(|e| Observation {
         error: Some(e),
         ..Default::default()
     });
@@ -54,11 +55,18 @@ pub async fn send(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Obs
     o
 }
 
-async fn exchange(addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Result<Observation, String> {
+async fn exchange(
+    from: Option<&mesh_netns::Host>,
+    addr: SocketAddr,
+    r: &Request,
+    certs: &std::path::Path,
+) -> Result<Observation, String> {
     let protocol = r.protocol.as_str();
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let connected = match from {
+        Some(h) => h.connect(addr).await,
+        None => tokio::net::TcpStream::connect(addr).await,
+    };
+    let mut stream = connected.map_err(|e| format!("connect: {e}"))?;
     // Through an explicit proxy, TLS and TCP go in a CONNECT tunnel to the authority.
     if r.proxy.unwrap_or(false) && (r.tls.is_some() || protocol == "tcp") {
         let authority = r.authority.clone().unwrap_or_else(|| addr.to_string());

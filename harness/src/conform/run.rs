@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use meshbench_report::{CaseOutcome, CaseResult, SuiteResult};
 
+use super::capture::{Hosts, OUTBOUND_PORT};
 use super::check::{check, check_distribution};
 use super::client::send;
 use super::suite::{Case, Role, Suite};
@@ -15,26 +16,65 @@ use super::workloads::Launch;
 pub use super::workloads::{start_workloads, Placement, Workloads};
 use crate::targets::network::SuiteNetwork;
 use crate::targets::{StartSpec, Target, TargetError};
+use mesh_netns::Host;
+
+/// Where a suite's cases are sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Wire<'a> {
+    /// Each gateway port's address.
+    pub ports: &'a BTreeMap<u32, SocketAddr>,
+    /// A captured run's hosts: cases go from them, as `aim` says.
+    pub hosts: Option<&'a Hosts>,
+}
+
+/// The case as `wire` sends it: the request and expectation (a captured run's), the host it is
+/// sent from and where to.
+fn aim<'a>(case: &Case, wire: Wire<'a>) -> Result<(Case, Option<&'a Host>, SocketAddr), String> {
+    let port = || {
+        wire.ports
+            .get(&case.request.port)
+            .copied()
+            .ok_or_else(|| format!("the target has no port {}", case.request.port))
+    };
+    let Some(hosts) = wire.hosts else {
+        return Ok((case.clone(), None, port()?));
+    };
+    let mut aimed = case.clone();
+    aimed.expect = hosts.expectation(&case.expect, case.captured.as_ref())?;
+    if case.request.port == OUTBOUND_PORT {
+        let (to, request) = hosts.captured(&case.request)?;
+        aimed.request = request;
+        return Ok((aimed, Some(&hosts.app), to));
+    }
+    Ok((aimed, Some(&hosts.client), port()?))
+}
+
+/// SYNs counted at a captured run's workloads' host, when the case expects a count.
+fn syns(case: &Case, wire: Wire<'_>) -> Result<Option<u64>, String> {
+    match (wire.hosts, case.expect.syns) {
+        (Some(h), Some(_)) => h.workloads.syns().map(Some),
+        _ => Ok(None),
+    }
+}
 
 /// Runs one case: one request, or `count` for a distribution.
 pub async fn run_case(
     case: &Case,
-    ports: &BTreeMap<u32, SocketAddr>,
+    wire: Wire<'_>,
     certs: &std::path::Path,
     workloads: &Workloads,
 ) -> (CaseOutcome, Option<String>, Duration) {
     let start = Instant::now();
+    let aimed = aim(case, wire).and_then(|(case, from, to)| Ok((syns(&case, wire)?, case, from, to)));
+    let (syns_before, case, from, addr) = match aimed {
+        Ok(a) => a,
+        Err(e) => return (CaseOutcome::Fail, Some(e), start.elapsed()),
+    };
+    let case = &case;
     let mut before: BTreeMap<&String, u64> = BTreeMap::new();
     for s in case.expect.workload_requests.keys() {
         before.insert(s, workloads.requests(s).await);
     }
-    let Some(addr) = ports.get(&case.request.port).copied() else {
-        return (
-            CaseOutcome::Fail,
-            Some(format!("the target has no port {}", case.request.port)),
-            start.elapsed(),
-        );
-    };
     let count = case.request.count.unwrap_or(1).max(1);
     let concurrency = case.request.concurrency.unwrap_or(1).clamp(1, count);
     // `concurrency` senders take requests from one counter until `count` are sent.
@@ -42,10 +82,11 @@ pub async fn run_case(
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let (request, certs, next) = (case.request.clone(), certs.to_path_buf(), next.clone());
+        let from = from.cloned();
         senders.spawn(async move {
             let mut seen = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < count {
-                seen.push(send(addr, &request, &certs).await);
+                seen.push(send(from.as_ref(), addr, &request, &certs).await);
             }
             seen
         });
@@ -97,12 +138,26 @@ pub async fn run_case(
     if let Some(f) = super::check::check_status_counts(&case.expect.status_counts, &statuses) {
         failures.push(f);
     }
+    if let (Some(before), Some(want)) = (syns_before, case.expect.syns) {
+        match syns(case, wire) {
+            Ok(Some(now)) if now.saturating_sub(before) == want => {}
+            Ok(now) => failures.push(format!(
+                "SYNs that reached the workloads' host: expected {want}, observed {}",
+                now.unwrap_or(before).saturating_sub(before)
+            )),
+            Err(e) => failures.push(e),
+        }
+    }
     if failures.is_empty() {
         (CaseOutcome::Pass, None, start.elapsed())
     } else {
         let r = &case.request;
+        let sent = match from {
+            Some(h) => format!(" sent from {} to {addr}", h.ip),
+            None => String::new(),
+        };
         let req = format!(
-            "request: {} {} {} port {} authority {:?} headers {:?}",
+            "request: {} {} {} port {} authority {:?} headers {:?}{sent}",
             r.protocol.as_str(),
             r.method.as_deref().unwrap_or("GET"),
             r.path.as_deref().unwrap_or("/"),
@@ -130,6 +185,8 @@ pub struct RunContext<'a> {
     /// Keep every gateway's logs here.
     pub logs: Option<&'a std::path::Path>,
     pub placement: &'a Placement,
+    /// Sidecar suites with `capture: true` run captured where they can (`--no-capture`: never).
+    pub capture: bool,
 }
 
 /// Every case of the suite (that the filter selects) as skipped, with the reason.
@@ -149,6 +206,26 @@ pub fn skipped(suite: &Suite, target: &str, filter: Option<&str>, reason: &str) 
         suite: suite.name.clone(),
         target: target.to_string(),
         cases,
+        mode: None,
+    }
+}
+
+/// A sidecar suite with `capture: true`: its hosts when it runs captured on `target`, and the
+/// mode the result records (`captured`, or `explicit proxy: <why not>`).
+fn capture_hosts(suite: &Suite, target: &dyn Target, cx: RunContext<'_>) -> (Option<Hosts>, Option<String>) {
+    if !suite.capture {
+        return (None, None);
+    }
+    let made = match super::capture::refused(cx.capture, target) {
+        Some(why) => Err(why),
+        None => Hosts::make(suite).map_err(|e| format!("cannot make the run's hosts: {e}")),
+    };
+    match made {
+        Ok(hosts) => (Some(hosts), Some("captured".into())),
+        Err(why) => {
+            eprintln!("suite {}: the sidecar runs as an explicit proxy, not captured: {why}", suite.name);
+            (None, Some(format!("explicit proxy: {why}")))
+        }
     }
 }
 
@@ -162,22 +239,31 @@ pub async fn run_suite(suite: &Suite, target: &mut dyn Target, cx: RunContext<'_
     let certs = cx.placement.certs_dir(cx.work_dir, &suite.name);
     super::tls::make_certificates(&suite.certificates, &certs)?;
     // Declared before the workloads and gateways, so dropped after them (with whatever is left on it).
+    let (hosts, mode) = capture_hosts(suite, target, cx);
     let network = match target.wants_network() {
         true => Some(SuiteNetwork::create(&suite.name, &name)?),
         false => None,
     };
     let network = network.as_ref().map(|n| n.name.as_str());
-    let workloads = match network {
-        Some(n) => {
+    let workloads = match (network, &hosts) {
+        (_, Some(h)) => {
+            let launch = Launch::Host(h.workloads.clone());
+            super::workloads::start(suite, &certs, cx.placement, &launch).await?
+        }
+        (Some(n), None) => {
             let launch = Launch::Containers {
                 network: n.into(),
                 target: name.clone(),
             };
             super::workloads::start(suite, &certs, cx.placement, &launch).await?
         }
-        None => start_workloads(suite, &certs, cx.placement).await?,
+        (None, None) => start_workloads(suite, &certs, cx.placement).await?,
     };
-    let started = start_gateways(suite, target, &workloads, &certs, network, cx).await;
+    let on = On {
+        network,
+        hosts: hosts.as_ref(),
+    };
+    let started = start_gateways(suite, target, &workloads, &certs, on, cx).await;
     let (ports, mut extra) = match started {
         Ok(x) => x,
         Err(TargetError::Unavailable(reason)) => return Ok(skipped(suite, &name, cx.filter, &reason)),
@@ -194,7 +280,11 @@ pub async fn run_suite(suite: &Suite, target: &mut dyn Target, cx: RunContext<'_
             continue;
         }
         let case = with_addresses(case, &workloads.addresses);
-        let (outcome, message, took) = run_case(&case, &ports, &certs, &workloads).await;
+        let wire = Wire {
+            ports: &ports,
+            hosts: hosts.as_ref(),
+        };
+        let (outcome, message, took) = run_case(&case, wire, &certs, &workloads).await;
         let (outcome, message) = match (outcome, cx.known.get(&id)) {
             (CaseOutcome::Fail, Some(reason)) => (
                 CaseOutcome::ExpectedFailure,
@@ -223,10 +313,18 @@ pub async fn run_suite(suite: &Suite, target: &mut dyn Target, cx: RunContext<'_
         suite: suite.name.clone(),
         target: name,
         cases,
+        mode,
     })
 }
 
 type Extra = Vec<(String, Box<dyn Target>)>;
+
+/// Where a suite's gateways run: on its Docker network, in its hosts, or here.
+#[derive(Debug, Clone, Copy)]
+struct On<'a> {
+    network: Option<&'a str>,
+    hosts: Option<&'a Hosts>,
+}
 
 /// Brings up the suite's extra gateways (registered under their hosts), then the target itself:
 /// every port's address, and the extra gateways to stop afterwards.
@@ -235,9 +333,10 @@ async fn start_gateways(
     target: &mut dyn Target,
     workloads: &Workloads,
     certs: &std::path::Path,
-    network: Option<&str>,
+    on: On<'_>,
     cx: RunContext<'_>,
 ) -> Result<(BTreeMap<u32, SocketAddr>, Extra), TargetError> {
+    let network = on.network;
     let config = suite.config.replace("${certs}", &certs.display().to_string());
     let write_config = |name: &str, registry: &str| -> Result<std::path::PathBuf, String> {
         let dir = cx.work_dir.join(name);
@@ -273,6 +372,8 @@ async fn start_gateways(
             ports: &g.ports,
             role: Role::Gateway,
             network,
+            host: on.hosts.and_then(|h| h.gateways.get(&g.name)),
+            capture: false,
         };
         let got = match t.start(&spec).await {
             Ok(got) => got,
@@ -299,6 +400,8 @@ async fn start_gateways(
         ports: &suite.ports,
         role: suite.role,
         network,
+        host: on.hosts.map(|h| &h.app),
+        capture: on.hosts.is_some(),
     };
     match target.start(&spec).await {
         Ok(got) => ports.extend(got),
@@ -327,13 +430,28 @@ fn keep_logs(suite: &Suite, target: &dyn Target, extra: &[(String, Box<dyn Targe
     }
 }
 
-/// A MESH_INTERNAL ServiceEntry for an extra gateway: `host` on its ports (HTTP).
+/// The name and protocol an extra gateway's Service gives its port: 443 is HTTPS (TLS to the
+/// sidecars that send to it), as on Istio's `istio-egressgateway` Service; the rest HTTP.
+fn gateway_port(port: u32) -> (String, &'static str) {
+    match port {
+        443 => (format!("https-{port}"), "HTTPS"),
+        _ => (format!("http-{port}"), "HTTP"),
+    }
+}
+
+/// A MESH_INTERNAL ServiceEntry for an extra gateway: `host` on its ports (`gateway_port`).
 fn gateway_registry(name: &str, host: &str, ports: &BTreeMap<u32, SocketAddr>) -> String {
     let declared: Vec<String> = ports
         .keys()
-        .map(|p| format!("{{number: {p}, name: http-{p}, protocol: HTTP}}"))
+        .map(|p| {
+            let (name, protocol) = gateway_port(*p);
+            format!("{{number: {p}, name: {name}, protocol: {protocol}}}")
+        })
         .collect();
-    let mapped: Vec<String> = ports.iter().map(|(p, a)| format!("http-{p}: {}", a.port())).collect();
+    let mapped: Vec<String> = ports
+        .iter()
+        .map(|(p, a)| format!("{}: {}", gateway_port(*p).0, a.port()))
+        .collect();
     let ip = ports
         .values()
         .next()

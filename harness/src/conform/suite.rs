@@ -24,6 +24,12 @@ pub struct Suite {
     pub ports: Vec<u32>,
     /// What the target plays.
     pub role: Role,
+    /// The sidecar captures the app's traffic transparently, as Istio's iptables do, where the
+    /// machine allows it (root, iproute2, iptables, setpriv) and the target can (reference,
+    /// envoy): the app, each extra gateway and the workloads get hosts of their own (network
+    /// namespaces), and a case sent to port 15001 goes from the app straight to its authority,
+    /// unaware of any proxy. Elsewhere the sidecar is an explicit proxy, and the result says why.
+    pub capture: bool,
     /// More gateways brought up before the main one, from the same config (an egress gateway for
     /// the two-hop flow). Their ports join the suite's; each is registered under its `service`.
     pub gateways: Vec<ExtraGateway>,
@@ -71,7 +77,8 @@ pub struct Scenario {
 pub struct ExtraGateway {
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Its ports (HTTP), distinct from the suite's.
+    /// Its ports, distinct from the suite's: HTTP, but 443 HTTPS (TLS), as on Istio's
+    /// `istio-egressgateway` Service.
     pub ports: Vec<u32>,
     /// The host it is registered under (a MESH_INTERNAL ServiceEntry with these ports), so that
     /// routes can name it as a destination.
@@ -135,6 +142,10 @@ pub struct Case {
     pub description: Option<String>,
     pub request: Request,
     pub expect: Expect,
+    /// What is expected instead when the suite runs captured, where Istio's sidecar behaves
+    /// otherwise than an explicit proxy (a destination outside the registry on a port no
+    /// service uses: the connection is closed, there is no HTTP listener to answer 502).
+    pub captured: Option<Expect>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -216,6 +227,12 @@ pub struct Expect {
     pub tls: BTreeMap<String, String>,
     /// The request must fail this way.
     pub error: Option<Failure>,
+    /// Captured runs only: the workload saw the request come from this host (`app`, or an extra
+    /// gateway's name): its echo's `IP`.
+    pub peer: Option<String>,
+    /// Captured runs only: TCP SYNs that reached the workloads' host during the case (0: the
+    /// sidecar let nothing out).
+    pub syns: Option<u64>,
 }
 
 /// An inclusive range of counts, written as a number (`2`) or `'1..=2'`.
@@ -351,7 +368,7 @@ pub enum Failure {
     /// The TCP connection is not established.
     Connect,
     /// No response at all, whatever the reason (TLS 1.3 refuses a client certificate after the
-    /// handshake, on the first read).
+    /// handshake, on the first read; a TCP connection closed before a byte came back).
     Refused,
 }
 
@@ -421,6 +438,12 @@ pub fn parse(file: &str, text: &str) -> Result<Suite, String> {
     }
     if suite.name.is_empty() {
         return Err(format!("{file}: the suite needs a name"));
+    }
+    if suite.capture && suite.role != Role::Sidecar {
+        let line = doc.root.line_of("capture");
+        return Err(format!(
+            "{file}:{line}: capture: only a sidecar captures traffic; add `role: sidecar` or remove `capture`"
+        ));
     }
     for (i, g) in suite.gateways.iter().enumerate() {
         let line = doc.root.line_of(&format!("gateways[{i}]"));

@@ -52,6 +52,16 @@ pub enum Launch {
         network: String,
         target: String,
     },
+    /// In this process, listening in a host of the run's own (a captured run's external host,
+    /// `conform::capture`), on its address.
+    Host(mesh_netns::Host),
+}
+
+/// An echo instance's name (its `Hostname`): `<service>-<version>-<replica>`. Where a workload's
+/// endpoint address is a name, a launch that gives each instance an address of its own registers
+/// it by this name.
+pub fn instance_name(w: &Workload, version: &str, replica: u32) -> String {
+    format!("{}-{version}-{replica}", w.service)
 }
 
 /// Where a container echo's admin port answers `GET /requests`.
@@ -165,10 +175,18 @@ pub async fn start(suite: &Suite, certs: &Path, placement: &Placement, launch: &
                 };
                 index += 1;
                 let listen = SocketAddr::new(placement.ip, port);
-                let hostname = format!("{}-{v}-{r}", w.service);
+                let hostname = instance_name(w, v, r);
                 let mut address = reg.address.clone();
                 let (bound, running) = match launch {
-                    Launch::InProcess => in_process(w, &reg.ns, v, &hostname, listen, certs).await?,
+                    Launch::InProcess => in_process(w, &reg.ns, v, &hostname, listen, certs, None).await?,
+                    Launch::Host(h) => {
+                        let listen = SocketAddr::new(h.ip.into(), 0);
+                        address = match w.address {
+                            Some(_) => hostname.clone(),
+                            None => h.ip.to_string(),
+                        };
+                        in_process(w, &reg.ns, v, &hostname, listen, certs, Some(h)).await?
+                    }
                     Launch::Processes(bin) => child(bin, w, &reg.ns, v, &hostname, listen).await?,
                     Launch::Containers { network, target } => {
                         let name = format!("{network}-{hostname}");
@@ -195,6 +213,8 @@ pub async fn start(suite: &Suite, certs: &Path, placement: &Placement, launch: &
     Ok(out)
 }
 
+/// An echo in this process; in `host` when given (its sockets opened there, its tasks on this
+/// runtime).
 async fn in_process(
     w: &Workload,
     ns: &str,
@@ -202,6 +222,7 @@ async fn in_process(
     hostname: &str,
     listen: SocketAddr,
     certs: &Path,
+    host: Option<&mesh_netns::Host>,
 ) -> Result<(SocketAddr, Running), String> {
     let b = mesh_echo::Echo::builder(&w.service)
         .version(version)
@@ -217,10 +238,14 @@ async fn in_process(
         WorkloadProtocol::Tcp => b.tcp(listen),
         WorkloadProtocol::Http | WorkloadProtocol::Https => b.http(listen),
     };
-    let echo = b
-        .start()
-        .await
-        .map_err(|e| format!("cannot start echo {}/{version}: {e}", w.service))?;
+    let started = match host {
+        None => b.start().await,
+        Some(h) => {
+            let runtime = tokio::runtime::Handle::current();
+            h.run(move || runtime.block_on(b.start())).await?
+        }
+    };
+    let echo = started.map_err(|e| format!("cannot start echo {}/{version}: {e}", w.service))?;
     let bound = echo.http.first().or(echo.grpc.first()).or(echo.tcp.first()).copied();
     let bound = bound.ok_or_else(|| format!("echo {}/{version} listens nowhere", w.service))?;
     Ok((bound, Running::InProcess(echo)))

@@ -50,6 +50,7 @@ fn report_with(load: Vec<LoadResult>, cases: &[(&str, CaseOutcome)]) -> RunRepor
                 duration_ms: 1.0,
             })
             .collect(),
+        mode: None,
     });
     r
 }

@@ -227,6 +227,8 @@ pub fn run_suite(
             ports: &suite.ports,
             role: Role::Gateway,
             network: None,
+            host: None,
+            capture: false,
         };
         match rt.block_on(t.start(&spec)) {
             Ok(ports) => up.push(Up {

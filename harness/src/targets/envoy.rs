@@ -11,7 +11,7 @@ use mesh_model::envoy::EnvoyOptions;
 use mesh_model::plan::PlanOptions;
 use meshbench_report::TargetInfo;
 
-use super::process::{http_get, Logs, Process};
+use super::process::{http_get_from, Logs, Process};
 use super::{Bind, StartSpec, Target, TargetError, ADMIN_PORT};
 use crate::conform::suite::Role;
 
@@ -108,6 +108,7 @@ impl Envoy {
                 .collect(),
             outbound: bind.at(15001),
             access_log: Some(logs.access().display().to_string()),
+            capture: spec.capture,
             ..Default::default()
         };
         let names: BTreeMap<String, u32> = if sidecar {
@@ -174,12 +175,21 @@ pub fn arguments(bootstrap: &Path, admin_file: &Path, concurrency: u32) -> Vec<S
 
 /// Envoy's listeners once its admin says it is ready.
 pub async fn ready_listeners(admin_file: PathBuf, names: BTreeMap<String, u32>) -> Option<BTreeMap<u32, SocketAddr>> {
+    ready_listeners_in(None, admin_file, names).await
+}
+
+/// `ready_listeners` of an Envoy in `host` (its admin asked from inside).
+async fn ready_listeners_in(
+    host: Option<mesh_netns::Host>,
+    admin_file: PathBuf,
+    names: BTreeMap<String, u32>,
+) -> Option<BTreeMap<u32, SocketAddr>> {
     let admin = admin_address(&admin_file).await?;
-    let (status, _) = http_get(admin, "/ready").await?;
+    let (status, _) = http_get_from(host.as_ref(), admin, "/ready").await?;
     if status != 200 {
         return None;
     }
-    let (_, body) = http_get(admin, "/listeners?format=json").await?;
+    let (_, body) = http_get_from(host.as_ref(), admin, "/listeners?format=json").await?;
     bound_listeners(&body, &names)
 }
 
@@ -197,19 +207,24 @@ impl Target for Envoy {
     async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
-        let (bootstrap, names) = Self::write_bootstrap(spec, &logs, Bind::Loopback)?;
+        let (bootstrap, names) = Self::write_bootstrap(spec, &logs, spec.bind())?;
         let admin_file = admin_file(spec);
-        let mut cmd = tokio::process::Command::new(&self.binary);
+        let mut cmd = spec.command(&self.binary);
         cmd.args(arguments(&bootstrap, &admin_file, self.concurrency));
         let mut process = Process::spawn("envoy", cmd, &logs)?;
         self.logs = Some(logs.clone());
+        let host = spec.host.cloned();
         let listeners = process
             .ready(Duration::from_secs(30), &logs, || {
-                ready_listeners(admin_file.clone(), names.clone())
+                ready_listeners_in(host.clone(), admin_file.clone(), names.clone())
             })
             .await?;
         self.process = Some(process);
-        Ok(listeners)
+        Ok(spec.reached_at(listeners))
+    }
+
+    fn lacks_capture(&self) -> Option<String> {
+        None
     }
 
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {

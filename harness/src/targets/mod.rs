@@ -79,6 +79,44 @@ pub struct StartSpec<'a> {
     pub role: Role,
     /// The suite's Docker network, for a target that asked for one (`wants_network`).
     pub network: Option<&'a str>,
+    /// A host of the run's own (a network namespace) to run in, as the proxy's group, every
+    /// port on the host's address (`Bind::OwnAddress`); only for a target that can
+    /// (`lacks_capture` is None).
+    pub host: Option<&'a mesh_netns::Host>,
+    /// The sidecar takes the host's captured outbound traffic (`--capture`, Envoy's
+    /// `virtualOutbound` with `use_original_dst`) instead of being an explicit proxy.
+    pub capture: bool,
+}
+
+impl StartSpec<'_> {
+    /// Where the listeners go: the host's addresses when there is one, else free loopback ports.
+    pub fn bind(&self) -> Bind {
+        match self.host {
+            Some(_) => Bind::OwnAddress,
+            None => Bind::Loopback,
+        }
+    }
+
+    /// `program` as the spec runs it: in its host as the proxy's group, or here.
+    pub fn command(&self, program: &Path) -> tokio::process::Command {
+        match self.host {
+            Some(h) => h.proxy_command(&program.display().to_string()).into(),
+            None => tokio::process::Command::new(program),
+        }
+    }
+
+    /// A listener address as a client elsewhere reaches it: in a host, its address instead of
+    /// the unspecified one it was bound to.
+    pub fn reached_at(&self, ports: BTreeMap<u32, SocketAddr>) -> BTreeMap<u32, SocketAddr> {
+        let Some(h) = self.host else { return ports };
+        ports
+            .into_iter()
+            .map(|(p, a)| match a.ip().is_unspecified() {
+                true => (p, SocketAddr::new(h.ip.into(), a.port())),
+                false => (p, a),
+            })
+            .collect()
+    }
 }
 
 /// A gateway under test.
@@ -95,6 +133,14 @@ pub trait Target: Send {
     /// Docker network of the suite's own (the container targets).
     fn wants_network(&self) -> bool {
         false
+    }
+    /// Why this target cannot run in a host of a run's own with transparent capture (a sidecar
+    /// suite's `capture: true`), if it cannot: such suites then run it as an explicit proxy.
+    fn lacks_capture(&self) -> Option<String> {
+        Some(format!(
+            "the {} target runs a sidecar as an explicit proxy only",
+            self.info().kind
+        ))
     }
     /// Where the started gateway's ports are on the suite's network, when it is on one (the
     /// address other gateways reach it at; `start` gives the client's).

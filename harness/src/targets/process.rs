@@ -194,8 +194,24 @@ pub fn parse_usage(stat: &str, status: &str, ticks: f64) -> Option<Usage> {
 /// One GET over HTTP/1.1 with `Connection: close` (admin APIs; Envoy refuses HTTP/1.0): the
 /// status and the body (chunked encoding undone), or None when nothing answers.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_from(None, addr, path).await
+}
+
+/// `http_get` from inside `host` when given (an unspecified address is the host's own loopback).
+pub async fn http_get_from(
+    host: Option<&mesh_netns::Host>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut s = match host {
+        None => tokio::net::TcpStream::connect(addr).await.ok()?,
+        Some(h) if addr.ip().is_unspecified() => {
+            let local = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()));
+            h.connect(local).await.ok()?
+        }
+        Some(h) => h.connect(addr).await.ok()?,
+    };
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .ok()?;

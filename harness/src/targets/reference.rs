@@ -129,15 +129,22 @@ impl Target for Reference {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
         let ready = ready_file(spec);
-        let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(arguments(spec, &logs, self.workers, &self.extra_args, Bind::Loopback));
+        let mut cmd = spec.command(&self.binary);
+        cmd.args(arguments(spec, &logs, self.workers, &self.extra_args, spec.bind()));
+        if spec.capture {
+            cmd.arg("--capture");
+        }
         let mut process = Process::spawn("meshgate", cmd, &logs)?;
         self.logs = Some(logs.clone());
         let listeners = process
             .ready(Duration::from_secs(30), &logs, || listeners(ready.clone()))
             .await?;
         self.process = Some(process);
-        Ok(listeners)
+        Ok(spec.reached_at(listeners))
+    }
+
+    fn lacks_capture(&self) -> Option<String> {
+        None
     }
 
     fn another(&self) -> Result<Box<dyn Target>, TargetError> {

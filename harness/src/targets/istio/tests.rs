@@ -90,6 +90,8 @@ fn spec<'a>(config: &'a Path, mesh: Option<&'a Path>, labels: &'a BTreeMap<Strin
         ports: &[80, 443],
         role: Role::Gateway,
         network: None,
+        host: None,
+        capture: false,
     }
 }
 
