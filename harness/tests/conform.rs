@@ -49,10 +49,28 @@ fn changed(suite: &str, changes: &[(&str, &str)]) -> String {
 
 /// Writes `suite` as `<file>.yaml` and runs the cases matching `filter`: (exit code, output).
 fn conform_text(file: &str, suite: &str, filter: &str) -> (Option<i32>, String) {
+    conform_with(file, suite, filter, &[])
+}
+
+/// `conform_text` with more arguments.
+fn conform_with(file: &str, suite: &str, filter: &str, more: &[&str]) -> (Option<i32>, String) {
     let path = tmp(&format!("{file}.yaml"));
     std::fs::write(&path, suite).unwrap();
-    let o = meshbench(&["conform", "--suite", path.to_str().unwrap(), "--filter", filter]);
+    let mut args = vec!["conform", "--suite", path.to_str().unwrap(), "--filter", filter];
+    args.extend(more);
+    let o = meshbench(&args);
     (o.status.code(), text(&o))
+}
+
+/// Whether this machine can run suites captured (root, iproute2, iptables, setpriv); says why not.
+fn can_capture() -> bool {
+    match mesh_netns::unavailable() {
+        Some(why) => {
+            eprintln!("captured half skipped: {why}");
+            false
+        }
+        None => true,
+    }
 }
 
 #[test]
@@ -91,10 +109,15 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         t.contains("suite egress-allow-any against reference: 5 passed, 0 failed"),
         "{t}"
     );
-    assert!(
-        t.contains("suite egress-gateway against reference: 3 passed, 0 failed"),
-        "{t}"
-    );
+    // The sidecar suites say how they ran: captured where this machine can, else why not.
+    let mode = match mesh_netns::unavailable() {
+        None => "(captured)".to_string(),
+        Some(why) => format!("(explicit proxy: {why})"),
+    };
+    for (suite, n) in [("egress-control", 17), ("egress-allow-any", 5), ("egress-gateway", 5)] {
+        let line = format!("suite {suite} against reference: {n} passed, 0 failed, 0 skipped, 0 expected failures {mode}");
+        assert!(t.contains(&line), "{line}\n{t}");
+    }
     assert_eq!(report.conformance.len(), 8);
     // Every gateway's log is kept, the extra egress gateway's too.
     let log = std::fs::read_to_string(out_dir.join("logs/egress-gateway.reference-egress.log")).unwrap();
@@ -224,7 +247,7 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
     let open = changed("egress-control", &[("{mode: REGISTRY_ONLY}", "{mode: ALLOW_ANY}")]);
     // Cut the cases naming hosts outside loopback: under ALLOW_ANY they would go out for real.
     let (kept, _) = open.split_once("- id: unregistered-host-blocked").unwrap();
-    let (code, t) = conform_text("open-egress", kept, "*");
+    let (code, t) = conform_with("open-egress", kept, "*", &["--no-capture"]);
     assert_eq!(code, Some(1), "{t}");
     // The unregistered echo answers, where REGISTRY_ONLY must refuse.
     assert!(
@@ -236,9 +259,27 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
     assert!(t.contains("PASS  egress-control/registered-internal-service"), "{t}");
     assert!(t.contains("PASS  egress-control/mesh-route-header-match"), "{t}");
     assert!(
-        t.contains("suite egress-control against reference: 6 passed, 1 failed"),
+        t.contains("suite egress-control against reference: 6 passed, 1 failed, 0 skipped, 0 expected failures (explicit proxy: --no-capture)"),
         "{t}"
     );
+    if can_capture() {
+        // Captured, the app's connection to the unregistered echo goes through, and its SYN
+        // reaches the workloads' host.
+        let (code, t) = conform_text("open-egress-captured", kept, "*");
+        assert_eq!(code, Some(1), "{t}");
+        assert!(
+            t.contains("FAIL  egress-control/unregistered-address-blocked\n      expected a refused failure, observed a response with status 200"),
+            "{t}"
+        );
+        assert!(t.contains("6 passed, 1 failed, 0 skipped, 0 expected failures (captured)"), "{t}");
+        let syns = kept.replacen("captured: {error: refused, syns: 0}", "captured: {status: 200, syns: 0}", 1);
+        let (code, t) = conform_text("open-egress-syns", &syns, "egress-control/unregistered-address-blocked");
+        assert_eq!(code, Some(1), "{t}");
+        assert!(
+            t.contains("FAIL  egress-control/unregistered-address-blocked\n      SYNs that reached the workloads' host: expected 0, observed 1"),
+            "{t}"
+        );
+    }
     // Without its DestinationRule the sidecar sends plain HTTP to the HTTPS service.
     let no_origination = changed(
         "egress-control",
@@ -265,7 +306,7 @@ fn a_sidecar_that_skips_the_egress_gateway_fails_the_two_hop_case() {
             "route: [{destination: {host: api.example.com, port: {number: 80}}}]",
         )],
     );
-    let (code, t) = conform_text("direct-egress", &direct, "*");
+    let (code, t) = conform_with("direct-egress", &direct, "*", &["--no-capture"]);
     assert_eq!(code, Some(1), "{t}");
     assert!(
         t.contains("FAIL  egress-gateway/two-hops-reach-the-external-service\n      the workload saw header X-Egress-Hop: expected \"gateway\", observed nothing"),
@@ -275,6 +316,18 @@ fn a_sidecar_that_skips_the_egress_gateway_fails_the_two_hop_case() {
         t.contains("PASS  egress-gateway/egress-gateway-serves-its-host-directly"),
         "{t}"
     );
+    if can_capture() {
+        // Captured, the external service sees who came: the app (the first host, .2), not the
+        // egress gateway.
+        let (code, t) = conform_text("direct-egress-captured", &direct, "*");
+        assert_eq!(code, Some(1), "{t}");
+        assert!(
+            t.contains("FAIL  egress-gateway/two-hops-reach-the-external-service\n      the workload saw IP: expected \"10.251.0."),
+            "{t}"
+        );
+        assert!(t.contains("observed \"10.251.0.2\""), "{t}");
+        assert!(t.contains("sent from 10.251.0.2 to "), "{t}");
+    }
 }
 
 /// Children of `pid` named `name`, from /proc.

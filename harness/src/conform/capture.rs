@@ -33,8 +33,7 @@ pub struct Hosts {
     pub client: Host,
     pub workloads: Host,
     pub gateways: BTreeMap<String, Host>,
-    /// What the app's (and every host's) DNS answers.
-    names: BTreeMap<String, Ipv4Addr>,
+    pub directory: Directory,
     // Last: dropped after the hosts' handles.
     _net: Net,
 }
@@ -50,32 +49,9 @@ impl Hosts {
         for g in &suite.gateways {
             gateways.insert(g.name.clone(), net.host(&g.name)?);
         }
-        let mut names = BTreeMap::new();
-        for w in &suite.workloads {
-            if w.registered != Some(false) {
-                let ns = w.namespace.as_deref().unwrap_or("default");
-                let host = w
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
-                names.insert(host, workloads.ip);
-            }
-            // A named endpoint address is each instance's own name here (`localhost` would be
-            // the sidecar's own host).
-            if w.address.is_some() {
-                for v in &w.versions {
-                    for r in 0..w.replicas.unwrap_or(1).max(1) {
-                        names.insert(instance_name(w, v, r), workloads.ip);
-                    }
-                }
-            }
-        }
-        for g in &suite.gateways {
-            if let (Some(service), Some(h)) = (&g.service, gateways.get(&g.name)) {
-                names.insert(service.clone(), h.ip);
-            }
-        }
-        let table: Vec<(&str, Ipv4Addr)> = names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        let at: BTreeMap<String, Ipv4Addr> = gateways.iter().map(|(n, h)| (n.clone(), h.ip)).collect();
+        let directory = Directory::of(suite, app.ip, workloads.ip, &at);
+        let table: Vec<(&str, Ipv4Addr)> = directory.names.iter().map(|(n, a)| (n.as_str(), *a)).collect();
         for h in [&app, &client, &workloads].into_iter().chain(gateways.values()) {
             h.resolve(&table)?;
         }
@@ -86,9 +62,52 @@ impl Hosts {
             client,
             workloads,
             gateways,
-            names,
+            directory,
             _net: net,
         })
+    }
+}
+
+/// Who is where in a captured run: what the hosts' DNS answers, and the hosts a case's `peer`
+/// may name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory {
+    names: BTreeMap<String, Ipv4Addr>,
+    peers: BTreeMap<String, Ipv4Addr>,
+}
+
+impl Directory {
+    /// `suite`'s names: every registered workload host and named endpoint address at the
+    /// workloads' host, every extra gateway's service at its host (`gateways`: name -> address).
+    pub fn of(suite: &Suite, app: Ipv4Addr, workloads: Ipv4Addr, gateways: &BTreeMap<String, Ipv4Addr>) -> Directory {
+        let mut names = BTreeMap::new();
+        for w in &suite.workloads {
+            if w.registered != Some(false) {
+                let ns = w.namespace.as_deref().unwrap_or("default");
+                let host = w
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
+                names.insert(host, workloads);
+            }
+            // A named endpoint address is each instance's own name here (`localhost` would be
+            // the sidecar's own host).
+            if w.address.is_some() {
+                for v in &w.versions {
+                    for r in 0..w.replicas.unwrap_or(1).max(1) {
+                        names.insert(instance_name(w, v, r), workloads);
+                    }
+                }
+            }
+        }
+        for g in &suite.gateways {
+            if let (Some(service), Some(ip)) = (&g.service, gateways.get(&g.name)) {
+                names.insert(service.clone(), *ip);
+            }
+        }
+        let mut peers = gateways.clone();
+        peers.insert("app".into(), app);
+        Directory { names, peers }
     }
 
     /// The address the app's DNS gives `name`: a registered host's, or for any other name an
@@ -117,22 +136,14 @@ impl Hosts {
         Ok((SocketAddr::new(ip, port), request))
     }
 
-    /// The host a case's `peer` names: `app`, or an extra gateway.
-    fn peer(&self, name: &str) -> Option<Ipv4Addr> {
-        match name {
-            "app" => Some(self.app.ip),
-            g => self.gateways.get(g).map(|h| h.ip),
-        }
-    }
-
     /// A case's expectation in a captured run: `captured` where the case has one, and its `peer`
     /// as the address the workload saw (its echo's `IP`).
     pub fn expectation(&self, expect: &Expect, captured: Option<&Expect>) -> Result<Expect, String> {
         let mut e = captured.unwrap_or(expect).clone();
         if let Some(p) = &e.peer {
-            let ip = self.peer(p).ok_or_else(|| {
-                let names: Vec<&str> = self.gateways.keys().map(String::as_str).collect();
-                format!("peer `{p}` is not a host of this run: app, or a gateway ({})", names.join(", "))
+            let ip = self.peers.get(p).ok_or_else(|| {
+                let names: Vec<&str> = self.peers.keys().map(String::as_str).collect();
+                format!("peer `{p}` is not a host of this run ({})", names.join(", "))
             })?;
             e.saw.insert("IP".into(), ip.to_string());
         }
@@ -161,6 +172,93 @@ fn split_authority(authority: &str, default_port: u16) -> Result<(&str, u16), St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SUITE: &str = "name: s\nrole: sidecar\ncapture: true\nports: [15001]\n\
+        gateways: [{name: egress, ports: [80], service: gw.istio-system.svc.cluster.local}, {name: quiet, ports: [81]}]\n\
+        workloads:\n\
+        - {service: httpbin, versions: [v1, v2], port: 8000}\n\
+        - {service: api, host: api.example.com, versions: [v1], port: 80}\n\
+        - {service: named, host: named.example.com, resolution: DNS, address: localhost, versions: [v1], replicas: 2, port: 80}\n\
+        - {service: rogue, versions: [v1], port: 80, registered: false}\n";
+
+    fn directory() -> Directory {
+        let suite = crate::conform::suite::parse("s.yaml", SUITE).unwrap_or_default();
+        let gateways = [("egress".to_string(), Ipv4Addr::new(10, 0, 0, 5))].into();
+        Directory::of(&suite, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 4), &gateways)
+    }
+
+    #[test]
+    fn registered_hosts_resolve_to_where_they_are_and_the_rest_to_nowhere() {
+        let d = directory();
+        let workloads = Ipv4Addr::new(10, 0, 0, 4);
+        assert_eq!(d.resolve("httpbin.default.svc.cluster.local"), workloads);
+        assert_eq!(d.resolve("api.example.com"), workloads);
+        assert_eq!(d.resolve("named.example.com"), workloads);
+        // Each instance of a workload with a named endpoint address has a name of its own.
+        assert_eq!(d.resolve("named-v1-0"), workloads);
+        assert_eq!(d.resolve("named-v1-1"), workloads);
+        assert_eq!(d.resolve("localhost"), NOWHERE);
+        // An unregistered workload has no name; a gateway's service is at the gateway.
+        assert_eq!(d.resolve("rogue.default.svc.cluster.local"), NOWHERE);
+        assert_eq!(d.resolve("gw.istio-system.svc.cluster.local"), Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(d.resolve("unknown.example.org"), NOWHERE);
+        assert_eq!(d.names.len(), 6, "{:?}", d.names);
+    }
+
+    #[test]
+    fn a_captured_request_goes_to_its_authority_without_a_proxy() {
+        let d = directory();
+        let r = |authority: &str, tls: bool| Request {
+            authority: Some(authority.into()),
+            proxy: Some(true),
+            port: OUTBOUND_PORT,
+            tls: tls.then(Default::default),
+            ..Default::default()
+        };
+        let nowhere = || (SocketAddr::from(([0, 0, 0, 0], 0)), Request::default());
+        let (to, sent) = d.captured(&r("api.example.com", false)).unwrap_or_else(|_| nowhere());
+        assert_eq!(to, SocketAddr::from(([10, 0, 0, 4], 80)));
+        assert_eq!(sent.proxy, None);
+        assert_eq!(sent.authority.as_deref(), Some("api.example.com"));
+        assert_eq!(sent.port, OUTBOUND_PORT);
+        let (to, _) = d.captured(&r("api.example.com", true)).unwrap_or_else(|_| nowhere());
+        assert_eq!(to, SocketAddr::from(([10, 0, 0, 4], 443)));
+        let (to, _) = d.captured(&r("unknown.example.org:8080", false)).unwrap_or_else(|_| nowhere());
+        assert_eq!(to, SocketAddr::new(NOWHERE.into(), 8080));
+        let (to, _) = d.captured(&r("127.0.0.1:9000", false)).unwrap_or_else(|_| nowhere());
+        assert_eq!(to, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        let none = Request::default();
+        assert!(d.captured(&none).unwrap_err().contains("needs an authority"));
+        assert!(d.captured(&r("api.example.com:x", false)).is_err());
+    }
+
+    #[test]
+    fn captured_expectations_replace_the_case_and_name_the_peer_by_address() {
+        let d = directory();
+        let expect = Expect {
+            status: Some(502),
+            peer: Some("egress".into()),
+            ..Default::default()
+        };
+        let e = d.expectation(&expect, None).unwrap_or_default();
+        assert_eq!(e.status, Some(502));
+        assert_eq!(e.saw.get("IP").map(String::as_str), Some("10.0.0.5"));
+        let app = Expect {
+            peer: Some("app".into()),
+            ..Default::default()
+        };
+        let e = d.expectation(&expect, Some(&app)).unwrap_or_default();
+        assert_eq!(e.status, None);
+        assert_eq!(e.saw.get("IP").map(String::as_str), Some("10.0.0.2"));
+        let plain = d.expectation(&Expect::default(), None).unwrap_or_default();
+        assert!(plain.saw.is_empty());
+        let stranger = Expect {
+            peer: Some("quiet".into()),
+            ..Default::default()
+        };
+        let err = d.expectation(&stranger, None).unwrap_err();
+        assert_eq!(err, "peer `quiet` is not a host of this run (app, egress)");
+    }
 
     #[test]
     fn authorities_split_into_host_and_port() {

@@ -40,9 +40,9 @@ fn aim<'a>(case: &Case, wire: Wire<'a>) -> Result<(Case, Option<&'a Host>, Socke
         return Ok((case.clone(), None, port()?));
     };
     let mut aimed = case.clone();
-    aimed.expect = hosts.expectation(&case.expect, case.captured.as_ref())?;
+    aimed.expect = hosts.directory.expectation(&case.expect, case.captured.as_ref())?;
     if case.request.port == OUTBOUND_PORT {
-        let (to, request) = hosts.captured(&case.request)?;
+        let (to, request) = hosts.directory.captured(&case.request)?;
         aimed.request = request;
         return Ok((aimed, Some(&hosts.app), to));
     }

@@ -465,3 +465,23 @@ pub fn read(path: &Path) -> Result<Suite, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&path.display().to_string(), &text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_sidecar_suite_may_capture() {
+        let e = parse("g.yaml", "name: g\nports: [80]\ncapture: true\n").err();
+        assert_eq!(
+            e.as_deref(),
+            Some("g.yaml:3: capture: only a sidecar captures traffic; add `role: sidecar` or remove `capture`")
+        );
+        let ok = parse("s.yaml", "name: s\nrole: sidecar\ncapture: true\nports: [15001]\n");
+        assert!(ok.is_ok_and(|s| s.capture && s.role == Role::Sidecar));
+        let case = "name: s\ncases:\n- id: c\n  expect: {status: 502}\n  captured: {error: refused, syns: 0, peer: app}\n";
+        let s = parse("s.yaml", case).unwrap_or_default();
+        let captured = s.cases.first().and_then(|c| c.captured.clone()).unwrap_or_default();
+        assert_eq!((captured.error, captured.syns, captured.peer.as_deref()), (Some(Failure::Refused), Some(0), Some("app")));
+    }
+}
