@@ -12,8 +12,8 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
 use mesh_netns::{self as netns, Host, Net};
+use rustls::pki_types::pem::PemObject;
 use support::*;
 
 fn skip() -> bool {

@@ -115,7 +115,8 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
         Some(why) => format!("(explicit proxy: {why})"),
     };
     for (suite, n) in [("egress-control", 17), ("egress-allow-any", 5), ("egress-gateway", 5)] {
-        let line = format!("suite {suite} against reference: {n} passed, 0 failed, 0 skipped, 0 expected failures {mode}");
+        let line =
+            format!("suite {suite} against reference: {n} passed, 0 failed, 0 skipped, 0 expected failures {mode}");
         assert!(t.contains(&line), "{line}\n{t}");
     }
     assert_eq!(report.conformance.len(), 8);
@@ -271,8 +272,15 @@ fn a_sidecar_that_lets_everything_out_fails_the_egress_blocking_cases() {
             t.contains("FAIL  egress-control/unregistered-address-blocked\n      expected a refused failure, observed a response with status 200"),
             "{t}"
         );
-        assert!(t.contains("6 passed, 1 failed, 0 skipped, 0 expected failures (captured)"), "{t}");
-        let syns = kept.replacen("captured: {error: refused, syns: 0}", "captured: {status: 200, syns: 0}", 1);
+        assert!(
+            t.contains("6 passed, 1 failed, 0 skipped, 0 expected failures (captured)"),
+            "{t}"
+        );
+        let syns = kept.replacen(
+            "captured: {error: refused, syns: 0}",
+            "captured: {status: 200, syns: 0}",
+            1,
+        );
         let (code, t) = conform_text("open-egress-syns", &syns, "egress-control/unregistered-address-blocked");
         assert_eq!(code, Some(1), "{t}");
         assert!(

@@ -238,7 +238,13 @@ fn suite_matrix(report: &RunReport, suite: &str, names: &[&str]) -> String {
     o.push_str("</tr></thead><tbody>\n");
     for s in report.conformance.iter().filter(|s| s.suite == suite) {
         if let Some(m) = &s.mode {
-            let _ = write!(o, "<tr class=\"mode\"><td colspan=\"{}\">on {}: {}</td></tr>\n", names.len() + 1, esc(&s.target), esc(m));
+            let _ = writeln!(
+                o,
+                "<tr class=\"mode\"><td colspan=\"{}\">on {}: {}</td></tr>",
+                names.len() + 1,
+                esc(&s.target),
+                esc(m)
+            );
         }
     }
     for (id, cells) in &rows {

@@ -263,3 +263,17 @@ fn junit_passes_the_ant_schema_with_readable_failures() {
     let (ok, _) = xmllint(&xml.replace(" hostname=\"bench-1\"", ""), "bad");
     assert!(!ok);
 }
+
+#[test]
+fn how_a_suite_ran_is_shown_with_its_cases() {
+    let report = sample();
+    let html = meshbench_report::html::render(&report);
+    assert!(
+        html.contains("<tr class=\"mode\"><td colspan=\"1\">on reference: captured</td></tr>"),
+        "{html}"
+    );
+    assert!(text::render(&report).contains("1 passed, 1 failed, 0 skipped, 0 expected failures (captured)\n"));
+    let mut plain = report;
+    plain.conformance[0].mode = None;
+    assert!(!meshbench_report::html::render(&plain).contains("class=\"mode\""));
+}

@@ -122,7 +122,20 @@ impl Net {
         self.hosts.push(host.clone());
         let veth = format!("v{i}");
         let ns = host.ns.as_str();
-        ip(&["-n", &self.bridge, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+        ip(&[
+            "-n",
+            &self.bridge,
+            "link",
+            "add",
+            &veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns,
+        ])?;
         ip(&["-n", &self.bridge, "link", "set", &veth, "master", "br0", "up"])?;
         ip(&["-n", ns, "addr", "add", &format!("{}/24", host.ip), "dev", "eth0"])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
@@ -154,9 +167,7 @@ fn inside(ns: &str) -> Result<mpsc::Sender<Job>, String> {
             }
         })
         .map_err(|e| format!("cannot start a thread for {ns}: {e}"))?;
-    result
-        .recv()
-        .map_err(|_| format!("the thread for {ns} ended"))??;
+    result.recv().map_err(|_| format!("the thread for {ns} ended"))??;
     Ok(jobs)
 }
 
@@ -210,7 +221,16 @@ impl Host {
         let gid = PROXY_GID.to_string();
         let rules: [&[&str]; 8] = [
             &["-N", "ISTIO_REDIRECT"],
-            &["-A", "ISTIO_REDIRECT", "-p", "tcp", "-j", "REDIRECT", "--to-ports", "15001"],
+            &[
+                "-A",
+                "ISTIO_REDIRECT",
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                "15001",
+            ],
             &["-N", "ISTIO_OUTPUT"],
             &["-A", "OUTPUT", "-p", "tcp", "-j", "ISTIO_OUTPUT"],
             &["-A", "ISTIO_OUTPUT", "-o", "lo", "-s", "127.0.0.6/32", "-j", "RETURN"],

@@ -184,7 +184,12 @@ mod tests {
     fn directory() -> Directory {
         let suite = crate::conform::suite::parse("s.yaml", SUITE).unwrap_or_default();
         let gateways = [("egress".to_string(), Ipv4Addr::new(10, 0, 0, 5))].into();
-        Directory::of(&suite, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 4), &gateways)
+        Directory::of(
+            &suite,
+            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(10, 0, 0, 4),
+            &gateways,
+        )
     }
 
     #[test]
@@ -200,7 +205,10 @@ mod tests {
         assert_eq!(d.resolve("localhost"), NOWHERE);
         // An unregistered workload has no name; a gateway's service is at the gateway.
         assert_eq!(d.resolve("rogue.default.svc.cluster.local"), NOWHERE);
-        assert_eq!(d.resolve("gw.istio-system.svc.cluster.local"), Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(
+            d.resolve("gw.istio-system.svc.cluster.local"),
+            Ipv4Addr::new(10, 0, 0, 5)
+        );
         assert_eq!(d.resolve("unknown.example.org"), NOWHERE);
         assert_eq!(d.names.len(), 6, "{:?}", d.names);
     }
@@ -223,7 +231,9 @@ mod tests {
         assert_eq!(sent.port, OUTBOUND_PORT);
         let (to, _) = d.captured(&r("api.example.com", true)).unwrap_or_else(|_| nowhere());
         assert_eq!(to, SocketAddr::from(([10, 0, 0, 4], 443)));
-        let (to, _) = d.captured(&r("unknown.example.org:8080", false)).unwrap_or_else(|_| nowhere());
+        let (to, _) = d
+            .captured(&r("unknown.example.org:8080", false))
+            .unwrap_or_else(|_| nowhere());
         assert_eq!(to, SocketAddr::new(NOWHERE.into(), 8080));
         let (to, _) = d.captured(&r("127.0.0.1:9000", false)).unwrap_or_else(|_| nowhere());
         assert_eq!(to, SocketAddr::from(([127, 0, 0, 1], 9000)));
@@ -263,7 +273,10 @@ mod tests {
     #[test]
     fn authorities_split_into_host_and_port() {
         assert_eq!(split_authority("api.example.com", 80), Ok(("api.example.com", 80)));
-        assert_eq!(split_authority("api.example.com:8080", 80), Ok(("api.example.com", 8080)));
+        assert_eq!(
+            split_authority("api.example.com:8080", 80),
+            Ok(("api.example.com", 8080))
+        );
         assert_eq!(split_authority("10.0.0.1:9000", 443), Ok(("10.0.0.1", 9000)));
         assert_eq!(split_authority("[::1]:8443", 80), Ok(("::1", 8443)));
         assert_eq!(split_authority("[::1]", 443), Ok(("::1", 443)));

@@ -45,7 +45,12 @@ impl Observation {
 
 /// Sends one request of a case, from `from` when given (a host of a captured run). `certs`:
 /// the suite's certificates (for TLS requests).
-pub async fn send(from: Option<&mesh_netns::Host>, addr: SocketAddr, r: &Request, certs: &std::path::Path) -> Observation {
+pub async fn send(
+    from: Option<&mesh_netns::Host>,
+    addr: SocketAddr,
+    r: &Request,
+    certs: &std::path::Path,
+) -> Observation {
     let start = Instant::now();
     let mut o = exchange(from, addr, r, certs).await.unwrap_or_else(|e| Observation {
         error: Some(e),

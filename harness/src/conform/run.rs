@@ -223,7 +223,10 @@ fn capture_hosts(suite: &Suite, target: &dyn Target, cx: RunContext<'_>) -> (Opt
     match made {
         Ok(hosts) => (Some(hosts), Some("captured".into())),
         Err(why) => {
-            eprintln!("suite {}: the sidecar runs as an explicit proxy, not captured: {why}", suite.name);
+            eprintln!(
+                "suite {}: the sidecar runs as an explicit proxy, not captured: {why}",
+                suite.name
+            );
             (None, Some(format!("explicit proxy: {why}")))
         }
     }

@@ -479,9 +479,13 @@ mod tests {
         );
         let ok = parse("s.yaml", "name: s\nrole: sidecar\ncapture: true\nports: [15001]\n");
         assert!(ok.is_ok_and(|s| s.capture && s.role == Role::Sidecar));
-        let case = "name: s\ncases:\n- id: c\n  expect: {status: 502}\n  captured: {error: refused, syns: 0, peer: app}\n";
+        let case =
+            "name: s\ncases:\n- id: c\n  expect: {status: 502}\n  captured: {error: refused, syns: 0, peer: app}\n";
         let s = parse("s.yaml", case).unwrap_or_default();
         let captured = s.cases.first().and_then(|c| c.captured.clone()).unwrap_or_default();
-        assert_eq!((captured.error, captured.syns, captured.peer.as_deref()), (Some(Failure::Refused), Some(0), Some("app")));
+        assert_eq!(
+            (captured.error, captured.syns, captured.peer.as_deref()),
+            (Some(Failure::Refused), Some(0), Some("app"))
+        );
     }
 }
