@@ -344,7 +344,7 @@ impl UpstreamCluster {
             next: AtomicUsize::new(0),
             lb,
             ring,
-            client: crate::workers::PerWorker::new(|_| Client::new(c, &origination)),
+            client: crate::workers::PerWorker::new(|_| Client::new(c, &origination, original_dst)),
             original_dst,
             origination,
             breakers: crate::breaker::Breakers::new(c),

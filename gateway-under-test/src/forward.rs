@@ -507,6 +507,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
         // dials the endpoint.
         crate::upstream::Client::H2(_) => format!("http://{}{}", a.authority, a.path),
         crate::upstream::Client::Tls(_) => format!("https://{}{}", a.authority, a.path),
+        crate::upstream::Client::Destinations(d) => format!("{}://{}{}", d.scheme(), a.authority, a.path),
         crate::upstream::Client::H1(_) => {
             if let Ok(v) = HeaderValue::from_str(a.authority) {
                 headers.insert("host", v);
@@ -530,6 +531,10 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
             Some(c) => c.request(req).await,
             None => return Err(Failure::NoHealthyUpstream),
         },
+        crate::upstream::Client::Destinations(d) => {
+            let dialer = d.dialer(&a.cluster.address(endpoint, a.destination));
+            dialer.request(req).await
+        }
         crate::upstream::Client::Broken(reason) => return Err(Failure::ConnectFailure(reason.clone())),
     };
     match result {

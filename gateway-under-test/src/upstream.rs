@@ -1,7 +1,9 @@
 //! Upstream connections and endpoint choice: one pooled client per cluster (HTTP/1.1, or h2 with
 //! prior knowledge for HTTP2/GRPC ports) and Istio's load balancers over the cluster's endpoints.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,12 +26,22 @@ pub enum Client {
     H2(Vec<Pooled<FixedConnector>>),
     /// TLS origination: per endpoint, the server name from the request's authority (or `sni`).
     Tls(Vec<Pooled<crate::origination::TlsConnector>>),
+    /// An original-destination cluster (resolution NONE) over h2 or TLS: a client per
+    /// destination, made when first used, as Envoy's ORIGINAL_DST cluster makes a host per
+    /// destination address.
+    Destinations(Destinations),
     /// The cluster's TLS settings cannot work; every request fails with this reason (UF).
     Broken(String),
 }
 
 impl Client {
-    pub fn new(c: &Cluster, origination: &Result<Option<crate::origination::Origination>, String>) -> Client {
+    /// `original_dst`: the cluster sends each request to its original destination (resolution
+    /// NONE without endpoints).
+    pub fn new(
+        c: &Cluster,
+        origination: &Result<Option<crate::origination::Origination>, String>,
+        original_dst: bool,
+    ) -> Client {
         let timeout = c.policy.connect_timeout.as_std();
         let per_connection = c
             .policy
@@ -48,6 +60,15 @@ impl Client {
             }
             b
         };
+        let tls = origination.as_ref().ok().cloned().flatten();
+        if original_dst && (tls.is_some() || c.protocol.is_http2()) {
+            return Client::Destinations(Destinations {
+                builder: builder(c.protocol.is_http2()),
+                timeout,
+                origination: tls,
+                clients: Arc::default(),
+            });
+        }
         match origination {
             Err(e) => return Client::Broken(e.clone()),
             Ok(Some(o)) => {
@@ -90,6 +111,97 @@ impl Client {
 
     pub fn is_h2(&self) -> bool {
         matches!(self, Client::H2(_))
+    }
+}
+
+/// At most this many destinations keep a client in an original-destination cluster; past it
+/// the one used longest ago goes (its connections with it).
+pub const MAX_DESTINATIONS: usize = 1024;
+
+/// The clients of an original-destination cluster, by destination (`host:port`).
+#[derive(Debug, Clone)]
+pub struct Destinations {
+    builder: hyper_util::client::legacy::Builder,
+    timeout: Duration,
+    origination: Option<crate::origination::Origination>,
+    clients: Arc<Mutex<Used>>,
+}
+
+/// Clients by destination, each with when it was last used (a count of uses, not a clock).
+#[derive(Debug, Default)]
+pub struct Used {
+    tick: u64,
+    clients: HashMap<String, (u64, Dialer)>,
+}
+
+/// One destination's pooled client.
+#[derive(Debug, Clone)]
+pub enum Dialer {
+    H2(Pooled<FixedConnector>),
+    Tls(Pooled<crate::origination::TlsConnector>),
+}
+
+impl Dialer {
+    pub async fn request(
+        &self,
+        req: http::Request<crate::replay::AttemptBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Dialer::H2(c) => c.request(req).await,
+            Dialer::Tls(c) => c.request(req).await,
+        }
+    }
+}
+
+impl Destinations {
+    /// The scheme of the URI a request carries (its authority is the request's; the dialer
+    /// connects to the destination).
+    pub fn scheme(&self) -> &'static str {
+        match self.origination {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
+    /// The client for `destination`, made on first use.
+    pub fn dialer(&self, destination: &str) -> Dialer {
+        let mut used = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        used.tick += 1;
+        let now = used.tick;
+        let clients = &mut used.clients;
+        if let Some((last, d)) = clients.get_mut(destination) {
+            *last = now;
+            return d.clone();
+        }
+        if clients.len() >= MAX_DESTINATIONS {
+            let oldest = clients
+                .iter()
+                .min_by_key(|(_, (last, _))| *last)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                clients.remove(&k);
+            }
+        }
+        let (addr, timeout) = (destination.to_string(), self.timeout);
+        let dialer = match &self.origination {
+            Some(o) => Dialer::Tls(self.builder.build(crate::origination::TlsConnector {
+                addr,
+                timeout,
+                origination: o.clone(),
+            })),
+            None => Dialer::H2(self.builder.build(FixedConnector { addr, timeout })),
+        };
+        clients.insert(destination.to_string(), (now, dialer.clone()));
+        dialer
+    }
+
+    /// Destinations with a client now.
+    pub fn len(&self) -> usize {
+        self.clients.lock().map_or(0, |u| u.clients.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -189,4 +301,39 @@ fn weighted_index(c: &UpstreamCluster) -> usize {
         r -= w;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn destinations() -> Destinations {
+        Destinations {
+            builder: hyper_util::client::legacy::Client::builder(TokioExecutor::new()),
+            timeout: Duration::from_secs(1),
+            origination: None,
+            clients: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn a_destination_keeps_its_client_and_the_longest_unused_goes_first() {
+        let d = destinations();
+        assert!(d.is_empty());
+        assert_eq!(d.scheme(), "http");
+        for i in 0..MAX_DESTINATIONS {
+            d.dialer(&format!("10.0.0.1:{i}"));
+        }
+        assert_eq!(d.len(), MAX_DESTINATIONS);
+        // Used again: the same entry, no new one.
+        d.dialer("10.0.0.1:0");
+        assert_eq!(d.len(), MAX_DESTINATIONS);
+        // One more destination: the one used longest ago (port 1; 0 was just used) makes room.
+        d.dialer("10.0.0.2:80");
+        assert_eq!(d.len(), MAX_DESTINATIONS);
+        let kept = |k: &str| d.clients.lock().map(|u| u.clients.contains_key(k)).unwrap_or(false);
+        assert!(kept("10.0.0.1:0") && kept("10.0.0.2:80") && kept("10.0.0.1:2"));
+        assert!(!kept("10.0.0.1:1"));
+        assert!(matches!(d.dialer("10.0.0.2:80"), Dialer::H2(_)));
+    }
 }

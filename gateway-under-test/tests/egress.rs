@@ -153,6 +153,26 @@ fn allow_any_passes_unregistered_hosts_to_the_original_destination() {
 }
 
 #[test]
+fn resolution_none_speaks_h2_to_the_original_destination_of_an_http2_port() {
+    let (a, b) = (echo("h2-a", "v1"), echo("h2-b", "v1"));
+    let entry = |e: &EchoThread| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: h2-{port}, namespace: default}}\nspec:\n  \
+             hosts: [localhost]\n  resolution: NONE\n  ports: [{{number: {port}, name: http2, protocol: HTTP2}}]\n---\n",
+            port = e.http[0].port()
+        )
+    };
+    let g = sidecar(&format!("{}{}", entry(&a), entry(&b)), "REGISTRY_ONLY");
+    for (e, service) in [(&a, "h2-a"), (&b, "h2-b"), (&a, "h2-a")] {
+        let r = via(&g, &format!("http://localhost:{}/h2", e.http[0].port()));
+        assert_eq!(r.status, 200, "{}", g.stderr());
+        assert_eq!(r.field("Service").as_deref(), Some(service), "{}", r.body);
+        assert_eq!(r.field("Proto").as_deref(), Some("HTTP/2.0"), "{}", r.body);
+        assert_eq!(r.field("URL").as_deref(), Some("/h2"), "{}", r.body);
+    }
+}
+
+#[test]
 fn resolution_none_goes_to_the_original_destination() {
     let (addr, count) = counting_server();
     // `localhost` is registered with resolution NONE: no endpoints, the request's own host is used.

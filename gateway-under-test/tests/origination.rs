@@ -293,3 +293,57 @@ fn two_hops(mtls: bool) {
         assert!(gw_log.contains(" api.example.com "), "{gw_log}");
     }
 }
+
+#[test]
+fn resolution_none_originates_tls_to_each_original_destination() {
+    // Names need a hosts file of their own (a DestinationRule's one-label host is a short name):
+    // the sidecar runs in a network namespace whose /etc/hosts has `tls.example.com`.
+    if let Some(why) = mesh_netns::unavailable() {
+        eprintln!("skipped: no network namespace here: {why}");
+        return;
+    }
+    let mut net = mesh_netns::Net::new().unwrap();
+    let app = net.host("app").unwrap();
+    app.resolve(&[("tls.example.com", std::net::Ipv4Addr::LOCALHOST)])
+        .unwrap();
+    let dir = temp_dir("orignone");
+    let pki = Ca::new(&dir, "ext");
+    let (crt, key) = pki.issue("tls", &["tls.example.com"]);
+    // Two HTTPS services under one host name with resolution NONE: each request goes to its
+    // own destination, TLS originated to it.
+    let (a, b) = app.within(move || (external(&crt, &key, None), external(&crt, &key, None)));
+    let entry = |port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: tls-{port}, namespace: default}}\nspec:\n  \
+             hosts: [tls.example.com]\n  location: MESH_EXTERNAL\n  resolution: NONE\n  ports: [{{number: {port}, name: http, protocol: HTTP}}]\n---\n"
+        )
+    };
+    let yaml = format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: tls, namespace: default}}\nspec:\n  \
+         host: tls.example.com\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {}}}\n---\n",
+        entry(a.port()),
+        entry(b.port()),
+        pki.ca_file("ext")
+    );
+    let g = gate_by(
+        app.command(meshgate_bin()),
+        &yaml,
+        &[],
+        &["--role", "sidecar", "--outbound", "127.0.0.1:0"],
+    );
+    for addr in [a, b, a] {
+        let proxy = g.port(15001);
+        let url = format!("http://tls.example.com:{}/", addr.port());
+        let r = app.within(move || proxy_get(proxy, &url));
+        assert_eq!(r.status, 200, "{}{}", g.stderr(), g.access_log());
+        assert_eq!(
+            r.body,
+            format!("external sni=tls.example.com host=tls.example.com:{}\n", addr.port())
+        );
+    }
+    let log = g.access_log();
+    assert!(
+        log.contains(&format!("outbound|{}||tls.example.com", b.port())),
+        "{log}"
+    );
+}
