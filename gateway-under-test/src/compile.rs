@@ -144,6 +144,8 @@ pub struct UpstreamCluster {
     pub outlier: Option<crate::breaker::Outlier>,
     /// resolution NONE: connect to the host the request names, on the cluster's port.
     pub original_dst: bool,
+    /// How endpoints named by host are resolved (the config's DNS cache).
+    pub resolver: crate::dns::Resolver,
 }
 
 impl UpstreamCluster {
@@ -305,8 +307,9 @@ pub fn hash_key(s: &str) -> u64 {
 }
 
 impl UpstreamCluster {
-    fn compile(c: &Cluster, credentials: Option<&std::path::Path>) -> UpstreamCluster {
+    fn compile(c: &Cluster, credentials: Option<&std::path::Path>, dns: &Arc<crate::dns::Cache>) -> UpstreamCluster {
         let origination = crate::origination::for_cluster(c, credentials);
+        let resolver = crate::dns::Resolver::new(dns.clone(), crate::dns::Take::of(c.resolution));
         // resolution NONE without endpoints: traffic goes to its original destination.
         let original_dst = c.resolution == mesh_model::api::service_entry::Resolution::None && c.endpoints.is_empty();
         let mut endpoints: Vec<String> = c
@@ -344,8 +347,9 @@ impl UpstreamCluster {
             next: AtomicUsize::new(0),
             lb,
             ring,
-            client: crate::workers::PerWorker::new(|_| Client::new(c, &origination, original_dst)),
+            client: crate::workers::PerWorker::new(|_| Client::new(c, &origination, original_dst, &resolver)),
             original_dst,
+            resolver,
             origination,
             breakers: crate::breaker::Breakers::new(c),
             outlier: crate::breaker::Outlier::new(c),
@@ -403,10 +407,12 @@ pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) 
             },
         );
     }
+    // One DNS cache per config: a reload resolves afresh, as Envoy does for updated clusters.
+    let dns = crate::dns::Cache::new(plan.mesh.dns_refresh_rate.as_std());
     let clusters = plan
         .clusters
         .iter()
-        .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c, credentials))))
+        .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c, credentials, &dns))))
         .collect();
     Ok(Compiled {
         warnings,

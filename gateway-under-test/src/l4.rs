@@ -112,6 +112,7 @@ pub async fn proxy_to_cluster<IO>(
         .unwrap_or_default();
     let endpoint = c.address(i, &original);
     let timeout = c.cluster.policy.connect_timeout.as_std();
+    let to = crate::upstream::Dial::new(endpoint.clone(), timeout, &c.resolver);
     let idle = idle_timeout(&c.cluster);
     let report = |ok: bool| {
         if let Some(o) = &c.outlier {
@@ -124,7 +125,7 @@ pub async fn proxy_to_cluster<IO>(
             log(state, down, started_at, start, "UF", name, &endpoint, (0, 0));
             return;
         }
-        Ok(Some(o)) => match crate::origination::connect(o, &endpoint, &c.cluster.service, timeout).await {
+        Ok(Some(o)) => match crate::origination::connect(o, &to, &c.cluster.service).await {
             Ok(tls) => {
                 report(true);
                 pump(io, tls, idle).await
@@ -135,9 +136,8 @@ pub async fn proxy_to_cluster<IO>(
                 return;
             }
         },
-        Ok(None) => match tokio::time::timeout(timeout, TcpStream::connect(&endpoint)).await {
-            Ok(Ok(upstream)) => {
-                let _ = upstream.set_nodelay(true);
+        Ok(None) => match to.connect().await {
+            Ok(upstream) => {
                 report(true);
                 pump(io, upstream, idle).await
             }

@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod capture;
 pub mod compile;
 pub mod conns;
+pub mod dns;
 pub mod errors;
 pub mod forward;
 pub mod l4;

@@ -183,17 +183,13 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// Opens TCP to `addr` and TLS with `name`.
+/// Opens TCP as `to` says and TLS with `name`.
 pub async fn connect(
     o: &Origination,
-    addr: &str,
+    to: &crate::upstream::Dial,
     name: &str,
-    timeout: std::time::Duration,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-    let _ = tcp.set_nodelay(true);
+    let tcp = to.connect().await?;
     let sni = o.sni.clone().unwrap_or_else(|| name.to_string());
     let server_name = ServerName::try_from(sni.clone())
         .map_err(|_| std::io::Error::other(format!("`{sni}` is not a valid TLS server name")))?;
@@ -256,8 +252,7 @@ impl hyper::rt::Write for TlsConn {
 /// A connector that dials one endpoint and originates TLS, the server name taken from the URI.
 #[derive(Debug, Clone)]
 pub struct TlsConnector {
-    pub addr: String,
-    pub timeout: std::time::Duration,
+    pub to: crate::upstream::Dial,
     pub origination: Origination,
 }
 
@@ -281,7 +276,7 @@ impl tower_service::Service<http::Uri> for TlsConnector {
             .trim_end_matches(']')
             .to_string();
         Box::pin(async move {
-            connect(&this.origination, &this.addr, &host, this.timeout)
+            connect(&this.origination, &this.to, &host)
                 .await
                 .map(|s| TlsConn(TokioIo::new(s)))
         })

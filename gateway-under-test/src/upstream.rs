@@ -22,7 +22,7 @@ type Pooled<C> = hyper_util::client::legacy::Client<C, crate::replay::AttemptBod
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // One per cluster, built on reload: size does not matter.
 pub enum Client {
-    H1(Pooled<HttpConnector>),
+    H1(Pooled<HttpConnector<crate::dns::Resolver>>),
     H2(Vec<Pooled<FixedConnector>>),
     /// TLS origination: per endpoint, the server name from the request's authority (or `sni`).
     Tls(Vec<Pooled<crate::origination::TlsConnector>>),
@@ -41,6 +41,7 @@ impl Client {
         c: &Cluster,
         origination: &Result<Option<crate::origination::Origination>, String>,
         original_dst: bool,
+        resolver: &crate::dns::Resolver,
     ) -> Client {
         let timeout = c.policy.connect_timeout.as_std();
         let per_connection = c
@@ -65,6 +66,7 @@ impl Client {
             return Client::Destinations(Destinations {
                 builder: builder(c.protocol.is_http2()),
                 timeout,
+                resolver: resolver.clone(),
                 origination: tls,
                 clients: Arc::default(),
             });
@@ -78,8 +80,7 @@ impl Client {
                     .iter()
                     .map(|e| {
                         let connector = crate::origination::TlsConnector {
-                            addr: join(&e.address, e.port),
-                            timeout,
+                            to: Dial::new(join(&e.address, e.port), timeout, resolver),
                             origination: o.clone(),
                         };
                         builder(h2).build(connector)
@@ -95,14 +96,13 @@ impl Client {
                 .iter()
                 .map(|e| {
                     builder(true).build(FixedConnector {
-                        addr: join(&e.address, e.port),
-                        timeout,
+                        to: Dial::new(join(&e.address, e.port), timeout, resolver),
                     })
                 })
                 .collect();
             Client::H2(clients)
         } else {
-            let mut connector = HttpConnector::new();
+            let mut connector = HttpConnector::new_with_resolver(resolver.clone());
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(timeout));
             Client::H1(builder(false).build(connector))
@@ -123,6 +123,7 @@ pub const MAX_DESTINATIONS: usize = 1024;
 pub struct Destinations {
     builder: hyper_util::client::legacy::Builder,
     timeout: Duration,
+    resolver: crate::dns::Resolver,
     origination: Option<crate::origination::Origination>,
     clients: Arc<Mutex<Used>>,
 }
@@ -182,14 +183,13 @@ impl Destinations {
                 clients.remove(&k);
             }
         }
-        let (addr, timeout) = (destination.to_string(), self.timeout);
+        let to = Dial::new(destination.to_string(), self.timeout, &self.resolver);
         let dialer = match &self.origination {
             Some(o) => Dialer::Tls(self.builder.build(crate::origination::TlsConnector {
-                addr,
-                timeout,
+                to,
                 origination: o.clone(),
             })),
-            None => Dialer::H2(self.builder.build(FixedConnector { addr, timeout })),
+            None => Dialer::H2(self.builder.build(FixedConnector { to })),
         };
         clients.insert(destination.to_string(), (now, dialer.clone()));
         dialer
@@ -225,11 +225,32 @@ pub fn join(address: &str, port: u32) -> String {
     }
 }
 
+/// Where a connector dials: one `host:port`, its name resolved by the cluster's resolver.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    pub addr: String,
+    pub timeout: Duration,
+    pub resolver: crate::dns::Resolver,
+}
+
+impl Dial {
+    pub fn new(addr: String, timeout: Duration, resolver: &crate::dns::Resolver) -> Dial {
+        Dial {
+            addr,
+            timeout,
+            resolver: resolver.clone(),
+        }
+    }
+
+    pub async fn connect(&self) -> std::io::Result<TcpStream> {
+        self.resolver.connect(&self.addr, self.timeout).await
+    }
+}
+
 /// A connector that dials one endpoint whatever the URI says.
 #[derive(Debug, Clone)]
 pub struct FixedConnector {
-    addr: String,
-    timeout: Duration,
+    to: Dial,
 }
 
 type ConnectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
@@ -244,14 +265,8 @@ impl tower_service::Service<http::Uri> for FixedConnector {
     }
 
     fn call(&mut self, _: http::Uri) -> Self::Future {
-        let (addr, timeout) = (self.addr.clone(), self.timeout);
-        Box::pin(async move {
-            let stream = tokio::time::timeout(timeout, TcpStream::connect(&addr))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
+        let to = self.to.clone();
+        Box::pin(async move { to.connect().await.map(TokioIo::new) })
     }
 }
 
@@ -311,6 +326,10 @@ mod tests {
         Destinations {
             builder: hyper_util::client::legacy::Client::builder(TokioExecutor::new()),
             timeout: Duration::from_secs(1),
+            resolver: crate::dns::Resolver::new(
+                crate::dns::Cache::new(Duration::from_secs(1)),
+                crate::dns::Take::Every,
+            ),
             origination: None,
             clients: Arc::default(),
         }

@@ -20,7 +20,7 @@ pub const PASSTHROUGH: &str = "PassthroughCluster";
 const HTTP_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 pub fn clusters(plan: &Plan, opts: &EnvoyOptions) -> Vec<Value> {
-    let mut out: Vec<Value> = plan.clusters.iter().map(|c| cluster(c, opts)).collect();
+    let mut out: Vec<Value> = plan.clusters.iter().map(|c| cluster(c, plan, opts)).collect();
     out.push(blackhole());
     out.push(passthrough(opts));
     out
@@ -63,7 +63,7 @@ fn all_ips(eps: &[Endpoint]) -> bool {
         .all(|e| e.address.starts_with("unix://") || e.address.parse::<std::net::IpAddr>().is_ok())
 }
 
-fn cluster(c: &Cluster, opts: &EnvoyOptions) -> Value {
+fn cluster(c: &Cluster, plan: &Plan, opts: &EnvoyOptions) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), json!(c.name));
     let kind = match c.resolution {
@@ -84,7 +84,11 @@ fn cluster(c: &Cluster, opts: &EnvoyOptions) -> Value {
         load_balancer(c, &mut m);
         m.insert("load_assignment".into(), load_assignment(&c.name, &c.endpoints));
         if kind != "STATIC" {
+            // istiod's DNS clusters: re-resolved at the mesh's refresh rate, or sooner when the
+            // answer's TTL says so.
             m.insert("dns_lookup_family".into(), json!("V4_ONLY"));
+            m.insert("dns_refresh_rate".into(), json!(plan.mesh.dns_refresh_rate.to_string()));
+            m.insert("respect_dns_ttl".into(), json!(true));
         }
     }
     m.insert(

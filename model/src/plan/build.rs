@@ -166,6 +166,7 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
             default_retry,
             connect_timeout: config.mesh.connect_timeout,
             domain_suffix: config.mesh.domain_suffix.clone(),
+            dns_refresh_rate: config.mesh.dns_refresh_rate,
         },
         listeners,
         outbound,

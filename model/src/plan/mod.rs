@@ -94,6 +94,8 @@ pub struct MeshSettings {
     pub default_retry: RetryPolicy,
     pub connect_timeout: Duration,
     pub domain_suffix: String,
+    /// How long a DNS answer is kept (MeshConfig `dnsRefreshRate`, Envoy's `dns_refresh_rate`).
+    pub dns_refresh_rate: Duration,
 }
 
 /// One bound address and port, with filter chains chosen by SNI and TLS presence.

@@ -450,6 +450,9 @@ fn dns_services_resolve_and_unix_endpoints_are_pipes() {
     let c = cluster(&b, "outbound|443||api.example.com");
     assert_eq!(c["type"], "STRICT_DNS");
     assert_eq!(c["dns_lookup_family"], "V4_ONLY");
+    // MeshConfig's default dnsRefreshRate, and the answer's TTL honoured, as istiod sets them.
+    assert_eq!(c["dns_refresh_rate"], "60s");
+    assert_eq!(c["respect_dns_ttl"], true);
     assert_eq!(
         c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
         json!({"socket_address": {"address": "api.example.com", "port_value": 443}})
@@ -459,6 +462,7 @@ fn dns_services_resolve_and_unix_endpoints_are_pipes() {
         "TLS port: no HTTP options"
     );
     let c = cluster(&b, "outbound|80||uds.example.com");
+    assert!(c.get("dns_refresh_rate").is_none(), "a pipe is not resolved");
     assert_eq!(
         c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
         json!({"pipe": {"path": "/var/run/app.sock"}})
