@@ -28,8 +28,12 @@ use crate::state::State;
 use crate::tls::{Hello, Rewind};
 
 /// How long a connection's first bytes are waited for before it is taken as opaque TCP (a
-/// server-first protocol sends nothing): Istio's `protocolDetectionTimeout` as it long defaulted.
-pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+/// server-first protocol sends nothing): MeshConfig's `protocolDetectionTimeout`, where 0
+/// (Istio's default) is no limit: a server-first protocol needs its port declared, as Istio's
+/// docs say.
+pub fn detection_timeout(c: &Compiled) -> Option<Duration> {
+    Some(c.plan.mesh.protocol_detection_timeout.as_std()).filter(|d| !d.is_zero())
+}
 
 /// What an HTTP/1.x request line may take before the connection is called opaque.
 const MAX_REQUEST_LINE: usize = 8 * 1024;
@@ -136,12 +140,15 @@ fn request_line(buf: &[u8]) -> Option<Sniffed> {
 
 /// Reads until `classify` decides, the peer stops sending, or `timeout` passes (then: opaque).
 /// Returns the bytes read, to be replayed.
-pub async fn sniff<S: tokio::io::AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> (Sniffed, Vec<u8>) {
+pub async fn sniff<S: tokio::io::AsyncRead + Unpin>(io: &mut S, timeout: Option<Duration>) -> (Sniffed, Vec<u8>) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
-        let read = tokio::time::timeout_at(deadline, io.read(&mut chunk)).await;
+        let read = match deadline {
+            Some(d) => tokio::time::timeout_at(d, io.read(&mut chunk)).await,
+            None => Ok(io.read(&mut chunk).await),
+        };
         match read {
             Ok(Ok(n)) if n > 0 => {
                 buf.extend_from_slice(&chunk[..n]);
@@ -245,7 +252,7 @@ async fn connection(
             (decide(outbound, dst, &Sniffed::Opaque), Vec::new())
         }
         _ => {
-            let (sniffed, prefix) = sniff(&mut stream, DETECTION_TIMEOUT).await;
+            let (sniffed, prefix) = sniff(&mut stream, detection_timeout(&compiled)).await;
             if let Sniffed::Tls(sni) = &sniffed {
                 down.sni.clone_from(sni);
             }
@@ -370,11 +377,12 @@ mod tests {
     #[tokio::test]
     async fn sniffing_gives_up_on_a_silent_peer_and_keeps_every_byte_read() {
         let (mut client, mut server) = tokio::io::duplex(64);
-        let got = sniff(&mut server, Duration::from_millis(20)).await;
+        let got = sniff(&mut server, Some(Duration::from_millis(20))).await;
         assert_eq!(got, (Sniffed::Opaque, Vec::new()));
         use tokio::io::AsyncWriteExt;
         client.write_all(b"GET /x HT").await.unwrap_or_default();
-        let got = tokio::spawn(async move { sniff(&mut server, Duration::from_secs(5)).await });
+        // Without a limit (Istio's default), a slow client is waited for.
+        let got = tokio::spawn(async move { sniff(&mut server, None).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         client.write_all(b"TP/1.1\r\n").await.unwrap_or_default();
         assert_eq!(got.await.ok(), Some((Sniffed::Http, b"GET /x HTTP/1.1\r\n".to_vec())));
@@ -383,8 +391,29 @@ mod tests {
         client.write_all(b"GE").await.unwrap_or_default();
         drop(client);
         assert_eq!(
-            sniff(&mut server, Duration::from_secs(5)).await,
+            sniff(&mut server, Some(Duration::from_secs(5))).await,
             (Sniffed::Opaque, b"GE".to_vec())
+        );
+    }
+
+    #[test]
+    fn the_detection_timeout_is_the_mesh_configs_and_zero_is_none() {
+        let compiled = |mesh: &str| {
+            let dir = std::env::temp_dir().join(format!("meshgate-detect-{}-{}", std::process::id(), mesh.len()));
+            let config = dir.join("config");
+            let _ = std::fs::create_dir_all(&config);
+            let file = dir.join("mesh.yaml");
+            let _ = std::fs::write(&file, mesh);
+            let opts = mesh_model::plan::PlanOptions::default();
+            let (plan, _) = mesh_model::plan::load(&[config.as_path()], Some(file.as_path()), &opts).ok()?;
+            crate::compile::compile(plan, 1, None).ok()
+        };
+        let zero = compiled("outboundTrafficPolicy: {mode: ALLOW_ANY}\n");
+        assert_eq!(zero.as_ref().map(detection_timeout), Some(None));
+        let set = compiled("protocolDetectionTimeout: 250ms\n");
+        assert_eq!(
+            set.as_ref().map(detection_timeout),
+            Some(Some(Duration::from_millis(250)))
         );
     }
 

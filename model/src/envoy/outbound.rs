@@ -227,7 +227,8 @@ fn port_listener(plan: &Plan, out: &Outbound, port: u32, opts: &EnvoyOptions) ->
     });
     if !inspectors.is_empty() {
         l["listener_filters"] = json!(inspectors);
-        l["listener_filters_timeout"] = json!("0.1s");
+        // MeshConfig's protocolDetectionTimeout, as istiod sets it ("0s", the default: none).
+        l["listener_filters_timeout"] = json!(plan.mesh.protocol_detection_timeout.to_string());
         l["continue_on_listener_filters_timeout"] = json!(true);
     }
     l

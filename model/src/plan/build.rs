@@ -167,6 +167,7 @@ pub fn build(config: &Config, opts: &PlanOptions) -> (Plan, Vec<Diagnostic>) {
             connect_timeout: config.mesh.connect_timeout,
             domain_suffix: config.mesh.domain_suffix.clone(),
             dns_refresh_rate: config.mesh.dns_refresh_rate,
+            protocol_detection_timeout: config.mesh.protocol_detection_timeout,
         },
         listeners,
         outbound,

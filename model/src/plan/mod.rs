@@ -96,6 +96,9 @@ pub struct MeshSettings {
     pub domain_suffix: String,
     /// How long a DNS answer is kept (MeshConfig `dnsRefreshRate`, Envoy's `dns_refresh_rate`).
     pub dns_refresh_rate: Duration,
+    /// How long a captured connection's first bytes are waited for before it is taken as
+    /// opaque TCP (MeshConfig `protocolDetectionTimeout`; 0, Istio's default: no limit).
+    pub protocol_detection_timeout: Duration,
 }
 
 /// One bound address and port, with filter chains chosen by SNI and TLS presence.

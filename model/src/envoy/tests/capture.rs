@@ -147,6 +147,9 @@ fn each_port_chooses_by_address_server_name_and_sniffed_http() {
     assert_eq!(inspectors(tls), ["envoy.filters.listener.tls_inspector"]);
     assert!(inspectors(db).is_empty());
     assert!(db.get("listener_filters_timeout").is_none());
+    // MeshConfig's protocolDetectionTimeout, 0 (no limit) by default, as istiod sets it.
+    assert_eq!(http["listener_filters_timeout"], "0s");
+    assert_eq!(http["continue_on_listener_filters_timeout"], true);
     // The port's one TCP service without addresses takes what no chain does.
     let cache = listener(&b, "0.0.0.0_6379");
     assert_eq!(
@@ -159,7 +162,10 @@ fn each_port_chooses_by_address_server_name_and_sniffed_http() {
 
 #[test]
 fn registry_only_sends_the_rest_to_the_black_hole() {
-    let b = captured(Some("outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"));
+    let b = captured(Some(
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\nprotocolDetectionTimeout: 100ms\n",
+    ));
+    assert_eq!(listener(&b, "0.0.0.0_80")["listener_filters_timeout"], "0.100s");
     let vo = listener(&b, "virtualOutbound");
     assert_eq!(tcp_cluster(&vo["filter_chains"][0]["filters"]), "BlackHoleCluster");
     let http = listener(&b, "0.0.0.0_80");
