@@ -9,7 +9,8 @@ Two configs:
                   exports from the same YAML (istiod's shape).
 Same backend (an nginx serving a small static response, pinned to CPU 0 with the load
 generator), same client (wrk -t1 -c32 for throughput; meshbench open loop at a fixed rate, half
-the slowest proxy's throughput, for latency; h2load -c32 -m10 for h2c on the one route; wrk over
+the slowest proxy's throughput, for latency; h2load -c32 -m10 for h2c on the one route and for
+gRPC unary (framed EchoRequest POSTs, as ghz sends them, to meshbench's gRPC echo); wrk over
 HTTPS, keep-alive and with Connection: close, for TLS termination against nginx and HAProxy with
 one ECDSA P-256 certificate), same connections; each proxy gets one worker
 (meshgate --workers 1, nginx worker_processes 1, HAProxy nbthread 1, Envoy --concurrency 1)
@@ -65,9 +66,12 @@ def wrk(port, seconds, path="/", headers=(), scheme="http"):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def h2load(port, seconds, path="/", headers=()):
-    """h2c with prior knowledge: 32 connections, 10 streams each, one h2load thread on CPU 0."""
+def h2load(port, seconds, path="/", headers=(), body_file=None):
+    """h2c with prior knowledge: 32 connections, 10 streams each, one h2load thread on CPU 0; POSTs of
+    `body_file` when given."""
     hs = [a for h in headers for a in ("-H", h)]
+    if body_file:
+        hs += ["-d", body_file]
     out = subprocess.run(["taskset", "-c", "0", "h2load", "-c32", "-m10", "-t1", "-D", str(seconds), *hs,
                           f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
@@ -233,6 +237,89 @@ def tls_files(d):
     return cert, key, both
 
 
+GRPC_PATH = "/proto.EchoTestService/Echo"
+
+GRPC_ROUTE = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: grpc-backend, namespace: default}}
+spec:
+  hosts: [grpc-backend.example.com]
+  resolution: STATIC
+  ports: [{{number: 80, name: grpc, protocol: GRPC}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {grpc_port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: grpc-backend, namespace: default}}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  http: [{{route: [{{destination: {{host: grpc-backend.example.com}}}}]}}]
+"""
+
+
+def grpc_request_file(d):
+    """One unary EchoRequest{message: "hello"} in gRPC framing (what ghz sends for `-d '{"message":"hello"}'`)."""
+    message = b"hello"
+    payload = bytes([0x0A, len(message)]) + message
+    path = os.path.join(d, "echo-request.bin")
+    with open(path, "wb") as f:
+        f.write(b"\x00" + len(payload).to_bytes(4, "big") + payload)
+    return path
+
+
+def grpc_unary(port, seconds, body_file):
+    """gRPC unary as ghz runs it: 32 connections x 10 streams of POSTs with a framed message."""
+    return h2load(port, seconds, GRPC_PATH, ("content-type: application/grpc", "te: trailers"), body_file)
+
+
+def grpc_rows(args, meshgate_on, envoy_proc, dirs):
+    """gRPC unary through meshgate and Envoy (h2c both ways) to meshbench's gRPC echo on CPU 0."""
+    d = tempfile.mkdtemp(prefix="meshbench-grpc-")
+    dirs.append(d)
+    grpc_port = free_port()
+    echo = start([MESHBENCH, "echo", "--service", "grpc", "--grpc", f"127.0.0.1:{grpc_port}"], "0")
+    procs = {}
+    try:
+        wait_port(grpc_port)
+        ports = {name: free_port() for name in ["meshgate", "envoy"]}
+        write(d, "config.yaml", GATEWAY.format(backend_port=grpc_port) + GRPC_ROUTE.format(grpc_port=grpc_port))
+        boot = envoy_minimal(ports["envoy"], grpc_port)
+        boot["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        eboot = write(d, "envoy.json", json.dumps(boot))
+        procs["meshgate"] = meshgate_on(d, 80, ports["meshgate"])
+        procs["envoy"] = envoy_proc(eboot)
+        for port in ports.values():
+            wait_port(port)
+        body = grpc_request_file(d)
+        # Every call must end with grpc-status 0: meshbench's own gRPC client checks the trailers.
+        for name, port in ports.items():
+            out = subprocess.run([MESHBENCH, "load", f"grpc://127.0.0.1:{port}{GRPC_PATH}", "-n", "50", "-c", "2", "-o", "json"],
+                                 capture_output=True, text=True)
+            errors = json.loads(out.stdout)["load"][0]["errors"] if out.returncode == 0 else None
+            if errors != 0:
+                sys.exit(f"gRPC through {name} failed ({errors} errors): {out.stdout}{out.stderr}")
+        direct = grpc_unary(grpc_port, args.seconds, body)
+        rps = {k: [] for k in ports}
+        for rnd in range(args.rounds):
+            order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
+            for name in order:
+                rps[name].append(grpc_unary(ports[name], args.seconds, body))
+        print(f"== gRPC unary, h2c both ways (h2load -c32 -m10 POSTs of one framed EchoRequest, as ghz sends;"
+              f" the echo direct: {direct:.0f} rps)")
+        med = {k: statistics.median(v) for k, v in rps.items()}
+        for name, r in rps.items():
+            print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f})")
+        print(f"  meshgate / envoy: gRPC throughput {med['meshgate'] / med['envoy']:.2f}x (goal >= 2.0)")
+    finally:
+        for proc in list(procs.values()) + [echo]:
+            proc.terminate()
+            proc.wait()
+
+
 def tls_rows(args, backend_port, meshgate_cmd, dirs):
     """HTTPS through meshgate, nginx and HAProxy: keep-alive throughput, then new handshakes per
     second (every request on a new connection)."""
@@ -393,6 +480,7 @@ def main():
             proc.terminate()
             proc.wait()
         procs = {}
+        grpc_rows(args, meshgate_on, envoy_proc, dirs)
         tls_rows(args, backend_port, meshgate_on, dirs)
         # Istio-shaped.
         sdir = tempfile.mkdtemp(prefix="meshbench-shaped-")
