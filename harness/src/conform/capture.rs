@@ -271,6 +271,22 @@ mod tests {
     }
 
     #[test]
+    fn capture_is_refused_when_the_run_or_the_target_or_the_machine_says_no() {
+        let external = crate::targets::external::External::new(BTreeMap::new());
+        assert_eq!(refused(false, &external).as_deref(), Some("--no-capture"));
+        assert_eq!(
+            refused(true, &external).as_deref(),
+            Some("the external target runs a sidecar as an explicit proxy only")
+        );
+        // A target that can be captured: the machine decides.
+        let Ok(reference) = crate::targets::reference::Reference::new(Some("/bin/sh".into())) else {
+            return;
+        };
+        assert_eq!(refused(true, &reference), mesh_netns::unavailable());
+        assert_eq!(refused(false, &reference).as_deref(), Some("--no-capture"));
+    }
+
+    #[test]
     fn authorities_split_into_host_and_port() {
         assert_eq!(split_authority("api.example.com", 80), Ok(("api.example.com", 80)));
         assert_eq!(
