@@ -101,10 +101,7 @@ impl Net {
     /// A new host on the bridge: 10.251.0.2, .3, … in the order they are made.
     pub fn host(&mut self, name: &str) -> Result<Host, String> {
         let i = self.hosts.len() + 2;
-        let last = u8::try_from(i)
-            .ok()
-            .filter(|l| *l < NOWHERE.octets()[3])
-            .ok_or("a net has fewer than 250 hosts")?;
+        let address = host_address(i).ok_or("a net has at most 252 hosts")?;
         let ns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &ns])?;
         let jobs = match inside(&ns) {
@@ -116,7 +113,7 @@ impl Net {
         };
         let host = Host {
             ns,
-            ip: Ipv4Addr::new(NETWORK[0], NETWORK[1], NETWORK[2], last),
+            ip: address,
             jobs: Arc::new(Mutex::new(jobs)),
         };
         self.hosts.push(host.clone());
@@ -142,6 +139,12 @@ impl Net {
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         Ok(host)
     }
+}
+
+/// The address of the host made `i`-th (from 2): on the bridge's network, short of `NOWHERE`.
+fn host_address(i: usize) -> Option<Ipv4Addr> {
+    let last = u8::try_from(i).ok().filter(|l| *l < NOWHERE.octets()[3])?;
+    Some(Ipv4Addr::new(NETWORK[0], NETWORK[1], NETWORK[2], last))
 }
 
 /// A thread inside namespace `ns` that runs the jobs sent to it, until every sender is gone.
@@ -283,11 +286,12 @@ impl Host {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        let queued = self.jobs.lock().map(|j| j.send(job).is_ok()).unwrap_or(false);
-        match rx.recv() {
-            Ok(v) if queued => v,
-            _ => panic!("the thread of {} has ended", self.ns),
+        // A job that cannot be queued is dropped with its sender: `recv` then fails.
+        if let Ok(jobs) = self.jobs.lock() {
+            let _ = jobs.send(job);
         }
+        rx.recv()
+            .unwrap_or_else(|_| panic!("the thread of {} has ended", self.ns))
     }
 
     /// A TCP connection from this host to `to`.
@@ -307,5 +311,35 @@ impl Host {
         self.run(move || std::net::TcpListener::bind(at))
             .await
             .map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_get_the_bridge_addresses_short_of_nowhere() {
+        assert_eq!(host_address(2), Some(Ipv4Addr::new(10, 251, 0, 2)));
+        assert_eq!(host_address(253), Some(Ipv4Addr::new(10, 251, 0, 253)));
+        assert_eq!(host_address(254), None);
+        assert_eq!(host_address(300), None);
+    }
+
+    #[test]
+    fn unavailable_says_why_in_one_line() {
+        let runs = |tool: &str, arg: &str| Command::new(tool).arg(arg).output().is_ok_and(|o| o.status.success());
+        let root = nix::unistd::geteuid().is_root();
+        let tools = runs("ip", "-V") && runs("iptables", "--version") && runs("setpriv", "--version");
+        match unavailable() {
+            None => assert!(root && tools),
+            Some(why) if why.starts_with("not root") => assert!(!root, "{why}"),
+            Some(why) => {
+                assert!(root, "{why}");
+                let tool = why.split('`').nth(1).unwrap_or_default();
+                let arg = if tool == "ip" { "-V" } else { "--version" };
+                assert!(why.ends_with("is not installed") && !runs(tool, arg), "{why}");
+            }
+        }
     }
 }
