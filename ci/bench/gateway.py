@@ -303,11 +303,7 @@ def grpc_rows(args, meshgate_on, envoy_proc, dirs):
             if errors != 0:
                 sys.exit(f"gRPC through {name} failed ({errors} errors): {out.stdout}{out.stderr}")
         direct = grpc_unary(grpc_port, args.seconds, body)
-        rps = {k: [] for k in ports}
-        for rnd in range(args.rounds):
-            order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
-            for name in order:
-                rps[name].append(grpc_unary(ports[name], args.seconds, body))
+        rps = alternating(ports, args.rounds, lambda port: grpc_unary(port, args.seconds, body))
         print(f"== gRPC unary, h2c both ways (h2load -c32 -m10 POSTs of one framed EchoRequest, as ghz sends;"
               f" the echo direct: {direct:.0f} rps)")
         med = {k: statistics.median(v) for k, v in rps.items()}
@@ -350,11 +346,8 @@ def tls_rows(args, backend_port, meshgate_cmd, dirs):
             wait_port(port)
         for title, headers in [("HTTPS keep-alive (wrk -t1 -c32)", ()),
                                ("HTTPS new handshakes per second (Connection: close)", ("Connection: close",))]:
-            rps = {k: [] for k in ports}
-            for rnd in range(args.rounds):
-                order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
-                for name in order:
-                    rps[name].append(wrk(ports[name], args.seconds, headers=headers, scheme="https"))
+            rps = alternating(ports, args.rounds,
+                              lambda port, h=headers: wrk(port, args.seconds, headers=h, scheme="https"))
             med = {k: statistics.median(v) for k, v in rps.items()}
             print(f"== one route, {title}")
             for name, r in rps.items():
@@ -376,18 +369,20 @@ def write(d, name, text):
 
 def measure(ports, rounds, seconds, path="/", headers=()):
     """Throughput of each proxy (rounds alternate the order), then p50/p99 at half the slowest one's."""
-    rps = {k: [] for k in ports}
-    for rnd in range(rounds):
-        order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
-        for name in order:
-            rps[name].append(wrk(ports[name], seconds, path, headers))
+    rps = alternating(ports, rounds, lambda port: wrk(port, seconds, path, headers))
     rate = int(min(statistics.median(v) for v in rps.values()) * 0.5)
-    lat = {k: [] for k in ports}
+    lat = alternating(ports, rounds, lambda port: p99_at(port, rate, seconds, path, headers))
+    return rps, rate, lat
+
+
+def alternating(ports, rounds, run):
+    """`run(port)` for each proxy, `rounds` times, the order reversed every other round: name -> results."""
+    out = {k: [] for k in ports}
     for rnd in range(rounds):
         order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
         for name in order:
-            lat[name].append(p99_at(ports[name], rate, seconds, path, headers))
-    return rps, rate, lat
+            out[name].append(run(ports[name]))
+    return out
 
 
 def report(title, ports, procs, rps, rate, lat, direct, against):
@@ -465,11 +460,7 @@ def main():
         report("one route", ports, procs, rps, rate, lat, direct, ["haproxy", "nginx", "envoy"])
         for port in h2c_ports.values():
             wait_port(port)
-        h2c = {k: [] for k in h2c_ports}
-        for rnd in range(args.rounds):
-            order = list(h2c_ports) if rnd % 2 == 0 else list(reversed(h2c_ports))
-            for name in order:
-                h2c[name].append(h2load(h2c_ports[name], args.seconds))
+        h2c = alternating(h2c_ports, args.rounds, lambda port: h2load(port, args.seconds))
         print("== one route, h2c downstream (h2load -c32 -m10), HTTP/1.1 upstream")
         med = {k: statistics.median(v) for k, v in h2c.items()}
         for name, r in h2c.items():

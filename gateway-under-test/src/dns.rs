@@ -238,49 +238,39 @@ mod tests {
         assert_eq!(Take::of(Resolution::Static), Take::Every);
     }
 
-    fn runtime() -> Option<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().ok()
+    #[tokio::test]
+    async fn kept_answers_are_used_until_the_refresh_and_rotate_for_strict_dns() {
+        let cache = Cache::new(Duration::from_secs(3600));
+        // An answer kept for a name no resolver knows: it is what lookups give.
+        cache.keep("two.test", Arc::from([ip("10.0.0.1"), ip("10.0.0.2")]));
+        let every = Resolver::new(cache.clone(), Take::Every);
+        let first = Resolver::new(cache.clone(), Take::First);
+        let got = |r: &Resolver| {
+            let r = r.clone();
+            async move { r.addresses("two.test").await.unwrap_or_default() }
+        };
+        assert_eq!(got(&every).await, [ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(got(&every).await, [ip("10.0.0.2"), ip("10.0.0.1")]);
+        assert_eq!(got(&every).await, [ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(got(&first).await, [ip("10.0.0.1")]);
+        assert_eq!(got(&first).await, [ip("10.0.0.1")]);
+        // Addresses are answers of their own, never kept.
+        assert_eq!(&*cache.lookup("[::1]").await.unwrap_or(Arc::from([])), [ip("::1")]);
+        assert_eq!(cache.answers().by_name.len(), 1);
     }
 
-    #[test]
-    fn kept_answers_are_used_until_the_refresh_and_rotate_for_strict_dns() {
-        let Some(rt) = runtime() else { return };
-        rt.block_on(async {
-            let cache = Cache::new(Duration::from_secs(3600));
-            // An answer kept for a name no resolver knows: it is what lookups give.
-            cache.keep("two.test", Arc::from([ip("10.0.0.1"), ip("10.0.0.2")]));
-            let every = Resolver::new(cache.clone(), Take::Every);
-            let first = Resolver::new(cache.clone(), Take::First);
-            let got = |r: &Resolver| {
-                let r = r.clone();
-                async move { r.addresses("two.test").await.unwrap_or_default() }
-            };
-            assert_eq!(got(&every).await, [ip("10.0.0.1"), ip("10.0.0.2")]);
-            assert_eq!(got(&every).await, [ip("10.0.0.2"), ip("10.0.0.1")]);
-            assert_eq!(got(&every).await, [ip("10.0.0.1"), ip("10.0.0.2")]);
-            assert_eq!(got(&first).await, [ip("10.0.0.1")]);
-            assert_eq!(got(&first).await, [ip("10.0.0.1")]);
-            // Addresses are answers of their own, never kept.
-            assert_eq!(&*cache.lookup("[::1]").await.unwrap_or(Arc::from([])), [ip("::1")]);
-            assert_eq!(cache.answers().by_name.len(), 1);
-        });
-    }
-
-    #[test]
-    fn a_failed_refresh_keeps_the_last_good_answer_and_no_answer_is_an_error() {
-        let Some(rt) = runtime() else { return };
-        rt.block_on(async {
-            // Refreshed at every lookup: the `.invalid` name never resolves (RFC 6761).
-            let cache = Cache::new(Duration::ZERO);
-            assert!(cache.lookup("gone.invalid").await.is_err());
-            cache.keep("gone.invalid", Arc::from([ip("10.0.0.9")]));
-            let kept = cache.lookup("gone.invalid").await.unwrap_or(Arc::from([]));
-            assert_eq!(&*kept, [ip("10.0.0.9")]);
-            // A name that resolves is looked up again and kept.
-            let local = cache.lookup("localhost").await.unwrap_or(Arc::from([]));
-            assert!(local.iter().all(IpAddr::is_loopback) && !local.is_empty());
-            assert_eq!(cache.answers().by_name.len(), 2);
-        });
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_last_good_answer_and_no_answer_is_an_error() {
+        // Refreshed at every lookup: the `.invalid` name never resolves (RFC 6761).
+        let cache = Cache::new(Duration::ZERO);
+        assert!(cache.lookup("gone.invalid").await.is_err());
+        cache.keep("gone.invalid", Arc::from([ip("10.0.0.9")]));
+        let kept = cache.lookup("gone.invalid").await.unwrap_or(Arc::from([]));
+        assert_eq!(&*kept, [ip("10.0.0.9")]);
+        // A name that resolves is looked up again and kept.
+        let local = cache.lookup("localhost").await.unwrap_or(Arc::from([]));
+        assert!(local.iter().all(IpAddr::is_loopback) && !local.is_empty());
+        assert_eq!(cache.answers().by_name.len(), 2);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::local::{chance, set};
 use crate::proxy::{fail, Body, Downstream, Outcome};
 use crate::replay::RequestBody;
 use crate::telemetry::{Telemetry, Upstream};
+use crate::upstream::SendError;
 
 /// Envoy's header operations on a request or response: remove, then set, then add.
 pub fn apply_ops(h: &mut HeaderMap, ops: Option<&HeaderOperations>) {
@@ -501,46 +502,18 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
     ] {
         headers.remove(hop);
     }
-    let target = match a.cluster.client.get() {
-        crate::upstream::Client::Broken(reason) => return Err(Failure::ConnectFailure(reason.clone())),
-        // The authority travels in the URI (:authority, Host, TLS server name); the connector
-        // dials the endpoint.
-        crate::upstream::Client::H2(_) => format!("http://{}{}", a.authority, a.path),
-        crate::upstream::Client::Tls(_) => format!("https://{}{}", a.authority, a.path),
-        crate::upstream::Client::Destinations(d) => format!("{}://{}{}", d.scheme(), a.authority, a.path),
-        crate::upstream::Client::H1(_) => {
-            if let Ok(v) = HeaderValue::from_str(a.authority) {
-                headers.insert("host", v);
-            }
-            format!("http://{}{}", a.cluster.address(endpoint, a.destination), a.path)
-        }
-    };
     let mut req = Request::new(a.body.attempt());
     *req.method_mut() = a.method.clone();
-    *req.uri_mut() = target
-        .parse()
-        .map_err(|e| Failure::BadRequest(format!("bad upstream URI {target}: {e}")))?;
     *req.headers_mut() = headers;
-    let result = match a.cluster.client.get() {
-        crate::upstream::Client::H2(clients) => match clients.get(endpoint) {
-            Some(c) => c.request(req).await,
-            None => return Err(Failure::NoHealthyUpstream),
-        },
-        crate::upstream::Client::H1(c) => c.request(req).await,
-        crate::upstream::Client::Tls(clients) => match clients.get(endpoint) {
-            Some(c) => c.request(req).await,
-            None => return Err(Failure::NoHealthyUpstream),
-        },
-        crate::upstream::Client::Destinations(d) => {
-            let dialer = d.dialer(&a.cluster.address(endpoint, a.destination));
-            dialer.request(req).await
-        }
-        crate::upstream::Client::Broken(reason) => return Err(Failure::ConnectFailure(reason.clone())),
-    };
-    match result {
+    let address = || a.cluster.address(endpoint, a.destination);
+    let sent = a.cluster.client.get().send(endpoint, address, a.authority, a.path, req);
+    match sent.await {
         Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),
-        Err(e) if e.is_connect() => Err(Failure::ConnectFailure(error_chain(&e))),
-        Err(e) => Err(Failure::Reset(error_chain(&e))),
+        Err(SendError::Broken(reason)) => Err(Failure::ConnectFailure(reason)),
+        Err(SendError::NoEndpoint) => Err(Failure::NoHealthyUpstream),
+        Err(SendError::Uri(why)) => Err(Failure::BadRequest(why)),
+        Err(SendError::Http(e)) if e.is_connect() => Err(Failure::ConnectFailure(error_chain(&e))),
+        Err(SendError::Http(e)) => Err(Failure::Reset(error_chain(&e))),
     }
 }
 

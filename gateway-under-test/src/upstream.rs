@@ -112,6 +112,63 @@ impl Client {
     pub fn is_h2(&self) -> bool {
         matches!(self, Client::H2(_))
     }
+
+    /// Sends `req` (method, headers and body set; no Host) to endpoint `endpoint`. HTTP/1.1
+    /// dials the URI's authority, `address` (and carries `authority` as Host); h2 and TLS carry
+    /// `authority` in the URI (`:authority`, the TLS server name) while their connector dials
+    /// the endpoint, or for an original-destination cluster `address`.
+    pub async fn send(
+        &self,
+        endpoint: usize,
+        address: impl FnOnce() -> String,
+        authority: &str,
+        path: &str,
+        mut req: http::Request<crate::replay::AttemptBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        let uri = |scheme: &str, host: &str| {
+            let target = format!("{scheme}://{host}{path}");
+            target
+                .parse::<http::Uri>()
+                .map_err(|e| SendError::Uri(format!("bad upstream URI {target}: {e}")))
+        };
+        let sent = match self {
+            Client::Broken(reason) => return Err(SendError::Broken(reason.clone())),
+            Client::H1(c) => {
+                if let Ok(v) = http::HeaderValue::from_str(authority) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+                *req.uri_mut() = uri("http", &address())?;
+                c.request(req).await
+            }
+            Client::H2(clients) => {
+                let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
+                *req.uri_mut() = uri("http", authority)?;
+                c.request(req).await
+            }
+            Client::Tls(clients) => {
+                let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
+                *req.uri_mut() = uri("https", authority)?;
+                c.request(req).await
+            }
+            Client::Destinations(d) => {
+                *req.uri_mut() = uri(d.scheme(), authority)?;
+                d.dialer(&address()).request(req).await
+            }
+        };
+        sent.map_err(SendError::Http)
+    }
+}
+
+/// Why `Client::send` sent nothing, or what went wrong on the way.
+#[derive(Debug)]
+pub enum SendError {
+    /// The cluster's TLS settings cannot work.
+    Broken(String),
+    /// No client for the endpoint.
+    NoEndpoint,
+    /// The URI cannot be made from the authority and path.
+    Uri(String),
+    Http(hyper_util::client::legacy::Error),
 }
 
 /// At most this many destinations keep a client in an original-destination cluster; past it

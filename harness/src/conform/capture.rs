@@ -83,12 +83,7 @@ impl Directory {
         let mut names = BTreeMap::new();
         for w in &suite.workloads {
             if w.registered != Some(false) {
-                let ns = w.namespace.as_deref().unwrap_or("default");
-                let host = w
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
-                names.insert(host, workloads);
+                names.insert(w.service_host(), workloads);
             }
             // A named endpoint address is each instance's own name here (`localhost` would be
             // the sidecar's own host).
@@ -279,8 +274,9 @@ mod tests {
             Some("the external target runs a sidecar as an explicit proxy only")
         );
         // A target that can be captured: the machine decides.
-        let Ok(reference) = crate::targets::reference::Reference::new(Some("/bin/sh".into())) else {
-            return;
+        let reference = match crate::targets::reference::Reference::new(Some("/bin/sh".into())) {
+            Ok(r) => r,
+            Err(e) => panic!("a reference target on /bin/sh: {e}"),
         };
         assert_eq!(refused(true, &reference), mesh_netns::unavailable());
         assert_eq!(refused(false, &reference).as_deref(), Some("--no-capture"));

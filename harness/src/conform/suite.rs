@@ -126,6 +126,20 @@ pub struct Workload {
     pub greeting: Option<bool>,
 }
 
+impl Workload {
+    /// Its namespace (default `default`).
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The service's host: `host`, or `<service>.<namespace>.svc.cluster.local`.
+    pub fn service_host(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}.svc.cluster.local", self.service, self.namespace()))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WorkloadTls {

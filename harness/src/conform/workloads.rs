@@ -110,11 +110,7 @@ struct Registered<'a> {
 
 impl Registered<'_> {
     fn new<'a>(w: &'a Workload, placement: &Placement) -> Registered<'a> {
-        let ns = w.namespace.clone().unwrap_or_else(|| "default".into());
-        let host = w
-            .host
-            .clone()
-            .unwrap_or_else(|| format!("{}.{ns}.svc.cluster.local", w.service));
+        let (ns, host) = (w.namespace().to_string(), w.service_host());
         let address = w.address.clone().unwrap_or_else(|| placement.ip.to_string());
         Registered { w, ns, host, address }
     }
