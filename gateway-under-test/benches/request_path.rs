@@ -84,7 +84,8 @@ fn compiled(dir: &Path) -> Compiled {
         sidecar: false,
     };
     let (plan, _) = mesh_model::plan::load(&[dir.join("config.yaml")], None, &opts).unwrap();
-    compile(plan, 1, None).unwrap()
+    let telemetry = Telemetry::new(Identity::from_labels(&Default::default(), None));
+    compile(plan, 1, None, &telemetry).unwrap()
 }
 
 fn downstream(table: &str) -> Downstream {

@@ -406,7 +406,11 @@ mod tests {
             let _ = std::fs::write(&file, mesh);
             let opts = mesh_model::plan::PlanOptions::default();
             let (plan, _) = mesh_model::plan::load(&[config.as_path()], Some(file.as_path()), &opts).ok()?;
-            crate::compile::compile(plan, 1, None).ok()
+            let telemetry = crate::telemetry::Telemetry::new(crate::telemetry::Identity::from_labels(
+                &std::collections::BTreeMap::new(),
+                None,
+            ));
+            crate::compile::compile(plan, 1, None, &telemetry).ok()
         };
         let zero = compiled("outboundTrafficPolicy: {mode: ALLOW_ANY}\n");
         assert_eq!(zero.as_ref().map(detection_timeout), Some(None));

@@ -146,6 +146,8 @@ pub struct UpstreamCluster {
     pub original_dst: bool,
     /// How endpoints named by host are resolved (the config's DNS cache).
     pub resolver: crate::dns::Resolver,
+    /// Where the cluster's upstream connections are counted (its pools' and TCP sessions').
+    pub connections: crate::telemetry::Connections,
 }
 
 impl UpstreamCluster {
@@ -307,7 +309,13 @@ pub fn hash_key(s: &str) -> u64 {
 }
 
 impl UpstreamCluster {
-    fn compile(c: &Cluster, credentials: Option<&std::path::Path>, dns: &Arc<crate::dns::Cache>) -> UpstreamCluster {
+    fn compile(
+        c: &Cluster,
+        credentials: Option<&std::path::Path>,
+        dns: &Arc<crate::dns::Cache>,
+        telemetry: &crate::telemetry::Telemetry,
+    ) -> UpstreamCluster {
+        let connections = telemetry.connections(&c.name);
         let origination = crate::origination::for_cluster(c, credentials);
         let resolver = crate::dns::Resolver::new(dns.clone(), crate::dns::Take::of(c.resolution));
         // resolution NONE without endpoints: traffic goes to its original destination.
@@ -347,9 +355,12 @@ impl UpstreamCluster {
             next: AtomicUsize::new(0),
             lb,
             ring,
-            client: crate::workers::PerWorker::new(|_| Client::new(c, &origination, original_dst, &resolver)),
+            client: crate::workers::PerWorker::new(|_| {
+                Client::new(c, &origination, original_dst, (&resolver, &connections))
+            }),
             original_dst,
             resolver,
+            connections,
             origination,
             breakers: crate::breaker::Breakers::new(c),
             outlier: crate::breaker::Outlier::new(c),
@@ -359,7 +370,13 @@ impl UpstreamCluster {
 }
 
 /// Compiles a Plan. Errors only for what validation lets through but cannot run (none expected).
-pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) -> Result<Compiled, String> {
+/// The clusters count their connections in `telemetry`.
+pub fn compile(
+    plan: Plan,
+    version: u64,
+    credentials: Option<&std::path::Path>,
+    telemetry: &crate::telemetry::Telemetry,
+) -> Result<Compiled, String> {
     let mut tables = HashMap::new();
     for t in &plan.route_tables {
         tables.insert(t.name.clone(), Table::compile(t)?);
@@ -412,7 +429,12 @@ pub fn compile(plan: Plan, version: u64, credentials: Option<&std::path::Path>) 
     let clusters = plan
         .clusters
         .iter()
-        .map(|c| (c.name.clone(), Arc::new(UpstreamCluster::compile(c, credentials, &dns))))
+        .map(|c| {
+            (
+                c.name.clone(),
+                Arc::new(UpstreamCluster::compile(c, credentials, &dns, telemetry)),
+            )
+        })
         .collect();
     Ok(Compiled {
         warnings,

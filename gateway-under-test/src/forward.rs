@@ -202,15 +202,24 @@ pub(crate) async fn forward(
         hash,
         telemetry: &down.telemetry,
     };
-    let result = match r.route.timeout.filter(|t| !t.as_std().is_zero()) {
-        Some(t) => match tokio::time::timeout(t.as_std(), attempts(&attempt, &r.route.retry, out)).await {
-            Ok(res) => res,
-            Err(_) => {
-                down.telemetry.upstream(&cluster.cluster.name, Upstream::Timeout);
-                Err((Failure::Timeout, false))
-            }
-        },
-        None => attempts(&attempt, &r.route.retry, out).await,
+    let upstream = async {
+        match r.route.timeout.filter(|t| !t.as_std().is_zero()) {
+            Some(t) => match tokio::time::timeout(t.as_std(), attempts(&attempt, &r.route.retry, out)).await {
+                Ok(res) => res,
+                Err(_) => {
+                    down.telemetry.upstream(&cluster.cluster.name, Upstream::Timeout);
+                    Err((Failure::Timeout, false))
+                }
+            },
+            None => attempts(&attempt, &r.route.retry, out).await,
+        }
+    };
+    // A streamed body that is still arriving when the request timeout ends, with no response
+    // begun, gets 408 as a whole body does.
+    let result = tokio::select! {
+        biased;
+        result = upstream => result,
+        () = body.timed_out() => Err((Failure::RequestTimeout, false)),
     };
     if let (None, Some(bytes)) = (&whole, body.complete()) {
         mirror(bytes);

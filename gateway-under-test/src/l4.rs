@@ -128,6 +128,7 @@ pub async fn proxy_to_cluster<IO>(
         Ok(Some(o)) => match crate::origination::connect(o, &to, &c.cluster.service).await {
             Ok(tls) => {
                 report(true);
+                let _open = c.connections.opened();
                 pump(io, tls, idle).await
             }
             Err(_) => {
@@ -139,6 +140,7 @@ pub async fn proxy_to_cluster<IO>(
         Ok(None) => match to.connect().await {
             Ok(upstream) => {
                 report(true);
+                let _open = c.connections.opened();
                 pump(io, upstream, idle).await
             }
             _ => {

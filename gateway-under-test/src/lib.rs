@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod capture;
 pub mod compile;
 pub mod conns;
+pub mod counted;
 pub mod dns;
 pub mod errors;
 pub mod forward;
@@ -286,7 +287,8 @@ async fn watch_config(args: Args, listeners: Arc<Listeners>, admin: SocketAddr) 
 pub async fn reload_once(args: &Args, state: &Arc<State>) -> Result<u64, String> {
     let state = state.clone();
     let plan = load_plan(args);
-    let result = plan.and_then(|p| compile::compile(p, state.version() + 1, args.credentials.as_deref()));
+    let result =
+        plan.and_then(|p| compile::compile(p, state.version() + 1, args.credentials.as_deref(), &state.telemetry));
     match result {
         Ok(compiled) => {
             for w in &compiled.warnings {
@@ -342,16 +344,17 @@ pub async fn run(args: Args) -> u8 {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let workers = workers::Workers::start(n).map_err(|e| format!("cannot start {n} workers: {e}"))?;
         let plan = load_plan(&args)?;
-        let compiled = compile::compile(plan, 1, args.credentials.as_deref())?;
+        let identity = telemetry::Identity::from_labels(&workload_labels(&args)?, args.namespace.as_deref());
+        let telemetry = Arc::new(telemetry::Telemetry::new(identity));
+        let compiled = compile::compile(plan, 1, args.credentials.as_deref(), &telemetry)?;
         for w in &compiled.warnings {
             eprintln!("meshgate: {w}");
         }
         let access_log =
             AccessLog::open(&args.access_log).map_err(|e| format!("--access-log {}: {e}", args.access_log))?;
-        let identity = telemetry::Identity::from_labels(&workload_labels(&args)?, args.namespace.as_deref());
         let log_format = logformat::Format::new(&args.access_log_encoding, &args.access_log_format)
             .map_err(|e| format!("--access-log-format/--access-log-encoding: {e}"))?;
-        let state = State::new(compiled, (access_log, log_format), args.limits.clone(), identity);
+        let state = State::new(compiled, (access_log, log_format), args.limits.clone(), telemetry);
         tokio::spawn(state.conns.clone().sweep(args.limits.idle_timeout));
         let (stop, _) = watch::channel(false);
         let listeners = Arc::new(Listeners {

@@ -41,6 +41,8 @@ pub struct Shared {
     reservation: Option<Reservation>,
     /// The attempt whose body reads from the client; an older one's stops.
     generation: u64,
+    /// When the request timeout ends: the whole body must have arrived by then.
+    deadline: tokio::time::Instant,
 }
 
 impl Shared {
@@ -141,7 +143,23 @@ impl RequestBody {
             max: limits.max,
             reservation: Some(limits.budget.reserve()),
             generation: 0,
+            deadline: tokio::time::Instant::now() + limits.timeout,
         })))
+    }
+
+    /// Resolves if a streamed body has not ended when the request timeout does (Envoy's
+    /// `request_timeout`: armed when the request starts, disarmed when its body has gone
+    /// upstream or, the caller's race, when the response starts). A whole body never times out
+    /// here: it arrived before any attempt.
+    pub async fn timed_out(&self) {
+        let RequestBody::Streaming(shared) = self else {
+            return std::future::pending().await;
+        };
+        let deadline = lock(shared).deadline;
+        tokio::time::sleep_until(deadline).await;
+        if lock(shared).ended {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// The body of a new attempt, from the start; older attempts' bodies stop reading.
@@ -365,7 +383,8 @@ mod tests {
         }
     }
 
-    /// A body whose client has sent `chunks` (kept as `keep` decides) and, if `ended`, ended.
+    /// A body whose client has sent `chunks` (kept as `keep` decides) and, if `ended`, ended;
+    /// its request timeout ends 10 ms from now.
     fn streamed(budget: &BufferBudget, max: usize, chunks: &[&str], ended: bool) -> RequestBody {
         let body = RequestBody::Streaming(Arc::new(Mutex::new(Shared {
             incoming: None,
@@ -380,6 +399,7 @@ mod tests {
             max,
             reservation: Some(budget.reserve()),
             generation: 0,
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_millis(10),
         })));
         for c in chunks {
             let mut s = shared(&body);
@@ -387,6 +407,25 @@ mod tests {
             s.keep(&Bytes::copy_from_slice(c.as_bytes()));
         }
         body
+    }
+
+    #[tokio::test]
+    async fn only_a_streamed_body_still_arriving_at_its_deadline_times_out() {
+        use std::time::Duration;
+        let pending = |body: RequestBody| async move {
+            tokio::time::timeout(Duration::from_millis(200), body.timed_out())
+                .await
+                .is_err()
+        };
+        let budget = BufferBudget::new(100);
+        // Its deadline (10 ms) passes with the body still arriving: the request timeout fires.
+        let arriving = streamed(&budget, 100, &["ab"], false);
+        assert!(tokio::time::timeout(Duration::from_secs(10), arriving.timed_out())
+            .await
+            .is_ok());
+        // Ended before its deadline, or read whole before any attempt: never.
+        assert!(pending(streamed(&budget, 100, &["ab"], true)).await);
+        assert!(pending(RequestBody::empty()).await);
     }
 
     #[test]

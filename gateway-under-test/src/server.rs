@@ -253,8 +253,8 @@ async fn one_request(
         proxy::handle(compiled, &down, req).await
     };
     // Draining: the client opens a new connection for its next request (Envoy's drain). A
-    // request whose body timed out leaves the rest of its body unread.
-    let refused_body = resp.status().as_u16() == 408 && out.upstream_host.is_empty();
+    // request whose body timed out (read whole or streamed) leaves the rest of its body unread.
+    let refused_body = out.details == Failure::RequestTimeout.details();
     if !h2 && (last || conn.phase() != Phase::Serving || refused_body) {
         resp.headers_mut()
             .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

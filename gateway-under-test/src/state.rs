@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use crate::compile::Compiled;
 use crate::conns::Conns;
 use crate::limits::{BodyLimits, Limits};
-use crate::telemetry::{Identity, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// The gateway's own counters (request metrics are in `telemetry`).
 #[derive(Debug, Default)]
@@ -85,13 +85,13 @@ impl State {
         compiled: Compiled,
         (access_log, log_format): (AccessLog, crate::logformat::Format),
         limits: Limits,
-        identity: Identity,
+        telemetry: Arc<Telemetry>,
     ) -> Arc<State> {
         Arc::new(State {
             current: ArcSwap::from_pointee(compiled),
             last_error: Mutex::new(None),
             stats: Stats::default(),
-            telemetry: Arc::new(Telemetry::new(identity)),
+            telemetry,
             access_log,
             log_format,
             bound: Mutex::new(BTreeMap::new()),

@@ -13,6 +13,8 @@ use mesh_model::plan::Cluster;
 use tokio::net::TcpStream;
 
 use crate::compile::UpstreamCluster;
+use crate::counted::Counted;
+use crate::telemetry::Connections;
 
 type Pooled<C> = hyper_util::client::legacy::Client<C, crate::replay::AttemptBody>;
 
@@ -22,10 +24,10 @@ type Pooled<C> = hyper_util::client::legacy::Client<C, crate::replay::AttemptBod
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // One per cluster, built on reload: size does not matter.
 pub enum Client {
-    H1(Pooled<HttpConnector<crate::dns::Resolver>>),
-    H2(Vec<Pooled<FixedConnector>>),
+    H1(Pooled<Counted<HttpConnector<crate::dns::Resolver>>>),
+    H2(Vec<Pooled<Counted<FixedConnector>>>),
     /// TLS origination: per endpoint, the server name from the request's authority (or `sni`).
-    Tls(Vec<Pooled<crate::origination::TlsConnector>>),
+    Tls(Vec<Pooled<Counted<crate::origination::TlsConnector>>>),
     /// An original-destination cluster (resolution NONE) over h2 or TLS: a client per
     /// destination, made when first used, as Envoy's ORIGINAL_DST cluster makes a host per
     /// destination address.
@@ -36,12 +38,12 @@ pub enum Client {
 
 impl Client {
     /// `original_dst`: the cluster sends each request to its original destination (resolution
-    /// NONE without endpoints).
+    /// NONE without endpoints). Every connection made is counted in `connections`.
     pub fn new(
         c: &Cluster,
         origination: &Result<Option<crate::origination::Origination>, String>,
         original_dst: bool,
-        resolver: &crate::dns::Resolver,
+        (resolver, connections): (&crate::dns::Resolver, &Connections),
     ) -> Client {
         let timeout = c.policy.connect_timeout.as_std();
         let per_connection = c
@@ -68,6 +70,7 @@ impl Client {
                 timeout,
                 resolver: resolver.clone(),
                 origination: tls,
+                connections: connections.clone(),
                 clients: Arc::default(),
             });
         }
@@ -83,7 +86,7 @@ impl Client {
                             to: Dial::new(join(&e.address, e.port), timeout, resolver),
                             origination: o.clone(),
                         };
-                        builder(h2).build(connector)
+                        builder(h2).build(Counted::new(connector, connections))
                     })
                     .collect();
                 return Client::Tls(clients);
@@ -95,9 +98,8 @@ impl Client {
                 .endpoints
                 .iter()
                 .map(|e| {
-                    builder(true).build(FixedConnector {
-                        to: Dial::new(join(&e.address, e.port), timeout, resolver),
-                    })
+                    let to = Dial::new(join(&e.address, e.port), timeout, resolver);
+                    builder(true).build(Counted::new(FixedConnector { to }, connections))
                 })
                 .collect();
             Client::H2(clients)
@@ -105,7 +107,7 @@ impl Client {
             let mut connector = HttpConnector::new_with_resolver(resolver.clone());
             connector.set_nodelay(true);
             connector.set_connect_timeout(Some(timeout));
-            Client::H1(builder(false).build(connector))
+            Client::H1(builder(false).build(Counted::new(connector, connections)))
         }
     }
 
@@ -182,6 +184,7 @@ pub struct Destinations {
     timeout: Duration,
     resolver: crate::dns::Resolver,
     origination: Option<crate::origination::Origination>,
+    connections: Connections,
     clients: Arc<Mutex<Used>>,
 }
 
@@ -195,8 +198,8 @@ pub struct Used {
 /// One destination's pooled client.
 #[derive(Debug, Clone)]
 pub enum Dialer {
-    H2(Pooled<FixedConnector>),
-    Tls(Pooled<crate::origination::TlsConnector>),
+    H2(Pooled<Counted<FixedConnector>>),
+    Tls(Pooled<Counted<crate::origination::TlsConnector>>),
 }
 
 impl Dialer {
@@ -242,11 +245,17 @@ impl Destinations {
         }
         let to = Dial::new(destination.to_string(), self.timeout, &self.resolver);
         let dialer = match &self.origination {
-            Some(o) => Dialer::Tls(self.builder.build(crate::origination::TlsConnector {
-                to,
-                origination: o.clone(),
-            })),
-            None => Dialer::H2(self.builder.build(FixedConnector { to })),
+            Some(o) => {
+                let connector = crate::origination::TlsConnector {
+                    to,
+                    origination: o.clone(),
+                };
+                Dialer::Tls(self.builder.build(Counted::new(connector, &self.connections)))
+            }
+            None => Dialer::H2(
+                self.builder
+                    .build(Counted::new(FixedConnector { to }, &self.connections)),
+            ),
         };
         clients.insert(destination.to_string(), (now, dialer.clone()));
         dialer
@@ -379,6 +388,7 @@ mod tests {
                 crate::dns::Take::Every,
             ),
             origination: None,
+            connections: Connections::default(),
             clients: Arc::default(),
         }
     }

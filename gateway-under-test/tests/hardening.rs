@@ -194,6 +194,27 @@ fn a_body_past_the_retry_buffer_streams_and_a_slow_whole_body_gets_408() {
 }
 
 #[test]
+fn a_streamed_body_that_stalls_gets_408_at_the_request_timeout() {
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--request-timeout", "1s"]);
+    // Chunked, so it streams to the upstream as it arrives; one chunk, then nothing: the
+    // upstream waits for the rest, and the gateway answers 408 when the request timeout ends
+    // (Envoy's request_timeout covers the whole body, streamed or not) and closes the
+    // connection, the rest of the body unread.
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let got = read_until_closed(&mut s, Duration::from_secs(5)).expect("closed after the 408");
+    assert_eq!(status_of(&got), Some(408), "{got:?}");
+    assert!(got.contains("request timeout"), "{got:?}");
+    assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+    assert!(g
+        .wait_log("request_overall_timeout")
+        .contains("\" 408 - request_overall_timeout"));
+}
+
+#[test]
 fn the_buffer_budget_answers_503_overloaded_instead_of_growing() {
     let e = echo("web", "v1");
     let g = gate_with(&config(&e), &[80], &["--buffer-budget-mb", "1"]);

@@ -228,6 +228,9 @@ fn http_requests_carry_istios_labels_and_the_real_bytes_of_chunked_bodies() {
     assert_eq!(exact(&e, "envoy_cluster_upstream_rq_total", &by_code), 2.0, "{text}");
     let by_class = [cluster[0], ("response_code_class", "2xx")];
     assert_eq!(exact(&e, "envoy_cluster_upstream_rq_total", &by_class), 2.0, "{text}");
+    // The upstream closes after each response: two connections made, none left open.
+    assert_eq!(exact(&e, "envoy_cluster_upstream_cx_total", &cluster), 2.0, "{text}");
+    assert_eq!(exact(&e, "envoy_cluster_upstream_cx_active", &cluster), 0.0, "{text}");
     let listener = ("http_conn_manager_prefix", "outbound_0.0.0.0_80");
     assert_eq!(exact(&e, "envoy_http_downstream_rq_total", &[listener]), 4.0);
     assert_eq!(
@@ -331,6 +334,11 @@ fn tcp_sessions_count_connections_and_bytes_each_way() {
     let mut back = [0u8; 11];
     s.read_exact(&mut back).unwrap();
     assert_eq!(&back, b"hello, tcp\n");
+    // Envoy's cluster stats count the session's upstream connection, open while it is.
+    let cluster = [("cluster_name", "outbound|9000||tcp-echo.default.svc.cluster.local")];
+    let (e, text) = scrape(&g);
+    assert_eq!(exact(&e, "envoy_cluster_upstream_cx_total", &cluster), 1.0, "{text}");
+    assert_eq!(exact(&e, "envoy_cluster_upstream_cx_active", &cluster), 1.0, "{text}");
     drop(s);
     let tcp_labels = [
         ("request_protocol", "tcp"),
@@ -357,6 +365,8 @@ fn tcp_sessions_count_connections_and_bytes_each_way() {
     );
     assert_eq!(value(&e, "istio_tcp_sent_bytes_total", &tcp_labels), 11.0);
     assert_eq!(value(&e, "istio_tcp_received_bytes_total", &tcp_labels), 11.0);
+    assert_eq!(exact(&e, "envoy_cluster_upstream_cx_total", &cluster), 1.0, "{text}");
+    assert_eq!(exact(&e, "envoy_cluster_upstream_cx_active", &cluster), 0.0, "{text}");
 }
 
 #[test]

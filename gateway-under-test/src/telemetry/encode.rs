@@ -115,7 +115,7 @@ fn family<K: Hash + Eq + Clone + Ord, V, M: EncodeMetric>(
 
 impl Collector for Telemetry {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter as C, Histogram as H};
+        use MetricType::{Counter as C, Gauge as G, Histogram as H};
         let http = labeller(|c, k: &RequestKey| self.labels(c, Some(k), ""));
         let rq = &self.requests;
         family(
@@ -168,6 +168,18 @@ impl Collector for Telemetry {
         family(&mut e, ("envoy_cluster_upstream_rq", help, C), cl, cluster, |s| {
             &s.rq_total
         })?;
+        let help = "Upstream connections made";
+        family(&mut e, ("envoy_cluster_upstream_cx", help, C), cl, cluster, |s| {
+            &s.connections.total
+        })?;
+        let help = "Upstream connections open";
+        family(
+            &mut e,
+            ("envoy_cluster_upstream_cx_active", help, G),
+            cl,
+            cluster,
+            |s| &s.connections.active,
+        )?;
         let help = "Upstream request time in milliseconds, to the response headers";
         family(&mut e, ("envoy_cluster_upstream_rq_time", help, H), cl, cluster, |s| {
             &s.rq_time

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 mod encode;
@@ -98,6 +99,34 @@ struct ClusterSeries {
     timeout: AtomicU64,
     pending_overflow: AtomicU64,
     connect_fail: AtomicU64,
+    connections: Connections,
+}
+
+/// A cluster's upstream connections (Envoy's `upstream_cx_total` and `upstream_cx_active`),
+/// shared with the cluster's connectors: clones count into the same series.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    total: Counter,
+    active: Gauge,
+}
+
+impl Connections {
+    /// A connection is made: counted, and active until the returned guard is dropped.
+    pub fn opened(&self) -> Open {
+        self.total.inc();
+        self.active.inc();
+        Open(self.active.clone())
+    }
+}
+
+/// An open upstream connection; dropping it (the connection closed) makes it inactive.
+#[derive(Debug)]
+pub struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl ClusterSeries {
@@ -110,6 +139,7 @@ impl ClusterSeries {
             timeout: AtomicU64::new(0),
             pending_overflow: AtomicU64::new(0),
             connect_fail: AtomicU64::new(0),
+            connections: Connections::default(),
         }
     }
 }
@@ -270,6 +300,16 @@ impl Telemetry {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         });
+    }
+
+    /// The connection counters of `cluster`, for its connectors. Its series exist from then on,
+    /// zero until used, as Envoy lists every cluster's stats.
+    pub fn connections(&self, cluster: &str) -> Connections {
+        let mut found = Connections::default();
+        self.clusters.with(cluster, &(), ClusterSeries::new, |s| {
+            found = s.connections.clone();
+        });
+        found
     }
 
     /// A TCP session to `cluster` starts.

@@ -12,7 +12,10 @@ fn telemetry() -> Telemetry {
 }
 
 fn scrape(t: Telemetry) -> String {
-    let t = std::sync::Arc::new(t);
+    scrape_shared(&std::sync::Arc::new(t))
+}
+
+fn scrape_shared(t: &std::sync::Arc<Telemetry>) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(t.clone()));
     let mut o = String::new();
@@ -204,6 +207,35 @@ fn upstream_attempts_fill_envoys_cluster_stats() {
     ] {
         assert!(o.contains(&line), "{line} in {o}");
     }
+}
+
+#[test]
+fn a_clusters_connections_are_counted_made_and_open() {
+    let t = telemetry();
+    let c = "outbound|80||a.example.com";
+    // A cluster's series exist from when its connectors are made, at zero.
+    let connections = t.connections(c);
+    let first = connections.opened();
+    let second = t.connections(c).opened();
+    drop(first);
+    let t = std::sync::Arc::new(t);
+    let o = scrape_shared(&t);
+    let cl = "cluster_name=\"outbound|80||a.example.com\"";
+    assert!(
+        o.contains(&format!("envoy_cluster_upstream_cx_total{{{cl}}} 2\n")),
+        "{o}"
+    );
+    assert!(
+        o.contains(&format!("envoy_cluster_upstream_cx_active{{{cl}}} 1\n")),
+        "{o}"
+    );
+    assert!(o.contains("# TYPE envoy_cluster_upstream_cx_active gauge\n"), "{o}");
+    assert!(
+        o.contains(&format!("envoy_cluster_upstream_rq_total{{{cl}}} 0\n")),
+        "{o}"
+    );
+    drop(second);
+    assert!(scrape_shared(&t).contains(&format!("envoy_cluster_upstream_cx_active{{{cl}}} 0\n")));
 }
 
 #[test]
