@@ -176,6 +176,18 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("WorkloadEntry", "{address: 'unix://relative.sock'}".into(), Code::InvalidValue, "spec.address", E),
         ("WorkloadEntry", "{address: 10.0.0.1, ports: {HTTP: 80}}".into(), Code::InvalidName, "spec.ports.HTTP", E),
         ("WorkloadEntry", "{address: 10.0.0.1, ports: {http: 0}}".into(), Code::InvalidPort, "spec.ports.http", E),
+        // Rules whose boundaries the cases above left untested.
+        ("DestinationRule", dr("{loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}}"), Code::Conflict, "spec.trafficPolicy.loadBalancer.consistentHash", E),
+        ("DestinationRule", dr("{loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 0}}}"), Code::TrafficPolicy, "spec.trafficPolicy.loadBalancer.warmup.aggression", E),
+        ("DestinationRule", dr("{outlierDetection: {consecutiveErrors: -1}}"), Code::TrafficPolicy, "spec.trafficPolicy.outlierDetection.consecutiveErrors", E),
+        ("DestinationRule", "{host: a.example.com, subsets: [{name: v1, labels: {'bad_prefix!/version': v1}}]}".into(), Code::InvalidLabel, "spec.subsets[0].labels.bad_prefix!/version", E),
+        ("Gateway", https("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c.pem}]}"), Code::GatewayTls, "spec.servers[0].tls.tlsCertificates[0]", E),
+        ("Gateway", https("{mode: SIMPLE, privateKey: /k.pem, credentialName: c}"), Code::GatewayTls, "spec.servers[0].tls", E),
+        ("VirtualService", vs(&format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "x".repeat(1024 * 1024 + 1))), Code::InvalidDirectResponse, "spec.http[0].directResponse.body", E),
+        ("ServiceEntry", "{hosts: [bad_host.example.com], resolution: DNS, ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::InvalidHost, "spec.hosts[0]", E),
+        ("ServiceEntry", se(", resolution: STATIC, addresses: [10.0.0.0/33], endpoints: [{address: 10.0.0.1}]"), Code::InvalidValue, "spec.addresses[0]", E),
+        ("ServiceEntry", se(", resolution: DNS, endpoints: [{address: '*.example.com'}]"), Code::ServiceEntryResolution, "spec.endpoints[0].address", E),
+        ("ServiceEntry", "{hosts: ['*.example.com'], resolution: DYNAMIC_DNS, addresses: [240.0.0.1], ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::ServiceEntryResolution, "spec", E),
     ]
 }
 
@@ -238,6 +250,10 @@ fn valid_documents_draw_no_error() {
             + &doc("Gateway", "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}"),
         doc("DestinationRule", "{host: reviews, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}, connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}, outlierDetection: {consecutiveErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}, portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE, sni: a.example.com}}]}, subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}]}"),
         doc("ServiceEntry", "{hosts: ['*.wikipedia.org'], ports: [{number: 443, name: tls, protocol: TLS}]}"),
+        doc("ServiceEntry", "{hosts: [db.example.com], addresses: [10.0.0.0/8, 'fd00::/128'], resolution: STATIC, endpoints: [{address: 10.0.0.1}], ports: [{number: 5432, name: tcp, protocol: TCP}]}"),
+        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5}}}, subsets: [{name: v1, labels: {app.kubernetes.io/version: v1}}]}"),
+        doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}}]}"),
+        doc("WorkloadEntry", "{network: network-2, labels: {app: a}}"),
         doc("ServiceEntry", "{hosts: [nginx.example.com], resolution: DNS, endpoints: [{address: my-nginx.mesh-external.svc.cluster.local, ports: {https: 443}}], ports: [{number: 443, name: https, protocol: HTTPS}]}"),
     ];
     for yaml in valid {
@@ -348,4 +364,96 @@ fn namespace_scoped_server_hosts_limit_which_virtual_services_bind() {
     assert!(diags
         .iter()
         .any(|d| d.code == Code::VirtualServiceHostNotInGateway && d.field.as_deref() == Some("spec.gateways[0]")));
+}
+
+#[test]
+fn https_redirect_is_questioned_only_where_it_is_set_off_an_http_server() {
+    let redirect_warnings = |servers: &str| {
+        check(&doc("Gateway", &format!("{{servers: [{servers}]}}")))
+            .into_iter()
+            .filter(|d| d.field.as_deref().is_some_and(|f| f.ends_with("httpsRedirect")))
+            .count()
+    };
+    let https =
+        "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c}}";
+    let http = "{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {httpsRedirect: true}}";
+    let both = "{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, httpsRedirect: true}}";
+    assert_eq!(redirect_warnings(https), 0);
+    assert_eq!(redirect_warnings(http), 0);
+    assert_eq!(redirect_warnings(both), 1);
+}
+
+#[test]
+fn matches_that_differ_are_neither_unreachable_nor_ineffective() {
+    let findings = |rules: &str| {
+        let spec = format!("{{hosts: [a.example.com], gateways: [gw], http: [{rules}]}}");
+        check(&doc("VirtualService", &spec))
+            .into_iter()
+            .filter(|d| matches!(d.code, Code::UnreachableRule | Code::IneffectiveMatch))
+            .map(|d| format!("{} {:?}", d.code, d.field))
+            .collect::<Vec<_>>()
+    };
+    let pair = |first: &str, later: &str| format!("{{match: [{first}], {ROUTE}}}, {{match: [{later}], {ROUTE}}}");
+    for (first, later) in [
+        ("{uri: {exact: /a}}", "{uri: {exact: /b}}"),
+        ("{uri: {prefix: /a}, method: {exact: POST}}", "{uri: {prefix: /a/b}}"),
+        (
+            "{uri: {prefix: /a}, authority: {exact: x.example.com}}",
+            "{uri: {prefix: /a/b}, authority: {exact: y.example.com}}",
+        ),
+        (
+            "{uri: {prefix: /a}, headers: {x-a: {exact: '1'}}}",
+            "{uri: {prefix: /a/b}, headers: {x-b: {exact: '2'}}}",
+        ),
+        (
+            "{uri: {prefix: /a}, queryParams: {q: {exact: '1'}}}",
+            "{uri: {prefix: /a/b}, queryParams: {q: {exact: '2'}}}",
+        ),
+        (
+            "{uri: {prefix: /a}, withoutHeaders: {x-a: {exact: '1'}}}",
+            "{uri: {prefix: /a/b}, withoutHeaders: {x-a: {exact: '2'}}}",
+        ),
+        ("{uri: {prefix: /a}, port: 80}", "{uri: {prefix: /a/b}, port: 8080}"),
+    ] {
+        assert_eq!(
+            findings(&pair(first, later)),
+            Vec::<String>::new(),
+            "{first} then {later}"
+        );
+    }
+    // The same later match, with nothing to tell it apart, is taken by the earlier one.
+    let wider =
+        "{uri: {prefix: /a}, method: {exact: POST}, headers: {x-a: {exact: '1'}}, queryParams: {q: {exact: '1'}}}";
+    let narrower =
+        "{uri: {prefix: /a/b}, method: {exact: POST}, headers: {x-a: {exact: '1'}}, queryParams: {q: {exact: '1'}}}";
+    assert_eq!(
+        findings(&pair(wider, narrower)),
+        ["IST0131 Some(\"spec.http[1].match[0]\")"]
+    );
+}
+
+#[test]
+fn a_gateway_named_without_its_namespace_is_found_for_the_hint() {
+    let gateway = |ns: &str, name: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  \
+             servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\n"
+        )
+    };
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: app, namespace: web}\nspec:\n  \
+              hosts: [app.example.com]\n  gateways: [edge]\n  http: [{route: [{destination: {host: app.example.com}}]}]\n";
+    let yaml = format!(
+        "{}{}{vs}",
+        gateway("istio-system", "other"),
+        gateway("gateways", "edge")
+    );
+    let diags = check(&yaml);
+    let missing = diags
+        .iter()
+        .find(|d| d.code == Code::ReferencedResourceNotFound && d.field.as_deref() == Some("spec.gateways[0]"))
+        .expect("web/edge does not exist");
+    assert_eq!(
+        missing.hint.as_deref(),
+        Some("a Gateway `edge` exists in namespace `gateways`: write `gateways/edge`")
+    );
 }

@@ -343,169 +343,6 @@ fn dr(ns: &str, name: &str, body: &str) -> String {
 }
 
 #[test]
-fn port_level_settings_replace_the_whole_top_level_policy() {
-    let body = "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 7}}\n    \
-                portLevelSettings:\n    - port: {number: 443}\n      tls: {mode: SIMPLE, sni: web.example.com}\n";
-    let p = plan(&format!("{GW}{SVC}{}", dr("apps", "web", body)));
-    let c80 = p.cluster("outbound|80||web.apps.svc.cluster.local").expect("80");
-    assert_eq!(c80.policy.load_balancer.simple, Some(SimpleLb::RoundRobin));
-    assert!(c80.policy.connection_pool.is_some());
-    let c443 = p.cluster("outbound|443||web.apps.svc.cluster.local").expect("443");
-    assert_eq!(
-        c443.policy.load_balancer.simple,
-        Some(SimpleLb::LeastRequest),
-        "nothing is inherited"
-    );
-    assert!(c443.policy.connection_pool.is_none());
-    assert_eq!(c443.policy.tls.mode, Some(ClientTlsMode::Simple));
-}
-
-#[test]
-fn subset_policies_override_field_by_field_and_subset_port_level_decides_all() {
-    let body = "  host: web\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 7}}\n  subsets:\n  \
-                - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      loadBalancer: {simple: RANDOM}\n  \
-                - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      portLevelSettings:\n      - port: {number: 80}\n        outlierDetection: {consecutive5xxErrors: 3}\n";
-    let p = plan(&format!("{GW}{SVC}{}", dr("apps", "web", body)));
-    let v1 = p.cluster("outbound|80|v1|web.apps.svc.cluster.local").expect("v1");
-    assert_eq!(v1.policy.load_balancer.simple, Some(SimpleLb::Random));
-    assert!(v1.policy.connection_pool.is_some(), "inherited from the top level");
-    assert_eq!(
-        v1.endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
-        ["127.0.0.1"]
-    );
-    let v2 = p.cluster("outbound|80|v2|web.apps.svc.cluster.local").expect("v2");
-    assert_eq!(v2.policy.load_balancer.simple, Some(SimpleLb::LeastRequest));
-    assert!(
-        v2.policy.connection_pool.is_none(),
-        "the subset's port-level entry decides even where silent"
-    );
-    assert_eq!(
-        v2.policy
-            .outlier_detection
-            .as_ref()
-            .and_then(|o| o.consecutive_5xx_errors),
-        Some(3)
-    );
-    assert_eq!(
-        (v2.endpoints[0].address.as_str(), v2.endpoints[0].port),
-        ("127.0.0.2", 8080)
-    );
-    let v2_443 = p.cluster("outbound|443|v2|web.apps.svc.cluster.local").expect("v2 443");
-    assert_eq!(
-        v2_443.policy.load_balancer.simple,
-        Some(SimpleLb::RoundRobin),
-        "no port-level entry for 443: top level"
-    );
-}
-
-#[test]
-fn several_rules_for_one_host_merge_subsets_and_the_first_policy_wins() {
-    let a = dr("apps", "a", "  host: web.apps.svc.cluster.local\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n  subsets: [{name: v1, labels: {version: v1}}]\n");
-    let b = dr("apps", "b", "  host: web\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n  subsets: [{name: v1, labels: {version: v2}}, {name: v2, labels: {version: v2}}]\n");
-    let p = plan(&format!("{GW}{SVC}{b}{a}"));
-    let v1 = p.cluster("outbound|80|v1|web.apps.svc.cluster.local").expect("v1");
-    assert_eq!(v1.policy.load_balancer.simple, Some(SimpleLb::Random));
-    assert_eq!(v1.policy.destination_rule.as_deref(), Some("apps/a,apps/b"));
-    assert_eq!(
-        v1.endpoints[0].address, "127.0.0.1",
-        "the first definition of a subset wins"
-    );
-    assert!(p.cluster("outbound|80|v2|web.apps.svc.cluster.local").is_some());
-}
-
-fn plan_in(yaml: &str, namespace: &str, labels: &[(&str, &str)]) -> Plan {
-    let loaded = crate::load_str("t.yaml", yaml);
-    let opts = PlanOptions {
-        labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-        namespace: Some(namespace.into()),
-        sidecar: false,
-    };
-    build(&loaded.config, &opts).0
-}
-
-fn lb_of(p: &Plan) -> Option<SimpleLb> {
-    p.cluster("outbound|80||web.apps.svc.cluster.local")
-        .expect("cluster")
-        .policy
-        .load_balancer
-        .simple
-}
-
-#[test]
-fn rules_in_the_gateway_namespace_win_over_the_service_namespace() {
-    let rule = |ns: &str, name: &str, extra: &str, lb: &str| {
-        dr(
-            ns,
-            name,
-            &format!(
-                "  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
-            ),
-        )
-    };
-    let gw = GW.replace("namespace: istio-system", "namespace: gateways");
-    let local = rule("gateways", "web-at-gateway", "", "RANDOM");
-    let remote = rule("apps", "web", "", "ROUND_ROBIN");
-    let ingress = [("istio", "ingressgateway")];
-    assert_eq!(
-        lb_of(&plan_in(&format!("{gw}{SVC}{remote}{local}"), "gateways", &ingress)),
-        Some(SimpleLb::Random)
-    );
-    // A rule of the service's namespace that is not exported to the gateway's is not seen there.
-    let hidden = rule("apps", "web", "  exportTo: ['.']\n", "ROUND_ROBIN");
-    assert_eq!(
-        lb_of(&plan_in(&format!("{gw}{SVC}{hidden}"), "gateways", &ingress)),
-        Some(SimpleLb::LeastRequest)
-    );
-    // A rule with a workloadSelector applies to the proxies of its namespace that it selects,
-    // and wins over the rule without one.
-    let selecting = rule(
-        "gateways",
-        "for-ingress",
-        "  workloadSelector: {matchLabels: {istio: ingressgateway}}\n",
-        "PASSTHROUGH",
-    );
-    let yaml = format!("{gw}{SVC}{local}{selecting}");
-    assert_eq!(
-        lb_of(&plan_in(&yaml, "gateways", &ingress)),
-        Some(SimpleLb::Passthrough)
-    );
-    assert_eq!(
-        lb_of(&plan_in(&yaml, "gateways", &[("istio", "egressgateway")])),
-        Some(SimpleLb::Random)
-    );
-}
-
-#[test]
-fn a_gateway_in_the_root_namespace_prefers_the_services_rules_to_the_roots_exported_ones() {
-    // istiod's own exception: for a proxy in the root namespace (istio-system), the root's rules
-    // exported to everyone are mesh-wide defaults, looked at after the service's namespace; only
-    // the root's private rules come first.
-    let rule = |ns: &str, name: &str, extra: &str, lb: &str| {
-        dr(
-            ns,
-            name,
-            &format!(
-                "  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
-            ),
-        )
-    };
-    let root_public = rule("istio-system", "mesh-default", "", "RANDOM");
-    let service = rule("apps", "web", "", "ROUND_ROBIN");
-    let ingress = [("istio", "ingressgateway")];
-    let p = plan_in(&format!("{GW}{SVC}{service}{root_public}"), "istio-system", &ingress);
-    assert_eq!(lb_of(&p), Some(SimpleLb::RoundRobin));
-    let p = plan_in(&format!("{GW}{SVC}{root_public}"), "istio-system", &ingress);
-    assert_eq!(
-        lb_of(&p),
-        Some(SimpleLb::Random),
-        "without the service's rule the root's applies"
-    );
-    let root_private = rule("istio-system", "gateway-only", "  exportTo: ['.']\n", "PASSTHROUGH");
-    let p = plan_in(&format!("{GW}{SVC}{service}{root_private}"), "istio-system", &ingress);
-    assert_eq!(lb_of(&p), Some(SimpleLb::Passthrough));
-}
-
-#[test]
 fn istio_defaults_are_explicit() {
     let http = "[{match: [{uri: {exact: /r}}], redirect: {uri: /new, derivePort: FROM_REQUEST_PORT}}, \
                 {match: [{uri: {exact: /f}}], fault: {abort: {httpStatus: 503}}, route: [{destination: {host: a.example.com, port: {number: 80}}}]}, \
@@ -566,166 +403,6 @@ fn authority_precedence_and_rewrite_prefix() {
     assert_eq!(clusters[0].host_rewrite.as_deref(), Some("dest-authority"));
     let req = r.request_headers.as_ref().expect("headers");
     assert!(req.set.contains_key("x-a") && !req.set.contains_key(":authority"));
-}
-
-#[test]
-fn https_redirect_and_sni_filter_chains() {
-    let yaml = "\
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: [a.example.com]
-    tls: {httpsRedirect: true}
-  - port: {number: 443, name: https-a, protocol: HTTPS}
-    hosts: [a.example.com]
-    tls: {mode: SIMPLE, serverCertificate: /a.crt, privateKey: /a.key}
-  - port: {number: 443, name: https-wild, protocol: HTTPS}
-    hosts: ['*.example.com']
-    tls: {mode: MUTUAL, serverCertificate: /w.crt, privateKey: /w.key, caCertificates: /ca.crt}
-  - port: {number: 443, name: https-dup, protocol: HTTPS}
-    hosts: [a.example.com]
-    tls: {mode: SIMPLE, serverCertificate: /d.crt, privateKey: /d.key}
-  - port: {number: 9443, name: tls, protocol: TLS}
-    hosts: ['*']
-    tls: {mode: PASSTHROUGH}
----
-";
-    let (p, diags) = plan_for(yaml, None);
-    let http = &p
-        .route_tables
-        .iter()
-        .find(|t| t.name == "http.80")
-        .expect("http.80")
-        .virtual_hosts;
-    assert_eq!(http.len(), 1);
-    assert!(http[0].require_tls);
-    assert_eq!(http[0].domains, ["a.example.com"]);
-    let l443 = p.listeners.iter().find(|l| l.port == 443).expect("443");
-    let chains: Vec<_> = l443
-        .filter_chains
-        .iter()
-        .map(|c| (c.server_names.clone(), c.transport))
-        .collect();
-    assert_eq!(
-        chains,
-        [
-            (vec!["a.example.com".to_string()], Transport::TerminateTls),
-            (vec!["*.example.com".to_string()], Transport::TerminateTls)
-        ]
-    );
-    assert_eq!(
-        l443.filter_chains[1].tls.as_ref().and_then(|t| t.mode),
-        Some(crate::api::gateway::ServerTlsMode::Mutual)
-    );
-    assert!(diags
-        .iter()
-        .any(|d| d.field.as_deref() == Some("spec.servers[3]") && d.message.contains("a.example.com")));
-    let l9443 = p.listeners.iter().find(|l| l.port == 9443).expect("9443");
-    assert!(
-        l9443.filter_chains[0].server_names.is_empty(),
-        "`*` takes any SNI and none"
-    );
-    assert_eq!(l9443.filter_chains[0].transport, Transport::Passthrough);
-}
-
-#[test]
-fn tcp_and_tls_routes_at_a_gateway() {
-    let yaml = "\
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  servers:
-  - port: {number: 31400, name: tcp, protocol: TCP}
-    hosts: ['*']
-  - port: {number: 443, name: tls, protocol: TLS}
-    hosts: ['*.example.com']
-    tls: {mode: PASSTHROUGH}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: tcp-echo, namespace: apps}
-spec:
-  hosts: ['*']
-  gateways: [istio-system/gw]
-  tcp:
-  - match: [{port: 9999}]
-    route: [{destination: {host: other, port: {number: 9000}}}]
-  - match: [{port: 31400}]
-    route:
-    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
-    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: sni, namespace: apps}
-spec:
-  hosts: [a.example.com, b.example.com]
-  gateways: [istio-system/gw]
-  tls:
-  - match: [{sniHosts: [a.example.com], port: 443}]
-    route: [{destination: {host: a.example.com, port: {number: 443}}}]
-  - match: [{sniHosts: [a.example.com, b.example.com]}]
-    route: [{destination: {host: b.example.com, port: {number: 443}}}]
----
-";
-    let p = plan(yaml);
-    let tcp = &p
-        .listeners
-        .iter()
-        .find(|l| l.port == 31400)
-        .expect("31400")
-        .filter_chains[0];
-    let ChainAction::Tcp { route: Some(route) } = &tcp.action else {
-        panic!("{:?}", tcp.action)
-    };
-    assert_eq!(route.rule, 1);
-    let w: Vec<_> = route.clusters.iter().map(|c| (c.cluster.as_str(), c.weight)).collect();
-    assert_eq!(
-        w,
-        [
-            ("outbound|9000|v1|tcp-echo.apps.svc.cluster.local", 80),
-            ("outbound|9000|v2|tcp-echo.apps.svc.cluster.local", 20)
-        ]
-    );
-    let tls = &p.listeners.iter().find(|l| l.port == 443).expect("443").filter_chains[0];
-    let ChainAction::TlsPassthrough { routes } = &tls.action else {
-        panic!()
-    };
-    let sni: Vec<_> = routes
-        .iter()
-        .map(|r| (r.sni_hosts.clone(), r.route.clusters[0].cluster.clone()))
-        .collect();
-    // a.example.com is taken by the first rule; the second keeps only b.example.com.
-    assert_eq!(
-        sni,
-        [
-            (
-                vec!["a.example.com".to_string()],
-                "outbound|443||a.example.com".to_string()
-            ),
-            (
-                vec!["b.example.com".to_string()],
-                "outbound|443||b.example.com".to_string()
-            )
-        ]
-    );
-}
-
-#[test]
-fn selector_chooses_gateways_and_unmatched_config_gives_a_404_vhost() {
-    let (p, _) = plan_for(GW, Some(&[("istio", "egressgateway")]));
-    assert!(p.listeners.is_empty());
-    let (p, _) = plan_for(GW, Some(&[("istio", "ingressgateway"), ("app", "x")]));
-    assert_eq!(p.listeners.len(), 1);
-    let vh = &p.route_tables[0].virtual_hosts;
-    assert_eq!(
-        (vh.len(), vh[0].domains.as_slice(), vh[0].routes.len()),
-        (1, ["*".to_string()].as_slice(), 0)
-    );
 }
 
 #[test]
@@ -828,4 +505,54 @@ fn sidecar_role_routes_by_port_with_mesh_virtual_services() {
             .map(|r| r.clusters[0].cluster.as_str()),
         Some("outbound|443||web.apps.svc.cluster.local")
     );
+}
+
+#[test]
+fn a_destination_without_a_port_takes_the_listeners_and_is_warned_when_its_service_lacks_it() {
+    let lacks = |d: &Diagnostic| d.message.contains("has no port and its service has several");
+    // web.apps has ports 80 and 443: at listener 80 the destination is port 80, silently.
+    let route = "[{route: [{destination: {host: web}}]}]";
+    let (p, diags) = plan_for(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", route)), None);
+    assert_eq!(
+        clusters_of(&routes(&p, "http.80", "*")[0])[0].0,
+        "outbound|80||web.apps.svc.cluster.local"
+    );
+    assert!(!diags.iter().any(lacks), "{diags:#?}");
+    // Ports 8080 and 9090 only: still the listener's port, as Istio does, with a warning.
+    let other = SVC
+        .replace("number: 80,", "number: 8080,")
+        .replace("number: 443,", "number: 9090,");
+    let (p, diags) = plan_for(&format!("{GW}{other}{}", vs("apps", "web", "['*']", route)), None);
+    assert_eq!(
+        clusters_of(&routes(&p, "http.80", "*")[0])[0].0,
+        "outbound|80||web.apps.svc.cluster.local"
+    );
+    assert_eq!(diags.iter().filter(|d| lacks(d)).count(), 1, "{diags:#?}");
+    // A host outside the registry has no ports to choose from: no such warning.
+    let route = "[{route: [{destination: {host: elsewhere.example.com}}]}]";
+    let (_, diags) = plan_for(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", route)), None);
+    assert!(!diags.iter().any(lacks), "{diags:#?}");
+}
+
+mod listeners;
+mod policy;
+
+#[test]
+fn the_plan_reads_as_text_listeners_then_routes_in_order_then_clusters() {
+    let http = "[{match: [{uri: {prefix: /api}, headers: {end-user: {exact: jason}}}], rewrite: {uri: /v2, authority: api.internal}, \
+                route: [{destination: {host: web, port: {number: 80}}, weight: 90}, {destination: {host: web, port: {number: 443}}, weight: 10}]}, \
+                {redirect: {uri: /moved, redirectCode: 301}}]";
+    let text = text::render(&plan(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", http))));
+    let want = "\
+listener 0.0.0.0_80 (0.0.0.0:80)
+  chain http.80 [Plaintext, any SNI]: HTTP -> http.80
+route table http.80
+  virtual host *:80 [*]
+    apps/web/0: uri ^/api, header end-user=jason -> route to outbound|80||web.apps.svc.cluster.local (90), \
+outbound|443||web.apps.svc.cluster.local (10), rewrite uri /v2, rewrite host api.internal
+    apps/web/1: any -> redirect 301 to (same host)/moved
+cluster outbound|80||web.apps.svc.cluster.local [Static, LeastRequest, tls Disable]: 127.0.0.1:80 (w1), 127.0.0.2:8080 (w1)
+cluster outbound|443||web.apps.svc.cluster.local [Static, LeastRequest, tls Disable]: 127.0.0.1:443 (w1), 127.0.0.2:443 (w1)
+";
+    assert_eq!(text, want);
 }
