@@ -114,6 +114,11 @@ fn plan(state: &State) -> String {
 /// `/stats/prometheus`: Istio's and Envoy's metrics, then the gateway's own, in the Prometheus
 /// text format.
 fn prometheus(state: &State) -> String {
+    for c in state.current.load().clusters.values() {
+        if let Some(o) = &c.outlier {
+            o.expire();
+        }
+    }
     let mut registry = Registry::default();
     registry.register_collector(Box::new(state.telemetry.clone()));
     registry.register_collector(Box::new(GatewayStats::of(state)));

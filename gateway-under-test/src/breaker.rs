@@ -18,6 +18,7 @@ use mesh_model::plan::Cluster;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::Failure;
+use crate::telemetry::Ejections;
 
 /// Envoy's "unlimited" (2^32-1): no breaker is built for it.
 const UNLIMITED: i32 = i32::MAX;
@@ -164,11 +165,20 @@ pub struct Outlier {
     base_ejection: Duration,
     max_ejection_percent: u32,
     hosts: Vec<Health>,
+    /// Where ejections are counted (Envoy's outlier detection stats).
+    ejections: Ejections,
+}
+
+/// What tripped an ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Consecutive5xx,
+    ConsecutiveGateway,
 }
 
 impl Outlier {
-    /// None when the cluster has no outlier detection.
-    pub fn new(c: &Cluster) -> Option<Outlier> {
+    /// None when the cluster has no outlier detection. Ejections are counted in `ejections`.
+    pub fn new(c: &Cluster, ejections: Ejections) -> Option<Outlier> {
         let od = c.policy.outlier_detection.as_ref()?;
         let c5 = od
             .consecutive_5xx_errors
@@ -180,6 +190,7 @@ impl Outlier {
             base_ejection: od.base_ejection_time.map_or(Duration::from_secs(30), |d| d.as_std()),
             max_ejection_percent: od.max_ejection_percent.map_or(10, |p| p.clamp(0, 100) as u32),
             hosts: c.endpoints.iter().map(|_| Health::default()).collect(),
+            ejections,
         })
     }
 
@@ -193,6 +204,7 @@ impl Outlier {
             Some(t) if Instant::now() < t => true,
             Some(_) => {
                 *until = None;
+                self.ejections.active.dec();
                 false
             }
             None => false,
@@ -226,18 +238,35 @@ impl Outlier {
         };
         let n5 = bump(&h.consecutive_5xx, is_5xx);
         let ng = bump(&h.consecutive_gateway, is_gateway);
-        let trip = self.consecutive_5xx.is_some_and(|t| n5 >= t) || self.consecutive_gateway.is_some_and(|t| ng >= t);
-        if trip {
-            self.eject(i);
+        if self.consecutive_5xx.is_some_and(|t| n5 >= t) {
+            self.eject(i, Cause::Consecutive5xx);
+        } else if self.consecutive_gateway.is_some_and(|t| ng >= t) {
+            self.eject(i, Cause::ConsecutiveGateway);
         }
     }
 
-    fn eject(&self, i: usize) {
-        let ejected = self.ejected_count();
-        let allowed = ejected == 0 || (ejected + 1) * 100 <= self.hosts.len() * self.max_ejection_percent as usize;
-        if !allowed || self.is_ejected(i) {
+    /// Ends the ejections that have run out, so that `ejections_active` is exact when scraped
+    /// (Envoy ends them on its interval timer; here they end when next looked at).
+    pub fn expire(&self) {
+        self.ejected_count();
+    }
+
+    fn eject(&self, i: usize, cause: Cause) {
+        if self.is_ejected(i) {
             return;
         }
+        let ejected = self.ejected_count();
+        let allowed = ejected == 0 || (ejected + 1) * 100 <= self.hosts.len() * self.max_ejection_percent as usize;
+        if !allowed {
+            self.ejections.overflow.inc();
+            return;
+        }
+        self.ejections.enforced.inc();
+        self.ejections.active.inc();
+        match cause {
+            Cause::Consecutive5xx => self.ejections.consecutive_5xx.inc(),
+            Cause::ConsecutiveGateway => self.ejections.consecutive_gateway.inc(),
+        };
         let h = &self.hosts[i];
         let times = h.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
         if let Ok(mut until) = h.ejected_until.lock() {
@@ -245,5 +274,92 @@ impl Outlier {
         }
         h.consecutive_5xx.store(0, Ordering::Release);
         h.consecutive_gateway.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for Outlier {
+    /// A reload replaces the detector: its ejections stop counting as active (the new one starts
+    /// with every endpoint healthy, as Envoy's does for a changed cluster).
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            if h.ejected_until.lock().is_ok_and(|u| u.is_some()) {
+                self.ejections.active.dec();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three endpoints with `outlier` as the DestinationRule's outlierDetection.
+    fn outlier(outlier: &str, ejections: &Ejections) -> Outlier {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
+             hosts: [web.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+             endpoints: [{{address: 10.0.0.1}}, {{address: 10.0.0.2}}, {{address: 10.0.0.3}}]\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
+             host: web.example.com\n  trafficPolicy: {{outlierDetection: {outlier}}}\n"
+        );
+        let loaded = mesh_model::load_str("t.yaml", &yaml);
+        let opts = mesh_model::plan::PlanOptions {
+            labels: None,
+            namespace: None,
+            sidecar: true,
+        };
+        let (plan, _) = mesh_model::plan::build(&loaded.config, &opts);
+        let c = plan
+            .cluster("outbound|80||web.example.com")
+            .unwrap_or_else(|| panic!("{plan:?}"));
+        Outlier::new(c, ejections.clone()).unwrap_or_else(|| panic!("no outlier detection"))
+    }
+
+    #[test]
+    fn ejections_are_counted_by_cause_and_limited_by_max_ejection_percent() {
+        let e = Ejections::default();
+        let o = outlier(
+            "{consecutive5xxErrors: 2, consecutiveGatewayErrors: 1, maxEjectionPercent: 34}",
+            &e,
+        );
+        // A 500 twice: consecutive 5xx; a 502 once: a gateway failure, but 2 of 3 is over 34%.
+        o.report(0, Some(500), None);
+        assert_eq!(e.enforced.get(), 0, "one 5xx is not enough");
+        o.report(0, Some(500), None);
+        o.report(1, Some(502), None);
+        assert_eq!(
+            (e.enforced.get(), e.consecutive_5xx.get(), e.consecutive_gateway.get()),
+            (1, 1, 0)
+        );
+        assert_eq!((e.active.get(), e.overflow.get()), (1, 1));
+        assert!(o.is_ejected(0) && !o.is_ejected(1));
+        // An ejected endpoint failing again is not ejected twice.
+        o.report(0, Some(503), None);
+        o.report(0, Some(503), None);
+        assert_eq!(e.enforced.get(), 1);
+        // Replaced by a reload: its ejections are no longer active.
+        drop(o);
+        assert_eq!(e.active.get(), 0);
+    }
+
+    #[test]
+    fn a_gateway_failure_ejects_when_5xx_counting_is_off() {
+        let e = Ejections::default();
+        let o = outlier(
+            "{consecutive5xxErrors: 0, consecutiveGatewayErrors: 2, maxEjectionPercent: 100}",
+            &e,
+        );
+        let reset = Failure::Reset("reset".into());
+        for _ in 0..5 {
+            o.report(2, Some(500), None);
+        }
+        assert_eq!(e.enforced.get(), 0, "500 is not a gateway error");
+        o.report(2, None, Some(&reset));
+        o.report(2, Some(504), None);
+        assert_eq!(
+            (e.enforced.get(), e.consecutive_gateway.get(), e.active.get()),
+            (1, 1, 1)
+        );
+        assert_eq!(o.times_ejected(2), 1);
     }
 }

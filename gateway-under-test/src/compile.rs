@@ -363,7 +363,7 @@ impl UpstreamCluster {
             connections,
             origination,
             breakers: crate::breaker::Breakers::new(c),
-            outlier: crate::breaker::Outlier::new(c),
+            outlier: crate::breaker::Outlier::new(c, telemetry.ejections(&c.name)),
             cluster: c.clone(),
         }
     }

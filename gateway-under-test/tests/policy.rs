@@ -101,6 +101,58 @@ fn outlier_detection_ejects_a_failing_endpoint() {
         clusters.contains(&format!("127.0.0.1:{dead}::outlier_ejections::1")),
         "{clusters}"
     );
+    // Envoy's outlier detection stats: one ejection, for consecutive 5xx, still in force.
+    let stats = g.admin_get("/stats/prometheus");
+    let cl = "{cluster_name=\"outbound|80||web.example.com\"}";
+    for line in [
+        format!("envoy_cluster_outlier_detection_ejections_enforced_total{cl} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_active{cl} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx{cl} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure{cl} 0\n"),
+        format!("envoy_cluster_outlier_detection_ejections_overflow{cl} 0\n"),
+    ] {
+        assert!(stats.contains(&line), "{line} in {stats}");
+    }
+}
+
+#[test]
+fn an_ejection_ends_after_its_time_and_max_ejection_percent_holds_the_rest() {
+    let dead: Vec<u16> = (0..2)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    // Two dead endpoints, at most half of them ejected; gateway errors (connect failures) eject.
+    let policy = "    loadBalancer: {simple: ROUND_ROBIN}\n    \
+                  outlierDetection: {consecutive5xxErrors: 0, consecutiveGatewayErrors: 1, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 50}\n";
+    let g = gate(&yaml(&format!("{}{}", ep(dead[0]), ep(dead[1])), policy), &[80]);
+    for _ in 0..4 {
+        assert_eq!(get(g.port(80), "/", &[]).status, 503);
+    }
+    let cl = "{cluster_name=\"outbound|80||web.example.com\"}";
+    let stats = g.admin_get("/stats/prometheus");
+    for line in [
+        format!("envoy_cluster_outlier_detection_ejections_enforced_total{cl} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure{cl} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_active{cl} 1\n"),
+    ] {
+        assert!(stats.contains(&line), "{line} in {stats}");
+    }
+    assert!(
+        !stats.contains(&format!("envoy_cluster_outlier_detection_ejections_overflow{cl} 0\n")),
+        "the second endpoint's ejection was refused: {stats}"
+    );
+    // baseEjectionTime x 1 later, the scrape itself sees the ejection over.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let stats = g.admin_get("/stats/prometheus");
+    assert!(
+        stats.contains(&format!("envoy_cluster_outlier_detection_ejections_active{cl} 0\n")),
+        "{stats}"
+    );
 }
 
 #[test]

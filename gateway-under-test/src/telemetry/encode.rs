@@ -22,7 +22,7 @@ impl Telemetry {
     /// are both `envoy_cluster_upstream_rq`, told apart by their tag.
     pub fn envoy_counters(&self, o: &mut String) {
         let mut rq = String::new();
-        let mut simple: [(&str, &str, String); 4] = [
+        let mut simple: [(&str, &str, String); 7] = [
             ("envoy_cluster_upstream_rq_retry", "Requests retried", String::new()),
             (
                 "envoy_cluster_upstream_rq_timeout",
@@ -37,6 +37,21 @@ impl Telemetry {
             (
                 "envoy_cluster_upstream_cx_connect_fail",
                 "Connection failures",
+                String::new(),
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx",
+                "Ejections for consecutive 5xx",
+                String::new(),
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure",
+                "Ejections for consecutive gateway failures",
+                String::new(),
+            ),
+            (
+                "envoy_cluster_outlier_detection_ejections_overflow",
+                "Ejections that maxEjectionPercent did not allow",
                 String::new(),
             ),
         ];
@@ -57,11 +72,18 @@ impl Telemetry {
                     "envoy_cluster_upstream_rq{{response_code_class=\"{class}xx\",cluster_name=\"{cluster}\"}} {n}"
                 );
             }
-            for (i, v) in [&s.retry, &s.timeout, &s.pending_overflow, &s.connect_fail]
-                .iter()
-                .enumerate()
-            {
-                let (name, n) = (simple[i].0, v.load(Ordering::Relaxed));
+            let ej = &s.ejections;
+            let counts = [
+                s.retry.load(Ordering::Relaxed),
+                s.timeout.load(Ordering::Relaxed),
+                s.pending_overflow.load(Ordering::Relaxed),
+                s.connect_fail.load(Ordering::Relaxed),
+                ej.consecutive_5xx.get(),
+                ej.consecutive_gateway.get(),
+                ej.overflow.get(),
+            ];
+            for (i, n) in counts.into_iter().enumerate() {
+                let name = simple[i].0;
                 let _ = writeln!(simple[i].2, "{name}{{cluster_name=\"{cluster}\"}} {n}");
             }
         });
@@ -180,6 +202,12 @@ impl Collector for Telemetry {
             cluster,
             |s| &s.connections.active,
         )?;
+        let help = "Endpoints ejected by outlier detection";
+        let name = "envoy_cluster_outlier_detection_ejections_enforced";
+        family(&mut e, (name, help, C), cl, cluster, |s| &s.ejections.enforced)?;
+        let help = "Endpoints ejected now";
+        let name = "envoy_cluster_outlier_detection_ejections_active";
+        family(&mut e, (name, help, G), cl, cluster, |s| &s.ejections.active)?;
         let help = "Upstream request time in milliseconds, to the response headers";
         family(&mut e, ("envoy_cluster_upstream_rq_time", help, H), cl, cluster, |s| {
             &s.rq_time

@@ -100,6 +100,7 @@ struct ClusterSeries {
     pending_overflow: AtomicU64,
     connect_fail: AtomicU64,
     connections: Connections,
+    ejections: Ejections,
 }
 
 /// A cluster's upstream connections (Envoy's `upstream_cx_total` and `upstream_cx_active`),
@@ -117,6 +118,22 @@ impl Connections {
         self.active.inc();
         Open(self.active.clone())
     }
+}
+
+/// A cluster's outlier ejections (Envoy's `outlier_detection.ejections_*`), shared with the
+/// cluster's outlier detector: clones count into the same series.
+#[derive(Debug, Clone, Default)]
+pub struct Ejections {
+    /// `ejections_enforced_total`.
+    pub enforced: Counter,
+    /// `ejections_active`: endpoints ejected now.
+    pub active: Gauge,
+    /// `ejections_enforced_consecutive_5xx`.
+    pub consecutive_5xx: Counter,
+    /// `ejections_enforced_consecutive_gateway_failure`.
+    pub consecutive_gateway: Counter,
+    /// `ejections_overflow`: ejections `maxEjectionPercent` did not allow.
+    pub overflow: Counter,
 }
 
 /// An open upstream connection; dropping it (the connection closed) makes it inactive.
@@ -140,6 +157,7 @@ impl ClusterSeries {
             pending_overflow: AtomicU64::new(0),
             connect_fail: AtomicU64::new(0),
             connections: Connections::default(),
+            ejections: Ejections::default(),
         }
     }
 }
@@ -308,6 +326,15 @@ impl Telemetry {
         let mut found = Connections::default();
         self.clusters.with(cluster, &(), ClusterSeries::new, |s| {
             found = s.connections.clone();
+        });
+        found
+    }
+
+    /// The outlier ejection counters of `cluster`, for its outlier detector.
+    pub fn ejections(&self, cluster: &str) -> Ejections {
+        let mut found = Ejections::default();
+        self.clusters.with(cluster, &(), ClusterSeries::new, |s| {
+            found = s.ejections.clone();
         });
         found
     }
