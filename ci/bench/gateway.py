@@ -256,7 +256,7 @@ def tls_files(d):
 
 GRPC_PATH = "/proto.EchoTestService/Echo"
 
-GRPC_ROUTE = """apiVersion: networking.istio.io/v1
+GRPC_SERVICE = """apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: grpc-backend, namespace: default}}
 spec:
@@ -265,7 +265,9 @@ spec:
   ports: [{{number: 80, name: grpc, protocol: GRPC}}]
   endpoints: [{{address: 127.0.0.1, ports: {{grpc: {grpc_port}}}}}]
 ---
-apiVersion: networking.istio.io/v1
+"""
+
+GRPC_ROUTE = GRPC_SERVICE + """apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: grpc-backend, namespace: default}}
 spec:

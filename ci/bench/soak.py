@@ -24,19 +24,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import MESHBENCH, free_port, wait_port  # noqa: E402
-from gateway import (GATEWAY, GRPC_PATH, MESHGATE, grpc_request_file, h2load, nginx, start, write,  # noqa: E402
+from gateway import (GATEWAY, GRPC_PATH, GRPC_SERVICE, MESHGATE, grpc_request_file, h2load, nginx, start, write,  # noqa: E402
                      wrk, ROOT)
 
-ROUTES = """apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: grpc-backend, namespace: default}}
-spec:
-  hosts: [grpc-backend.example.com]
-  resolution: STATIC
-  ports: [{{number: 80, name: grpc, protocol: GRPC}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {grpc_port}}}}}]
----
-apiVersion: networking.istio.io/v1
+ROUTES = GRPC_SERVICE + """apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: soak, namespace: default}}
 spec:
