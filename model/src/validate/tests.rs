@@ -179,6 +179,7 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         // Rules whose boundaries the cases above left untested.
         ("DestinationRule", dr("{loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}}"), Code::Conflict, "spec.trafficPolicy.loadBalancer.consistentHash", E),
         ("DestinationRule", dr("{loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 0}}}"), Code::TrafficPolicy, "spec.trafficPolicy.loadBalancer.warmup.aggression", E),
+        ("DestinationRule", dr("{loadBalancer: {localityLbSetting: {distribute: [{from: 'us/a/*', to: {'us/a/*': 100}}], failover: [{from: us, to: eu}]}}}"), Code::Conflict, "spec.trafficPolicy.loadBalancer.localityLbSetting", E),
         ("DestinationRule", dr("{outlierDetection: {consecutiveErrors: -1}}"), Code::TrafficPolicy, "spec.trafficPolicy.outlierDetection.consecutiveErrors", E),
         ("DestinationRule", "{host: a.example.com, subsets: [{name: v1, labels: {'bad_prefix!/version': v1}}]}".into(), Code::InvalidLabel, "spec.subsets[0].labels.bad_prefix!/version", E),
         ("Gateway", https("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c.pem}]}"), Code::GatewayTls, "spec.servers[0].tls.tlsCertificates[0]", E),
