@@ -13,9 +13,9 @@ use mesh_model::api::virtual_service::HeaderOperations;
 use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
-use crate::errors::{reply, Failure};
+use crate::errors::Failure;
 use crate::local::{chance, set};
-use crate::proxy::{fail, Body, Downstream, Outcome};
+use crate::proxy::{fail, rescue, Body, Downstream, Outcome};
 use crate::replay::RequestBody;
 use crate::telemetry::{Telemetry, Upstream};
 use crate::upstream::SendError;
@@ -117,7 +117,7 @@ pub(crate) async fn forward(
     out: &mut Outcome,
 ) -> Response<Body> {
     let RouteAction::Route { clusters, rewrite } = &r.route.action else {
-        return reply(&Failure::NoRoute, grpc);
+        return fail(Failure::NoRoute, grpc, out);
     };
     let Some(wc) = picked else {
         return fail(Failure::NoCluster, grpc, out);
@@ -226,14 +226,7 @@ pub(crate) async fn forward(
     }
     let mut resp = match result {
         Ok(resp) => resp,
-        Err((f, retried)) => {
-            if let Failure::ConnectFailure(reason) = &f {
-                out.transport_failure = reason.clone();
-            }
-            out.flags = f.retried_flag(retried);
-            out.details = f.details();
-            return crate::errors::reply_after(&f, grpc, retried);
-        }
+        Err((f, retried)) => return rescue(&f, retried, grpc, out),
     };
     let ms = started.elapsed().as_millis();
     out.upstream_ms = Some(ms);

@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, Full};
 use mesh_model::plan::RouteAction;
 
 use crate::compile::Compiled;
-use crate::errors::{reply, Failure};
+use crate::errors::Failure;
 use crate::forward::{forward, pick_weighted};
 use crate::limits::BodyLimits;
 use crate::local::{
@@ -157,9 +157,20 @@ pub async fn handle(
 
 /// A local reply for `f`, noted in the outcome.
 pub(crate) fn fail(f: Failure, grpc: bool, out: &mut Outcome) -> Response<Body> {
-    out.flags = f.flag().to_string();
+    rescue(&f, false, grpc, out)
+}
+
+/// The one place a failure becomes what the client gets and what the access log and metrics
+/// say: the local reply (gRPC as trailers-only), Envoy's response flags (`URX` added once
+/// `retried` attempts have failed), the response code details and, for a connect failure, the
+/// upstream transport failure reason. The gateway, the sidecar and their upgrades all come here.
+pub(crate) fn rescue(f: &Failure, retried: bool, grpc: bool, out: &mut Outcome) -> Response<Body> {
+    if let Failure::ConnectFailure(reason) = f {
+        out.transport_failure.clone_from(reason);
+    }
+    out.flags = f.retried_flag(retried);
     out.details = f.details();
-    reply(&f, grpc)
+    crate::errors::reply_after(f, grpc, retried)
 }
 
 pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
@@ -312,5 +323,26 @@ mod tests {
         assert!(ids
             .iter()
             .all(|i| i[14] == b'4' && matches!(i[19], b'8' | b'9' | b'a' | b'b')));
+    }
+
+    #[test]
+    fn rescue_answers_and_notes_a_failure_as_envoy_does() {
+        let mut out = Outcome::new();
+        let refused = Failure::ConnectFailure("connection refused".into());
+        let resp = rescue(&refused, true, false, &mut out);
+        assert_eq!(resp.status(), 503);
+        assert_eq!(out.flags, "URX,UF");
+        assert_eq!(out.transport_failure, "connection refused");
+        assert_eq!(out.details, refused.details());
+        // A gRPC call gets a trailers-only reply: HTTP 200, the status in grpc-status.
+        let mut out = Outcome::new();
+        let resp = rescue(&Failure::NoHealthyUpstream, false, true, &mut out);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"14"[..])
+        );
+        assert_eq!((out.flags.as_str(), out.transport_failure.as_str()), ("UH", ""));
+        assert_eq!(out.details, "no_healthy_upstream");
     }
 }

@@ -150,13 +150,12 @@ async fn passthrough(req: Request<hyper::body::Incoming>, to: &str, out: &mut Ou
     out.upstream_host = to.to_string();
     match passthrough_client().request(up).await {
         Ok(resp) => resp.map(|b| b.boxed_unsync()),
-        Err(e) => {
-            let f = crate::errors::Failure::ConnectFailure(e.to_string());
-            out.flags = "UF".into();
-            out.transport_failure = e.to_string();
-            out.details = f.details();
-            crate::errors::reply(&f, false)
-        }
+        Err(e) => crate::proxy::rescue(
+            &crate::errors::Failure::ConnectFailure(e.to_string()),
+            false,
+            false,
+            out,
+        ),
     }
 }
 
