@@ -179,6 +179,9 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         // Rules whose boundaries the cases above left untested.
         ("DestinationRule", dr("{loadBalancer: {consistentHash: {httpHeaderName: x-user, useSourceIp: true}}}"), Code::Conflict, "spec.trafficPolicy.loadBalancer.consistentHash", E),
         ("DestinationRule", dr("{loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 0}}}"), Code::TrafficPolicy, "spec.trafficPolicy.loadBalancer.warmup.aggression", E),
+        ("Gateway", gw(&srv(HTTP80, ", tls: {mode: SIMPLE}")), Code::GatewayTls, "spec.servers[0].tls", E),
+        ("Gateway", gw(&srv(HTTP80, ", tls: {credentialName: c}")), Code::GatewayTls, "spec.servers[0].tls", E),
+        ("Gateway", https("{mode: SIMPLE, credentialNames: [a, b, c]}"), Code::GatewayTls, "spec.servers[0].tls", E),
         ("DestinationRule", dr("{loadBalancer: {localityLbSetting: {distribute: [{from: 'us/a/*', to: {'us/a/*': 100}}], failover: [{from: us, to: eu}]}}}"), Code::Conflict, "spec.trafficPolicy.loadBalancer.localityLbSetting", E),
         ("DestinationRule", dr("{outlierDetection: {consecutiveErrors: -1}}"), Code::TrafficPolicy, "spec.trafficPolicy.outlierDetection.consecutiveErrors", E),
         ("DestinationRule", "{host: a.example.com, subsets: [{name: v1, labels: {'bad_prefix!/version': v1}}]}".into(), Code::InvalidLabel, "spec.subsets[0].labels.bad_prefix!/version", E),
@@ -456,5 +459,26 @@ fn a_gateway_named_without_its_namespace_is_found_for_the_hint() {
     assert_eq!(
         missing.hint.as_deref(),
         Some("a Gateway `edge` exists in namespace `gateways`: write `gateways/edge`")
+    );
+}
+
+#[test]
+fn subject_alt_names_are_questioned_only_without_mutual() {
+    let san_warnings = |tls: &str| {
+        let spec =
+            format!("{{servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], tls: {tls}}}]}}");
+        check(&doc("Gateway", &spec))
+            .into_iter()
+            .filter(|d| d.field.as_deref().is_some_and(|f| f.ends_with("subjectAltNames")))
+            .count()
+    };
+    assert_eq!(
+        san_warnings("{mode: MUTUAL, credentialName: c, subjectAltNames: [client]}"),
+        0
+    );
+    assert_eq!(san_warnings("{mode: SIMPLE, credentialName: c}"), 0);
+    assert_eq!(
+        san_warnings("{mode: SIMPLE, credentialName: c, subjectAltNames: [client]}"),
+        1
     );
 }
