@@ -241,6 +241,37 @@ mod tests {
     }
 
     #[test]
+    fn an_expected_failure_is_met_only_by_that_failure() {
+        let expecting = |kind: &str| -> Case {
+            serde_json::from_value(serde_json::json!({"id": "x", "expect": {"error": kind}}))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let closed = Observation::default();
+        let answered = Observation {
+            status: 200,
+            body: "hello".into(),
+            ..Default::default()
+        };
+        let handshake = Observation {
+            error: Some("handshake: alert".into()),
+            ..Default::default()
+        };
+        // A connection closed with no byte is refused; an answer is not, whatever its status.
+        assert!(check(&expecting("refused"), &closed).is_empty());
+        assert!(check(&expecting("refused"), &handshake).is_empty());
+        assert_eq!(
+            check(&expecting("refused"), &answered),
+            ["expected a refused failure, observed a response with status 200"]
+        );
+        // Other kinds need that very failure: a closed connection is not a failed handshake.
+        assert!(check(&expecting("handshake"), &handshake).is_empty());
+        assert_eq!(
+            check(&expecting("handshake"), &closed),
+            ["expected a handshake failure, observed a response with status 0"]
+        );
+    }
+
+    #[test]
     fn distribution_bounds() {
         // The n of the built-in 80/20 cases: a correct split passes, 10 points off fails.
         let want: BTreeMap<String, f64> = [("v1".into(), 80.0), ("v2".into(), 20.0)].into();

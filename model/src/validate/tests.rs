@@ -188,6 +188,7 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("Gateway", https("{mode: SIMPLE, tlsCertificates: [{serverCertificate: /c.pem}]}"), Code::GatewayTls, "spec.servers[0].tls.tlsCertificates[0]", E),
         ("Gateway", https("{mode: SIMPLE, privateKey: /k.pem, credentialName: c}"), Code::GatewayTls, "spec.servers[0].tls", E),
         ("VirtualService", vs(&format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "x".repeat(1024 * 1024 + 1))), Code::InvalidDirectResponse, "spec.http[0].directResponse.body", E),
+        ("VirtualService", vs(&format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "x".repeat(200 * 1024))), Code::InvalidDirectResponse, "spec.http[0].directResponse.body", W),
         ("ServiceEntry", "{hosts: [bad_host.example.com], resolution: DNS, ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::InvalidHost, "spec.hosts[0]", E),
         ("ServiceEntry", se(", resolution: STATIC, addresses: [10.0.0.0/33], endpoints: [{address: 10.0.0.1}]"), Code::InvalidValue, "spec.addresses[0]", E),
         ("ServiceEntry", se(", resolution: DNS, endpoints: [{address: '*.example.com'}]"), Code::ServiceEntryResolution, "spec.endpoints[0].address", E),
@@ -258,6 +259,13 @@ fn valid_documents_draw_no_error() {
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5}}}, subsets: [{name: v1, labels: {app.kubernetes.io/version: v1}}]}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}}]}"),
         doc("WorkloadEntry", "{network: network-2, labels: {app: a}}"),
+        doc("ServiceEntry", "{hosts: [web.example.com], resolution: STATIC, endpoints: [{address: 10.0.0.1}], ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]}"),
+        doc("ServiceEntry", "{hosts: [web.example.com], resolution: DNS, endpoints: [{address: a.example.com}, {address: b.example.com}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
+        doc("ServiceEntry", "{hosts: [web.example.com], resolution: DNS_ROUND_ROBIN, endpoints: [{address: a.example.com}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
+        doc("ServiceEntry", "{hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}"),
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: t, namespace: ns, labels: {istio.io/use-waypoint: none}}\n\
+         spec: {hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}\n"
+            .to_string(),
         doc("ServiceEntry", "{hosts: [nginx.example.com], resolution: DNS, endpoints: [{address: my-nginx.mesh-external.svc.cluster.local, ports: {https: 443}}], ports: [{number: 443, name: https, protocol: HTTPS}]}"),
     ];
     for yaml in valid {
