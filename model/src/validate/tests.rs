@@ -124,6 +124,8 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("VirtualService", vs(&format!("{{{ROUTE}}}, {{match: [{{uri: {{prefix: /a}}}}], {ROUTE}}}")), Code::UnreachableRule, "spec.http[1]", W),
         ("VirtualService", vs(&format!("{{match: [{{uri: {{prefix: /}}}}], {ROUTE}}}, {{match: [{{uri: {{prefix: /a}}}}], {ROUTE}}}")), Code::IneffectiveMatch, "spec.http[1].match[0]", W),
         ("VirtualService", vs(&format!("{{match: [{{uri: {{exact: /a}}}}], {ROUTE}}}, {{match: [{{uri: {{exact: /a}}}}, {{uri: {{exact: /b}}}}], {ROUTE}}}")), Code::IneffectiveMatch, "spec.http[1].match[0]", W),
+        // A match's name routes nothing: the same match under another name is still taken.
+        ("VirtualService", vs(&format!("{{match: [{{name: first, uri: {{exact: /a}}}}], {ROUTE}}}, {{match: [{{name: second, uri: {{exact: /a}}}}, {{uri: {{exact: /b}}}}], {ROUTE}}}")), Code::IneffectiveMatch, "spec.http[1].match[0]", W),
         // DestinationRule
         ("DestinationRule", "{subsets: [{name: v1}]}".into(), Code::Required, "spec.host", E),
         ("DestinationRule", dr("{}"), Code::TrafficPolicy, "spec.trafficPolicy", E),
