@@ -18,7 +18,7 @@ use http::{HeaderMap, Request};
 use mesh_model::api::virtual_service::HeaderOperations;
 use mesh_model::plan::{PlanOptions, WeightedCluster};
 use meshgate::compile::{compile, Compiled};
-use meshgate::proxy::Downstream;
+use meshgate::context::Downstream;
 use meshgate::telemetry::{Identity, Telemetry};
 
 const ROUTE: &str = "{match: [{uri: {regex: 'URI'}, headers: {HEADER: {exact: 'VALUE'}}}], \
@@ -213,12 +213,12 @@ fn benches(c: &mut Criterion) {
     let text = meshgate::logformat::Format::new("TEXT", "").unwrap();
     let json = meshgate::logformat::Format::new("JSON", "").unwrap();
     let line = meshgate::logging::RequestLine::of(&req, &text);
-    let out = meshgate::proxy::Outcome {
+    let out = meshgate::context::Outcome {
         route: "bench.default.0".into(),
         cluster: "outbound|80||backend.example.com".into(),
         upstream_host: "127.0.0.1:9".into(),
         upstream_ms: Some(1),
-        ..meshgate::proxy::Outcome::new()
+        ..meshgate::context::Outcome::new()
     };
     let started_at = std::time::SystemTime::now();
     c.bench_function("access log line: Istio's TEXT format", |b| {

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::compile::Compiled;
 use crate::conns::Registered;
-use crate::proxy::Downstream;
+use crate::context::Downstream;
 use crate::state::State;
 use crate::tls::{Hello, Rewind};
 

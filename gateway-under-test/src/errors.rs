@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::proxy::{full, Body};
+use crate::context::{full, Body, Outcome};
 
 /// Why the gateway answered itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,4 +196,48 @@ fn reply_body(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
             .insert("content-type", HeaderValue::from_static("text/plain"));
     }
     r
+}
+
+/// A local reply for `f`, noted in the outcome.
+pub fn fail(f: Failure, grpc: bool, out: &mut Outcome) -> Response<Body> {
+    rescue(&f, false, grpc, out)
+}
+
+/// The one place a failure becomes what the client gets and what the access log and metrics
+/// say: the local reply (gRPC as trailers-only), Envoy's response flags (`URX` added once
+/// `retried` attempts have failed), the response code details and, for a connect failure, the
+/// upstream transport failure reason. The gateway, the sidecar and their upgrades all come here.
+pub fn rescue(f: &Failure, retried: bool, grpc: bool, out: &mut Outcome) -> Response<Body> {
+    if let Failure::ConnectFailure(reason) = f {
+        out.transport_failure.clone_from(reason);
+    }
+    out.flags = f.retried_flag(retried);
+    out.details = f.details();
+    reply_after(f, grpc, retried)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescue_answers_and_notes_a_failure_as_envoy_does() {
+        let mut out = Outcome::new();
+        let refused = Failure::ConnectFailure("connection refused".into());
+        let resp = rescue(&refused, true, false, &mut out);
+        assert_eq!(resp.status(), 503);
+        assert_eq!(out.flags, "URX,UF");
+        assert_eq!(out.transport_failure, "connection refused");
+        assert_eq!(out.details, refused.details());
+        // A gRPC call gets a trailers-only reply: HTTP 200, the status in grpc-status.
+        let mut out = Outcome::new();
+        let resp = rescue(&Failure::NoHealthyUpstream, false, true, &mut out);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"14"[..])
+        );
+        assert_eq!((out.flags.as_str(), out.transport_failure.as_str()), ("UH", ""));
+        assert_eq!(out.details, "no_healthy_upstream");
+    }
 }

@@ -13,9 +13,9 @@ use mesh_model::api::virtual_service::HeaderOperations;
 use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
-use crate::errors::Failure;
+use crate::context::{Body, Downstream, Outcome};
+use crate::errors::{fail, rescue, Failure};
 use crate::local::{chance, set};
-use crate::proxy::{fail, rescue, Body, Downstream, Outcome};
 use crate::replay::RequestBody;
 use crate::telemetry::{Telemetry, Upstream};
 use crate::upstream::SendError;

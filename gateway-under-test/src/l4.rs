@@ -10,8 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::compile::Compiled;
+use crate::context::Downstream;
 use crate::errors::Failure;
-use crate::proxy::Downstream;
 use crate::state::State;
 
 /// `outbound_.<port>_.<subset>_.<host>` -> `outbound|<port>|<subset>|<host>`.

@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod capture;
 pub mod compile;
 pub mod conns;
+pub mod context;
 pub mod counted;
 pub mod dns;
 pub mod errors;

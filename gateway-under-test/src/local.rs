@@ -8,9 +8,9 @@ use mesh_model::api::virtual_service::CorsPolicy;
 use mesh_model::plan::{RedirectPlan, RedirectPort, Route, RouteAction};
 
 use crate::compile::CompiledRoute;
+use crate::context::{full, Body, Downstream, Outcome};
 use crate::errors::{reply, Failure};
 use crate::matching::{authority, request_host};
-use crate::proxy::{full, Body, Downstream, Outcome};
 
 pub(crate) fn https_redirect(req: &Request<hyper::body::Incoming>) -> String {
     let host = request_host(req);

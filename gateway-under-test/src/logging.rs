@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request};
 use hyper::body::{Body as _, Frame, SizeHint};
 
+use crate::context::{Body, Downstream, Outcome};
 use crate::logformat::{Entry, Format};
-use crate::proxy::{Body, Downstream, Outcome};
 use crate::replay::RequestBody;
 use crate::state::State;
 use crate::telemetry;

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use http::Request;
 
 use crate::compile::Matcher;
-use crate::proxy::Downstream;
+use crate::context::Downstream;
 
 /// The authority as the client sent it (with its port, if any): the URI's (h2, absolute form),
 /// else the Host header; empty when neither is there.

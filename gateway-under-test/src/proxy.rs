@@ -14,76 +14,20 @@
 //! 10. logging: access log line and metrics at the response's end (`logging.rs`)
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt, Full};
 use mesh_model::plan::RouteAction;
 
 use crate::compile::Compiled;
-use crate::errors::Failure;
+use crate::context::{Body, Downstream, Outcome};
+use crate::errors::{fail, Failure};
 use crate::forward::{forward, pick_weighted};
-use crate::limits::BodyLimits;
 use crate::local::{
     cors_headers, https_redirect, is_preflight, local_actions, origin_allowed, preflight, redirect_response,
 };
 use crate::matching::{matches, request_host};
-
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
-
-pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
-}
-
-/// Where a request came in.
-#[derive(Debug, Clone)]
-pub struct Downstream {
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    /// The Plan's listener port.
-    pub port: u32,
-    pub scheme: &'static str,
-    /// The route table of the filter chain the connection came through.
-    pub table: Option<String>,
-    /// The SNI the client sent (TLS).
-    pub sni: Option<String>,
-    /// The sidecar role's outbound listener (an explicit proxy).
-    pub outbound: bool,
-    /// The destination a client asked for (CONNECT host:port), for original-destination clusters.
-    pub original_dst: Option<String>,
-    /// How large a request body may be buffered, and the gateway's buffer budget.
-    pub body: Arc<BodyLimits>,
-    /// Where upstream attempts are counted.
-    pub telemetry: Arc<crate::telemetry::Telemetry>,
-}
-
-/// What the access log and stats need to know about one request.
-#[derive(Debug, Default, Clone)]
-pub struct Outcome {
-    pub flags: String,
-    pub details: std::borrow::Cow<'static, str>,
-    pub route: String,
-    pub cluster: String,
-    pub upstream_host: String,
-    pub upstream_ms: Option<u128>,
-    /// Why the upstream connection failed (TLS errors among them), for the access log.
-    pub transport_failure: String,
-    /// The request body on its way upstream, which counts what it has read (None: not read).
-    pub request_body: Option<crate::replay::RequestBody>,
-}
-
-impl Outcome {
-    /// The outcome of a request that is still on its way upstream.
-    pub fn new() -> Outcome {
-        Outcome {
-            details: "via_upstream".into(),
-            ..Default::default()
-        }
-    }
-}
 
 /// The whole request path after phase 1. Never fails: every failure becomes a response.
 /// `--test-spin-us`, in nanoseconds: CPU burnt on every request (0: none).
@@ -155,24 +99,6 @@ pub async fn handle(
     (resp, out)
 }
 
-/// A local reply for `f`, noted in the outcome.
-pub(crate) fn fail(f: Failure, grpc: bool, out: &mut Outcome) -> Response<Body> {
-    rescue(&f, false, grpc, out)
-}
-
-/// The one place a failure becomes what the client gets and what the access log and metrics
-/// say: the local reply (gRPC as trailers-only), Envoy's response flags (`URX` added once
-/// `retried` attempts have failed), the response code details and, for a connect failure, the
-/// upstream transport failure reason. The gateway, the sidecar and their upgrades all come here.
-pub(crate) fn rescue(f: &Failure, retried: bool, grpc: bool, out: &mut Outcome) -> Response<Body> {
-    if let Failure::ConnectFailure(reason) = f {
-        out.transport_failure.clone_from(reason);
-    }
-    out.flags = f.retried_flag(retried);
-    out.details = f.details();
-    crate::errors::reply_after(f, grpc, retried)
-}
-
 pub(crate) fn is_grpc(h: &HeaderMap) -> bool {
     h.get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -234,6 +160,7 @@ fn request_id_bytes() -> [u8; 36] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::BodyLimits;
 
     fn downstream() -> Downstream {
         let limits = <crate::Args as clap::Parser>::try_parse_from(["meshgate", "-c", "."])
@@ -323,26 +250,5 @@ mod tests {
         assert!(ids
             .iter()
             .all(|i| i[14] == b'4' && matches!(i[19], b'8' | b'9' | b'a' | b'b')));
-    }
-
-    #[test]
-    fn rescue_answers_and_notes_a_failure_as_envoy_does() {
-        let mut out = Outcome::new();
-        let refused = Failure::ConnectFailure("connection refused".into());
-        let resp = rescue(&refused, true, false, &mut out);
-        assert_eq!(resp.status(), 503);
-        assert_eq!(out.flags, "URX,UF");
-        assert_eq!(out.transport_failure, "connection refused");
-        assert_eq!(out.details, refused.details());
-        // A gRPC call gets a trailers-only reply: HTTP 200, the status in grpc-status.
-        let mut out = Outcome::new();
-        let resp = rescue(&Failure::NoHealthyUpstream, false, true, &mut out);
-        assert_eq!(resp.status(), 200);
-        assert_eq!(
-            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
-            Some(&b"14"[..])
-        );
-        assert_eq!((out.flags.as_str(), out.transport_failure.as_str()), ("UH", ""));
-        assert_eq!(out.details, "no_healthy_upstream");
     }
 }

@@ -14,9 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::conns::{ConnHandle, Phase, Registered};
+use crate::context::{Downstream, Outcome};
 use crate::errors::Failure;
 use crate::logging::{Finish, Logged, RequestLine};
-use crate::proxy::{self, Downstream, Outcome};
+use crate::proxy;
 use crate::state::State;
 use crate::{l4, tls};
 
@@ -246,7 +247,7 @@ async fn one_request(
     let grpc = proxy::is_grpc(req.headers());
     let (mut resp, out) = if let Err(f) = within_header_limits(&req, &state.limits) {
         let mut out = Outcome::new();
-        (proxy::fail(f, grpc, &mut out), out)
+        (crate::errors::fail(f, grpc, &mut out), out)
     } else if down.outbound {
         crate::sidecar::handle(state.clone(), compiled, &down, req).await
     } else {

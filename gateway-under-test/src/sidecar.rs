@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::compile::Compiled;
-use crate::proxy::{full, Body, Downstream, Outcome};
+use crate::context::{full, Body, Downstream, Outcome};
 use crate::state::State;
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
@@ -150,7 +150,7 @@ async fn passthrough(req: Request<hyper::body::Incoming>, to: &str, out: &mut Ou
     out.upstream_host = to.to_string();
     match passthrough_client().request(up).await {
         Ok(resp) => resp.map(|b| b.boxed_unsync()),
-        Err(e) => crate::proxy::rescue(
+        Err(e) => crate::errors::rescue(
             &crate::errors::Failure::ConnectFailure(e.to_string()),
             false,
             false,

@@ -365,7 +365,9 @@ fn sigterm_drains_a_steady_client_with_nothing_refused_or_reset() {
     other.send();
     assert_eq!((client.refused, client.reset), (0, 0), "ok {}", client.ok);
     assert_eq!((other.refused, other.reset, other.ok), (0, 0, 2));
-    assert!(client.ok > 100, "{}", client.ok);
+    // 50 before the SIGTERM, then requests kept being served through the drain (how many fit
+    // in 1.5 s depends on the machine's load, so only a floor is asserted).
+    assert!(client.ok > 70, "{}", client.ok);
     let status = g.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(
