@@ -126,6 +126,12 @@ fn rules_in_the_gateway_namespace_win_over_the_service_namespace() {
         lb_of(&plan_in(&format!("{gw}{SVC}{hidden}"), "gateways", &ingress)),
         Some(SimpleLb::LeastRequest)
     );
+    // A rule of the gateway's own namespace exported only elsewhere is not the gateway's.
+    let elsewhere = rule("gateways", "web-elsewhere", "  exportTo: [apps]\n", "RANDOM");
+    assert_eq!(
+        lb_of(&plan_in(&format!("{gw}{SVC}{elsewhere}{remote}"), "gateways", &ingress)),
+        Some(SimpleLb::RoundRobin)
+    );
     // Exported by name to the gateway's namespace, it is.
     let named = rule("apps", "web", "  exportTo: [gateways]\n", "ROUND_ROBIN");
     assert_eq!(
