@@ -184,6 +184,8 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("Gateway", gw(&srv(HTTP80, ", tls: {mode: SIMPLE}")), Code::GatewayTls, "spec.servers[0].tls", E),
         ("Gateway", gw(&srv(HTTP80, ", tls: {credentialName: c}")), Code::GatewayTls, "spec.servers[0].tls", E),
         ("Gateway", https("{mode: SIMPLE, credentialNames: [a, b, c]}"), Code::GatewayTls, "spec.servers[0].tls", E),
+        ("Gateway", gw(&srv(HTTP80, ", tls: {credentialNames: [a]}")), Code::GatewayTls, "spec.servers[0].tls", E),
+        ("VirtualService", vs(&format!("{{headers: {{request: {{remove: ['bad header']}}}}, {ROUTE}}}")), Code::InvalidHeader, "spec.http[0].headers.request.remove[0]", E),
         ("DestinationRule", dr("{loadBalancer: {localityLbSetting: {distribute: [{from: 'us/a/*', to: {'us/a/*': 100}}], failover: [{from: us, to: eu}]}}}"), Code::Conflict, "spec.trafficPolicy.loadBalancer.localityLbSetting", E),
         ("DestinationRule", dr("{tunnel: {protocol: CONNECT, targetHost: '', targetPort: 8080}}"), Code::TrafficPolicy, "spec.trafficPolicy.tunnel.targetHost", E),
         ("DestinationRule", dr("{outlierDetection: {consecutiveErrors: -1}}"), Code::TrafficPolicy, "spec.trafficPolicy.outlierDetection.consecutiveErrors", E),
@@ -262,6 +264,9 @@ fn valid_documents_draw_no_error() {
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5}}}, subsets: [{name: v1, labels: {app.kubernetes.io/version: v1}}]}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}}]}"),
         doc("WorkloadEntry", "{network: network-2, labels: {app: a}}"),
+        doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialNames: [rsa, ecdsa]}}]}"),
+        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {failover: [{from: us, to: eu}]}}, outlierDetection: {consecutive5xxErrors: 5}}}"),
+        doc("VirtualService", "{hosts: [a.example.com], http: [{headers: {request: {remove: [x-debug]}, response: {remove: [server]}}, route: [{destination: {host: a.example.com}}]}]}"),
         doc("DestinationRule", "{host: a.example.com, exportTo: [apps, '.'], trafficPolicy: {tunnel: {protocol: CONNECT, targetHost: proxy.example.com, targetPort: 3128}}}"),
         doc("ServiceEntry", "{hosts: [web.example.com], resolution: STATIC, endpoints: [{address: 10.0.0.1}], ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]}"),
         doc("ServiceEntry", "{hosts: [web.example.com], resolution: DNS, endpoints: [{address: a.example.com}, {address: b.example.com}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
@@ -491,6 +496,29 @@ fn subject_alt_names_are_questioned_only_without_mutual() {
     assert_eq!(san_warnings("{mode: SIMPLE, credentialName: c}"), 0);
     assert_eq!(
         san_warnings("{mode: SIMPLE, credentialName: c, subjectAltNames: [client]}"),
+        1
+    );
+}
+
+#[test]
+fn old_tls_versions_are_questioned_only_without_cipher_suites() {
+    let version_warnings = |tls: &str| {
+        let spec =
+            format!("{{servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], tls: {tls}}}]}}");
+        check(&doc("Gateway", &spec))
+            .into_iter()
+            .filter(|d| d.field.as_deref().is_some_and(|f| f.ends_with("minProtocolVersion")))
+            .count()
+    };
+    assert_eq!(
+        version_warnings("{mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2}"),
+        0
+    );
+    let with_ciphers =
+        "{mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_0, cipherSuites: [ECDHE-RSA-AES128-SHA]}";
+    assert_eq!(version_warnings(with_ciphers), 0);
+    assert_eq!(
+        version_warnings("{mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_0}"),
         1
     );
 }
