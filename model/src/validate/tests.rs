@@ -194,6 +194,7 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("Gateway", https("{mode: SIMPLE, privateKey: /k.pem, credentialName: c}"), Code::GatewayTls, "spec.servers[0].tls", E),
         ("VirtualService", vs(&format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "x".repeat(1024 * 1024 + 1))), Code::InvalidDirectResponse, "spec.http[0].directResponse.body", E),
         ("VirtualService", vs(&format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "x".repeat(200 * 1024))), Code::InvalidDirectResponse, "spec.http[0].directResponse.body", W),
+        ("ServiceEntry", "{hosts: ['api*.example.com'], ports: [{number: 443, name: tls, protocol: TLS}]}".into(), Code::InvalidHost, "spec.hosts[0]", W),
         ("ServiceEntry", "{hosts: [bad_host.example.com], resolution: DNS, ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::InvalidHost, "spec.hosts[0]", E),
         ("ServiceEntry", se(", resolution: STATIC, addresses: [10.0.0.0/33], endpoints: [{address: 10.0.0.1}]"), Code::InvalidValue, "spec.addresses[0]", E),
         ("ServiceEntry", se(", resolution: DNS, endpoints: [{address: '*.example.com'}]"), Code::ServiceEntryResolution, "spec.endpoints[0].address", E),
@@ -264,6 +265,7 @@ fn valid_documents_draw_no_error() {
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5}}}, subsets: [{name: v1, labels: {app.kubernetes.io/version: v1}}]}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}}]}"),
         doc("WorkloadEntry", "{network: network-2, labels: {app: a}}"),
+        doc("VirtualService", "{hosts: [a.example.com], http: [{corsPolicy: {allowOrigins: [{exact: 'https://a.example.com'}], allowHeaders: ['*', x-custom], exposeHeaders: ['*']}, route: [{destination: {host: a.example.com}}]}]}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialNames: [rsa, ecdsa]}}]}"),
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {failover: [{from: us, to: eu}]}}, outlierDetection: {consecutive5xxErrors: 5}}}"),
         doc("VirtualService", "{hosts: [a.example.com], http: [{headers: {request: {remove: [x-debug]}, response: {remove: [server]}}, route: [{destination: {host: a.example.com}}]}]}"),
@@ -521,4 +523,19 @@ fn old_tls_versions_are_questioned_only_without_cipher_suites() {
         version_warnings("{mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_0}"),
         1
     );
+}
+
+#[test]
+fn a_delay_without_fixed_delay_is_questioned_once() {
+    let no_effect = |delay: &str| {
+        let spec = format!("{{hosts: [a.example.com], http: [{{fault: {{delay: {delay}}}, {ROUTE}}}]}}");
+        check(&doc("VirtualService", &spec))
+            .into_iter()
+            .filter(|d| d.field.as_deref() == Some("spec.http[0].fault.delay"))
+            .count()
+    };
+    assert_eq!(no_effect("{fixedDelay: 5s, percentage: {value: 10}}"), 0);
+    // exponentialDelay is questioned on its own field; the delay itself is not again.
+    assert_eq!(no_effect("{exponentialDelay: 1s, percentage: {value: 10}}"), 0);
+    assert_eq!(no_effect("{percentage: {value: 10}}"), 1);
 }
