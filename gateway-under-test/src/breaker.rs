@@ -343,6 +343,37 @@ mod tests {
     }
 
     #[test]
+    fn max_ejection_percent_counts_endpoints_and_always_allows_one() {
+        // 10% of three endpoints is not one endpoint, yet Envoy always ejects one.
+        let e = Ejections::default();
+        let o = outlier("{consecutive5xxErrors: 1, maxEjectionPercent: 10}", &e);
+        o.report(0, Some(503), None);
+        assert_eq!((e.enforced.get(), e.overflow.get()), (1, 0));
+        // 67% of three: two ejections (200% of one endpoint <= 3 x 67), not three.
+        let e = Ejections::default();
+        let o = outlier("{consecutive5xxErrors: 1, maxEjectionPercent: 67}", &e);
+        for i in 0..3 {
+            o.report(i, Some(503), None);
+        }
+        assert_eq!((e.enforced.get(), e.overflow.get(), e.active.get()), (2, 1, 2));
+    }
+
+    #[test]
+    fn an_ejection_ends_after_base_ejection_time_when_next_looked_at() {
+        let e = Ejections::default();
+        let o = outlier(
+            "{consecutive5xxErrors: 1, baseEjectionTime: 20ms, maxEjectionPercent: 100}",
+            &e,
+        );
+        o.report(1, Some(500), None);
+        assert_eq!(e.active.get(), 1);
+        std::thread::sleep(Duration::from_millis(40));
+        o.expire();
+        assert_eq!(e.active.get(), 0);
+        assert!(!o.is_ejected(1));
+    }
+
+    #[test]
     fn a_gateway_failure_ejects_when_5xx_counting_is_off() {
         let e = Ejections::default();
         let o = outlier(

@@ -239,5 +239,9 @@ mod tests {
         );
         assert_eq!((out.flags.as_str(), out.transport_failure.as_str()), ("UH", ""));
         assert_eq!(out.details, "no_healthy_upstream");
+        // A local reply with no attempt behind it.
+        let mut out = Outcome::new();
+        assert_eq!(fail(Failure::NoRoute, false, &mut out).status(), 404);
+        assert_eq!((out.flags.as_str(), out.details.as_ref()), ("NR", "route_not_found"));
     }
 }
