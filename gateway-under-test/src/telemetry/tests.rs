@@ -210,7 +210,7 @@ fn upstream_attempts_fill_envoys_cluster_stats() {
 }
 
 #[test]
-fn a_clusters_connections_are_counted_made_and_open() {
+fn a_clusters_connections_and_ejections_are_counted_through_its_handles() {
     let t = telemetry();
     let c = "outbound|80||a.example.com";
     // A cluster's series exist from when its connectors are made, at zero.
@@ -218,6 +218,11 @@ fn a_clusters_connections_are_counted_made_and_open() {
     let first = connections.opened();
     let second = t.connections(c).opened();
     drop(first);
+    // The outlier detector's handle counts into the cluster's series too.
+    let ejections = t.ejections(c);
+    ejections.enforced.inc();
+    ejections.active.inc();
+    ejections.overflow.inc();
     let t = std::sync::Arc::new(t);
     let o = scrape_shared(&t);
     let cl = "cluster_name=\"outbound|80||a.example.com\"";
@@ -234,6 +239,14 @@ fn a_clusters_connections_are_counted_made_and_open() {
         o.contains(&format!("envoy_cluster_upstream_rq_total{{{cl}}} 0\n")),
         "{o}"
     );
+    for line in [
+        format!("envoy_cluster_outlier_detection_ejections_enforced_total{{{cl}}} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_active{{{cl}}} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_overflow{{{cl}}} 1\n"),
+        format!("envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx{{{cl}}} 0\n"),
+    ] {
+        assert!(o.contains(&line), "{line} in {o}");
+    }
     drop(second);
     assert!(scrape_shared(&t).contains(&format!("envoy_cluster_upstream_cx_active{{{cl}}} 0\n")));
 }
