@@ -492,8 +492,9 @@ fn sidecar_role_routes_by_port_with_mesh_virtual_services() {
     assert_eq!(
         out.tcp
             .get("db.example.com:5432")
-            .map(|r| r.clusters[0].cluster.as_str()),
-        Some("outbound|5432||db.example.com")
+            .map(|r| (r.clusters[0].cluster.as_str(), r.virtual_service.as_str())),
+        Some(("outbound|5432||db.example.com", "db.example.com:5432")),
+        "without a VirtualService the route is named for the service and port"
     );
     let r80 = routes(&p, "outbound.80", "web.apps.svc.cluster.local");
     assert_eq!(r80.len(), 1, "the mesh VirtualService's rule");
@@ -532,6 +533,28 @@ fn a_destination_without_a_port_takes_the_listeners_and_is_warned_when_its_servi
     let route = "[{route: [{destination: {host: elsewhere.example.com}}]}]";
     let (_, diags) = plan_for(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", route)), None);
     assert!(!diags.iter().any(lacks), "{diags:#?}");
+}
+
+#[test]
+fn a_server_host_with_a_dot_binds_only_virtual_services_of_the_gateways_namespace() {
+    let gw = GW.replace("hosts: ['*']", "hosts: ['./app.example.com']");
+    let bound = |ns: &str| {
+        let p = plan(&format!(
+            "{gw}{}",
+            vs(
+                ns,
+                "app",
+                "[app.example.com]",
+                "[{route: [{destination: {host: a.example.com, port: {number: 80}}}]}]"
+            )
+        ));
+        let t = p.route_table("http.80").expect("http.80");
+        t.virtual_hosts
+            .iter()
+            .any(|v| v.domains.iter().any(|d| d == "app.example.com") && !v.routes.is_empty())
+    };
+    assert!(bound("istio-system"));
+    assert!(!bound("web"));
 }
 
 mod listeners;
