@@ -207,6 +207,9 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("VirtualService", "{tcp: [{route: [{destination: {host: a.example.com}}]}]}".into(), Code::Conflict, "spec", E),
         ("VirtualService", format!("{{hosts: [a.example.com], gateways: [gw.istio-system], http: [{{{ROUTE}}}]}}"), Code::InvalidGatewayRef, "spec.gateways[0]", E),
         ("VirtualService", format!("{{hosts: [a.example.com], gateways: [gw.istio-system.svc], http: [{{{ROUTE}}}]}}"), Code::InvalidGatewayRef, "spec.gateways[0]", W),
+        ("VirtualService", vs(&format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "x".repeat(1024 * 1024))), Code::InvalidDirectResponse, "spec.http[0].directResponse.body", W),
+        ("VirtualService", vs(&format!("{{fault: {{abort: {{httpStatus: 503, grpcStatus: UNAVAILABLE, percentage: {{value: 10}}}}}}, {ROUTE}}}")), Code::InvalidFault, "spec.http[0].fault.abort", E),
+        ("VirtualService", vs(&format!("{{corsPolicy: {{allowOrigins: [{{exact: 'https://a.example.com'}}], allowHeaders: ['bad header']}}, {ROUTE}}}")), Code::InvalidCors, "spec.http[0].corsPolicy.allowHeaders[0]", E),
         ("ServiceEntry", "{hosts: ['api*.example.com'], ports: [{number: 443, name: tls, protocol: TLS}]}".into(), Code::InvalidHost, "spec.hosts[0]", W),
         ("ServiceEntry", "{hosts: [bad_host.example.com], resolution: DNS, ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::InvalidHost, "spec.hosts[0]", E),
         ("ServiceEntry", se(", resolution: STATIC, addresses: [10.0.0.0/33], endpoints: [{address: 10.0.0.1}]"), Code::InvalidValue, "spec.addresses[0]", E),
@@ -278,6 +281,7 @@ fn valid_documents_draw_no_error() {
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5}}}, subsets: [{name: v1, labels: {app.kubernetes.io/version: v1}}]}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}}]}"),
         doc("WorkloadEntry", "{network: network-2, labels: {app: a}}"),
+        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 65537}, httpHeaderName: x-user}}, outlierDetection: {consecutiveErrors: 0}, tls: {mode: SIMPLE, insecureSkipVerify: true}}}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, tlsCertificates: [{serverCertificate: /rsa.pem, privateKey: /rsa.key}, {serverCertificate: /ec.pem, privateKey: /ec.key}]}}]}"),
         doc("VirtualService", "{hosts: [a.example.com], http: [{corsPolicy: {allowOrigins: [{exact: 'https://a.example.com'}], allowHeaders: ['*', x-custom], exposeHeaders: ['*']}, route: [{destination: {host: a.example.com}}]}]}"),
         doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialNames: [rsa, ecdsa]}}]}"),
@@ -552,4 +556,23 @@ fn a_delay_without_fixed_delay_is_questioned_once() {
     // exponentialDelay is questioned on its own field; the delay itself is not again.
     assert_eq!(no_effect("{exponentialDelay: 1s, percentage: {value: 10}}"), 0);
     assert_eq!(no_effect("{percentage: {value: 10}}"), 1);
+}
+
+#[test]
+fn an_empty_exact_is_no_constraint_and_unnamed_rules_go_by_number() {
+    let spec = "{hosts: [a.example.com], http: [\
+        {name: '', match: [{uri: {prefix: /a}, method: {exact: ''}}], route: [{destination: {host: a.example.com}}]}, \
+        {match: [{uri: {prefix: /a/b}}], route: [{destination: {host: a.example.com}}]}]}";
+    let found: Vec<_> = check(&doc("VirtualService", spec))
+        .into_iter()
+        .filter(|d| d.code == Code::IneffectiveMatch)
+        .collect();
+    // An empty `exact` method is none at all (a GET, as the later match's): the prefix /a takes
+    // /a/b first. The rules have no names, so they go by number.
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].message.contains("of http rule #1") && found[0].message.contains("of rule #0"),
+        "{}",
+        found[0].message
+    );
 }
