@@ -93,6 +93,16 @@ fn plan_in(yaml: &str, namespace: &str, labels: &[(&str, &str)]) -> Plan {
     build(&loaded.config, &opts).0
 }
 
+/// A DestinationRule `name` in `ns` for web.apps with load balancer `lb`, `extra` lines before
+/// its traffic policy.
+fn rule(ns: &str, name: &str, extra: &str, lb: &str) -> String {
+    dr(
+        ns,
+        name,
+        &format!("  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"),
+    )
+}
+
 fn lb_of(p: &Plan) -> Option<SimpleLb> {
     p.cluster("outbound|80||web.apps.svc.cluster.local")
         .expect("cluster")
@@ -103,41 +113,21 @@ fn lb_of(p: &Plan) -> Option<SimpleLb> {
 
 #[test]
 fn rules_in_the_gateway_namespace_win_over_the_service_namespace() {
-    let rule = |ns: &str, name: &str, extra: &str, lb: &str| {
-        dr(
-            ns,
-            name,
-            &format!(
-                "  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
-            ),
-        )
-    };
     let gw = GW.replace("namespace: istio-system", "namespace: gateways");
     let local = rule("gateways", "web-at-gateway", "", "RANDOM");
     let remote = rule("apps", "web", "", "ROUND_ROBIN");
     let ingress = [("istio", "ingressgateway")];
-    assert_eq!(
-        lb_of(&plan_in(&format!("{gw}{SVC}{remote}{local}"), "gateways", &ingress)),
-        Some(SimpleLb::Random)
-    );
+    let at_gateway = |rules: &str| lb_of(&plan_in(&format!("{gw}{SVC}{rules}"), "gateways", &ingress));
+    assert_eq!(at_gateway(&format!("{remote}{local}")), Some(SimpleLb::Random));
     // A rule of the service's namespace that is not exported to the gateway's is not seen there.
     let hidden = rule("apps", "web", "  exportTo: ['.']\n", "ROUND_ROBIN");
-    assert_eq!(
-        lb_of(&plan_in(&format!("{gw}{SVC}{hidden}"), "gateways", &ingress)),
-        Some(SimpleLb::LeastRequest)
-    );
+    assert_eq!(at_gateway(&hidden), Some(SimpleLb::LeastRequest));
     // A rule of the gateway's own namespace exported only elsewhere is not the gateway's.
     let elsewhere = rule("gateways", "web-elsewhere", "  exportTo: [apps]\n", "RANDOM");
-    assert_eq!(
-        lb_of(&plan_in(&format!("{gw}{SVC}{elsewhere}{remote}"), "gateways", &ingress)),
-        Some(SimpleLb::RoundRobin)
-    );
+    assert_eq!(at_gateway(&format!("{elsewhere}{remote}")), Some(SimpleLb::RoundRobin));
     // Exported by name to the gateway's namespace, it is.
     let named = rule("apps", "web", "  exportTo: [gateways]\n", "ROUND_ROBIN");
-    assert_eq!(
-        lb_of(&plan_in(&format!("{gw}{SVC}{named}"), "gateways", &ingress)),
-        Some(SimpleLb::RoundRobin)
-    );
+    assert_eq!(at_gateway(&named), Some(SimpleLb::RoundRobin));
     // A rule with a workloadSelector applies to the proxies of its namespace that it selects,
     // and wins over the rule without one.
     let selecting = rule(
@@ -162,15 +152,6 @@ fn a_gateway_in_the_root_namespace_prefers_the_services_rules_to_the_roots_expor
     // istiod's own exception: for a proxy in the root namespace (istio-system), the root's rules
     // exported to everyone are mesh-wide defaults, looked at after the service's namespace; only
     // the root's private rules come first.
-    let rule = |ns: &str, name: &str, extra: &str, lb: &str| {
-        dr(
-            ns,
-            name,
-            &format!(
-                "  host: web.apps.svc.cluster.local\n{extra}  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"
-            ),
-        )
-    };
     let root_public = rule("istio-system", "mesh-default", "", "RANDOM");
     let service = rule("apps", "web", "", "ROUND_ROBIN");
     let ingress = [("istio", "ingressgateway")];
