@@ -315,7 +315,7 @@ impl UpstreamCluster {
         dns: &Arc<crate::dns::Cache>,
         telemetry: &crate::telemetry::Telemetry,
     ) -> UpstreamCluster {
-        let connections = telemetry.connections(&c.name);
+        let (connections, ejections) = telemetry.cluster(&c.name);
         let origination = crate::origination::for_cluster(c, credentials);
         let resolver = crate::dns::Resolver::new(dns.clone(), crate::dns::Take::of(c.resolution));
         // resolution NONE without endpoints: traffic goes to its original destination.
@@ -356,14 +356,14 @@ impl UpstreamCluster {
             lb,
             ring,
             client: crate::workers::PerWorker::new(|_| {
-                Client::new(c, &origination, original_dst, (&resolver, &connections))
+                Client::new(c, &origination, original_dst, &resolver, &connections)
             }),
             original_dst,
             resolver,
             connections,
             origination,
             breakers: crate::breaker::Breakers::new(c),
-            outlier: crate::breaker::Outlier::new(c, telemetry.ejections(&c.name)),
+            outlier: crate::breaker::Outlier::new(c, ejections),
             cluster: c.clone(),
         }
     }

@@ -43,7 +43,8 @@ impl Client {
         c: &Cluster,
         origination: &Result<Option<crate::origination::Origination>, String>,
         original_dst: bool,
-        (resolver, connections): (&crate::dns::Resolver, &Connections),
+        resolver: &crate::dns::Resolver,
+        connections: &Connections,
     ) -> Client {
         let timeout = c.policy.connect_timeout.as_std();
         let per_connection = c

@@ -320,21 +320,12 @@ impl Telemetry {
         });
     }
 
-    /// The connection counters of `cluster`, for its connectors. Its series exist from then on,
-    /// zero until used, as Envoy lists every cluster's stats.
-    pub fn connections(&self, cluster: &str) -> Connections {
-        let mut found = Connections::default();
+    /// The counters `cluster` hands its connectors and its outlier detector. Its series exist
+    /// from then on, zero until used, as Envoy lists every cluster's stats.
+    pub fn cluster(&self, cluster: &str) -> (Connections, Ejections) {
+        let mut found = (Connections::default(), Ejections::default());
         self.clusters.with(cluster, &(), ClusterSeries::new, |s| {
-            found = s.connections.clone();
-        });
-        found
-    }
-
-    /// The outlier ejection counters of `cluster`, for its outlier detector.
-    pub fn ejections(&self, cluster: &str) -> Ejections {
-        let mut found = Ejections::default();
-        self.clusters.with(cluster, &(), ClusterSeries::new, |s| {
-            found = s.ejections.clone();
+            found = (s.connections.clone(), s.ejections.clone());
         });
         found
     }

@@ -214,12 +214,11 @@ fn a_clusters_connections_and_ejections_are_counted_through_its_handles() {
     let t = telemetry();
     let c = "outbound|80||a.example.com";
     // A cluster's series exist from when its connectors are made, at zero.
-    let connections = t.connections(c);
+    let (connections, ejections) = t.cluster(c);
     let first = connections.opened();
-    let second = t.connections(c).opened();
+    let second = t.cluster(c).0.opened();
     drop(first);
     // The outlier detector's handle counts into the cluster's series too.
-    let ejections = t.ejections(c);
     ejections.enforced.inc();
     ejections.active.inc();
     ejections.overflow.inc();
