@@ -13,6 +13,17 @@ use crate::limits::BodyLimits;
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// A request body as the gateway receives it: hyper's from the wire, or any body a test builds,
+/// so every phase runs in-process without a socket.
+pub trait Inbound: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<B> Inbound for B where B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+/// A client body once it streams upstream: boxed, so what holds it is one type.
+pub type Streamed = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }

@@ -13,7 +13,7 @@ use mesh_model::api::virtual_service::HeaderOperations;
 use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
-use crate::context::{Body, Downstream, Outcome};
+use crate::context::{Body, Downstream, Inbound, Outcome};
 use crate::errors::{fail, rescue, Failure};
 use crate::local::{chance, set};
 use crate::replay::RequestBody;
@@ -105,38 +105,65 @@ pub fn header_order<'a>(
     }
 }
 
-/// Phases 7-9.
-/// `picked`: the weighted cluster chosen when the route was (None: the route has none).
-pub(crate) async fn forward(
+/// Phases 4 and 5. `picked`: the weighted cluster chosen when the route was (None: the route has
+/// none).
+pub(crate) async fn forward<B: Inbound>(
     compiled: &Compiled,
     r: &CompiledRoute,
     picked: Option<&WeightedCluster>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<B>,
     down: &Downstream,
     grpc: bool,
     out: &mut Outcome,
 ) -> Response<Body> {
-    let RouteAction::Route { clusters, rewrite } = &r.route.action else {
-        return fail(Failure::NoRoute, grpc, out);
-    };
-    let Some(wc) = picked else {
-        return fail(Failure::NoCluster, grpc, out);
-    };
-    let Some(cluster) = compiled.clusters.get(&wc.cluster) else {
-        return fail(Failure::NoCluster, grpc, out);
-    };
-    if cluster.endpoints.is_empty() {
-        return fail(Failure::NoHealthyUpstream, grpc, out);
-    }
-    if is_upgrade(req.headers()) && !cluster.client.get().is_h2() {
-        return upgrade(cluster, r, req, out).await;
-    }
-    let (mut parts, body) = req.into_parts();
-    let body = match RequestBody::read(&down.body, &parts.headers, body).await {
-        Ok(b) => b,
+    let peer = match upstream_peer(compiled, r, picked) {
+        Ok(peer) => peer,
         Err(f) => return fail(f, grpc, out),
     };
-    out.request_body = Some(body.clone());
+    if is_upgrade(req.headers()) && !peer.cluster.client.get().is_h2() {
+        return upgrade(peer.cluster, r, req, out).await;
+    }
+    upstream_request(compiled, r, &peer, req, down, grpc, out).await
+}
+
+/// Where a routed request goes upstream.
+pub(crate) struct Peer<'a> {
+    /// How many destinations the route has: it decides the order of header operations.
+    destinations: usize,
+    weighted: &'a WeightedCluster,
+    cluster: &'a Arc<UpstreamCluster>,
+}
+
+/// Phase 4: the route's cluster, if it exists (503 NC) and has endpoints (503 UH).
+pub(crate) fn upstream_peer<'a>(
+    compiled: &'a Compiled,
+    r: &CompiledRoute,
+    picked: Option<&'a WeightedCluster>,
+) -> Result<Peer<'a>, Failure> {
+    let RouteAction::Route { clusters, .. } = &r.route.action else {
+        return Err(Failure::NoRoute);
+    };
+    let weighted = picked.ok_or(Failure::NoCluster)?;
+    let cluster = compiled.clusters.get(&weighted.cluster).ok_or(Failure::NoCluster)?;
+    if cluster.endpoints.is_empty() {
+        return Err(Failure::NoHealthyUpstream);
+    }
+    Ok(Peer {
+        destinations: clusters.len(),
+        weighted,
+        cluster,
+    })
+}
+
+/// The request as it goes upstream: its path after the rewrite, its authority, and its headers
+/// after the route's and the destination's operations.
+pub(crate) struct Outgoing {
+    pub(crate) path: String,
+    pub(crate) authority: String,
+}
+
+/// Rewrites the request's path and authority and applies the request header operations.
+pub(crate) fn outgoing(r: &CompiledRoute, peer: &Peer<'_>, parts: &mut http::request::Parts) -> Outgoing {
     let path = rewritten_path(r, &parts.uri);
     let original = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
     if path != original {
@@ -145,16 +172,19 @@ pub(crate) async fn forward(
         }
     }
     for ops in header_order(
-        clusters.len(),
-        wc.request_headers.as_ref(),
+        peer.destinations,
+        peer.weighted.request_headers.as_ref(),
         r.route.request_headers.as_ref(),
     ) {
         apply_ops(&mut parts.headers, ops);
     }
+    let rewrite = match &r.route.action {
+        RouteAction::Route { rewrite, .. } => rewrite.as_ref(),
+        _ => None,
+    };
     let host = rewrite
-        .as_ref()
         .and_then(|rw| rw.host.clone())
-        .or_else(|| wc.host_rewrite.clone());
+        .or_else(|| peer.weighted.host_rewrite.clone());
     let authority = host.unwrap_or_else(|| {
         parts
             .uri
@@ -169,6 +199,28 @@ pub(crate) async fn forward(
             })
             .unwrap_or_default()
     });
+    Outgoing { path, authority }
+}
+
+/// Phase 5: the body, the rewritten request and its mirrors, then the attempts, raced against
+/// the request timeout, and the upstream response's own header operations.
+async fn upstream_request<B: Inbound>(
+    compiled: &Compiled,
+    r: &CompiledRoute,
+    peer: &Peer<'_>,
+    req: Request<B>,
+    down: &Downstream,
+    grpc: bool,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let cluster = peer.cluster;
+    let (mut parts, body) = req.into_parts();
+    let body = match RequestBody::read(&down.body, &parts.headers, body).await {
+        Ok(b) => b,
+        Err(f) => return fail(f, grpc, out),
+    };
+    out.request_body = Some(body.clone());
+    let Outgoing { path, authority } = outgoing(r, peer, &mut parts);
     let (hash, set_cookie) = consistent_hash(cluster, &parts.headers, &parts.uri, down);
     let mirror = |bytes: Bytes| {
         for m in &r.route.mirrors {
@@ -231,8 +283,8 @@ pub(crate) async fn forward(
     let ms = started.elapsed().as_millis();
     out.upstream_ms = Some(ms);
     for ops in header_order(
-        clusters.len(),
-        wc.response_headers.as_ref(),
+        peer.destinations,
+        peer.weighted.response_headers.as_ref(),
         r.route.response_headers.as_ref(),
     ) {
         apply_ops(resp.headers_mut(), ops);
@@ -327,10 +379,10 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// An HTTP/1.1 upgrade (WebSocket): forwarded as is; on 101 both sides are joined byte for byte.
-async fn upgrade(
+async fn upgrade<B>(
     cluster: &UpstreamCluster,
     r: &CompiledRoute,
-    mut req: Request<hyper::body::Incoming>,
+    mut req: Request<B>,
     out: &mut Outcome,
 ) -> Response<Body> {
     let downstream = hyper::upgrade::on(&mut req);

@@ -12,7 +12,7 @@ use crate::context::{full, Body, Downstream, Outcome};
 use crate::errors::{reply, Failure};
 use crate::matching::{authority, request_host};
 
-pub(crate) fn https_redirect(req: &Request<hyper::body::Incoming>) -> String {
+pub(crate) fn https_redirect<B>(req: &Request<B>) -> String {
     let host = request_host(req);
     let pq = req.uri().path_and_query().map_or("/".to_string(), |p| p.to_string());
     format!("https://{host}{pq}")
@@ -28,9 +28,9 @@ pub(crate) fn redirect_response(location: &str) -> Response<Body> {
 }
 
 /// Phase 6: redirect, direct response, fault injection. None: go upstream.
-pub(crate) async fn local_actions(
+pub(crate) async fn local_actions<B>(
     r: &CompiledRoute,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<B>,
     down: &Downstream,
     grpc: bool,
     out: &mut Outcome,
@@ -92,12 +92,7 @@ pub(crate) fn chance(percentage: f64) -> bool {
 }
 
 /// Istio's redirect: scheme, host, port rules, path or prefix rewrite, query kept.
-pub(crate) fn redirect_location(
-    rd: &RedirectPlan,
-    req: &Request<hyper::body::Incoming>,
-    down: &Downstream,
-    route: &Route,
-) -> String {
+pub(crate) fn redirect_location<B>(rd: &RedirectPlan, req: &Request<B>, down: &Downstream, route: &Route) -> String {
     let scheme = rd.scheme.clone().unwrap_or_else(|| down.scheme.to_string());
     let sent = authority(req);
     let sent_port = sent.rsplit_once(':').and_then(|(_, p)| p.parse::<u32>().ok());

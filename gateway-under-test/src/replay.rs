@@ -12,18 +12,19 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt as _;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
+use crate::context::{Inbound, Streamed};
 use crate::errors::Failure;
 use crate::limits::{BodyLimits, Reservation};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::context::BoxError;
 
 /// The client's body and what has been kept of it.
 #[derive(Debug)]
 pub struct Shared {
     /// Still to be read (None: ended, or failed).
-    incoming: Option<Incoming>,
+    incoming: Option<Streamed>,
     /// What is kept: every frame from the first, while the body is replayable (empty once not).
     chunks: Vec<Bytes>,
     /// Frames read from the client and not kept: an attempt that needs one of them fails.
@@ -81,10 +82,10 @@ impl RequestBody {
     ///
     /// A whole body must arrive within the request timeout (408) and its bytes count against the
     /// gateway's buffer budget until the response is done (503 overloaded when the budget is spent).
-    pub async fn read(
+    pub async fn read<B: Inbound>(
         limits: &BodyLimits,
         headers: &HeaderMap,
-        mut body: hyper::body::Incoming,
+        mut body: B,
     ) -> Result<RequestBody, Failure> {
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
@@ -105,7 +106,7 @@ impl RequestBody {
         let read = async {
             let mut buf = bytes::BytesMut::with_capacity(declared);
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| Failure::BadRequest(format!("request body: {e}")))?;
+                let frame = frame.map_err(|e| Failure::BadRequest(format!("request body: {}", e.into())))?;
                 let Ok(data) = frame.into_data() else { continue };
                 buf.extend_from_slice(&data);
             }
@@ -129,9 +130,9 @@ impl RequestBody {
     }
 
     /// A body read from the client as the upstream takes it, `limits.max` bytes kept for a retry.
-    pub fn streaming(incoming: Incoming, limits: &BodyLimits) -> RequestBody {
+    pub fn streaming<B: Inbound>(incoming: B, limits: &BodyLimits) -> RequestBody {
         RequestBody::Streaming(Arc::new(Mutex::new(Shared {
-            incoming: Some(incoming),
+            incoming: Some(incoming.map_err(Into::into).boxed_unsync()),
             chunks: Vec::new(),
             first: 0,
             kept: 0,
@@ -275,7 +276,7 @@ fn poll_streaming(
             Poll::Ready(Some(Err(e))) => {
                 s.error = Some(format!("request body: {e}"));
                 s.incoming = None;
-                return Poll::Ready(Some(Err(e.into())));
+                return Poll::Ready(Some(Err(e)));
             }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
