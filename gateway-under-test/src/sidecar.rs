@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::compile::Compiled;
-use crate::context::{full, Body, Downstream, Outcome};
+use crate::context::{full, Body, Downstream, Inbound, Outcome};
 use crate::state::State;
 
 pub const PASSTHROUGH: &str = "PassthroughCluster";
@@ -60,11 +60,11 @@ fn status(code: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 /// One proxied request.
-pub async fn handle(
+pub async fn handle<B: Inbound>(
     state: Arc<State>,
     compiled: Arc<Compiled>,
     down: &Downstream,
-    req: Request<hyper::body::Incoming>,
+    req: Request<B>,
 ) -> (Response<Body>, Outcome) {
     let mut out = Outcome::new();
     if req.method() == Method::CONNECT {
@@ -124,7 +124,7 @@ fn passthrough_client() -> &'static hyper_util::client::legacy::Client<HttpConne
 
 /// ALLOW_ANY: the request goes to `to`, where it was going (the host and port an explicit proxy
 /// request names, a captured connection's original destination), its Host as the client sent it.
-async fn passthrough(req: Request<hyper::body::Incoming>, to: &str, out: &mut Outcome) -> Response<Body> {
+async fn passthrough<B: Inbound>(req: Request<B>, to: &str, out: &mut Outcome) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return status(StatusCode::BAD_REQUEST, "bad request body\n");
@@ -161,11 +161,11 @@ async fn passthrough(req: Request<hyper::body::Incoming>, to: &str, out: &mut Ou
 
 /// CONNECT host:port: a tunnel to a registered TCP/TLS service, to the original destination
 /// under ALLOW_ANY, or refused under REGISTRY_ONLY.
-fn connect(
+fn connect<B>(
     state: Arc<State>,
     compiled: Arc<Compiled>,
     down: &Downstream,
-    mut req: Request<hyper::body::Incoming>,
+    mut req: Request<B>,
     out: &mut Outcome,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_ascii_lowercase()) else {
@@ -198,4 +198,130 @@ fn connect(
         }
     });
     status(StatusCode::OK, "")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The outbound side in-process: requests built here, no socket on either side.
+
+    use super::*;
+    use crate::telemetry::{Identity, Telemetry};
+
+    const CONFIG: &str = "\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  http:
+  - name: maintenance
+    directResponse: {status: 503, body: {string: maintenance}}
+---
+";
+
+    /// The sidecar's state under `mode`, and the explicit proxy's downstream.
+    fn sidecar(mode: OutboundTrafficMode) -> (Arc<State>, Downstream) {
+        let args =
+            <crate::Args as clap::Parser>::try_parse_from(["meshgate", "-c", "."]).unwrap_or_else(|e| panic!("{e}"));
+        let loaded = mesh_model::load_str("sidecar.yaml", CONFIG);
+        let opts = mesh_model::plan::PlanOptions {
+            labels: None,
+            namespace: None,
+            sidecar: true,
+        };
+        let (mut plan, _) = mesh_model::plan::build(&loaded.config, &opts);
+        plan.mesh.outbound_traffic_policy = mode;
+        let telemetry = Arc::new(Telemetry::new(Identity::from_labels(&Default::default(), None)));
+        let compiled = crate::compile::compile(plan, 1, None, &telemetry).unwrap_or_else(|e| panic!("{e}"));
+        let format = crate::logformat::Format::new("TEXT", "").unwrap_or_else(|e| panic!("{e}"));
+        let state = State::new(
+            compiled,
+            (crate::state::AccessLog::Off, format),
+            args.limits.clone(),
+            telemetry.clone(),
+        );
+        let down = Downstream {
+            peer: "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
+            local: "127.0.0.1:15001".parse().unwrap_or_else(|e| panic!("{e}")),
+            port: 15001,
+            scheme: "http",
+            table: None,
+            sni: None,
+            outbound: true,
+            original_dst: None,
+            body: state.body.clone(),
+            telemetry,
+        };
+        (state, down)
+    }
+
+    async fn send(mode: OutboundTrafficMode, method: &str, uri: &str) -> (StatusCode, String, Outcome) {
+        let (state, down) = sidecar(mode);
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let compiled = state.current.load_full();
+        let (resp, out) = handle(state, compiled, &down, req).await;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned(), out)
+    }
+
+    #[tokio::test]
+    async fn a_registered_host_is_routed_by_its_virtual_service() {
+        for mode in [OutboundTrafficMode::RegistryOnly, OutboundTrafficMode::AllowAny] {
+            let (status, body, out) = send(mode, "GET", "http://api.example.com/x").await;
+            assert_eq!((status.as_u16(), body.as_str()), (503, "maintenance"));
+            assert_eq!(out.route, "maintenance");
+        }
+    }
+
+    #[tokio::test]
+    async fn registry_only_answers_502_from_the_black_hole_for_http_and_connect() {
+        let (status, _, out) = send(
+            OutboundTrafficMode::RegistryOnly,
+            "GET",
+            "http://elsewhere.example.com/",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!((out.cluster.as_str(), out.route.as_str()), (BLACKHOLE, "block_all"));
+        assert_eq!(out.upstream_host, "", "no connection is opened");
+        let (status, _, out) = send(
+            OutboundTrafficMode::RegistryOnly,
+            "CONNECT",
+            "elsewhere.example.com:443",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(out.cluster, BLACKHOLE);
+    }
+
+    #[tokio::test]
+    async fn the_explicit_proxy_asks_for_absolute_form_and_connect_for_a_port() {
+        let (status, body, out) = send(OutboundTrafficMode::AllowAny, "GET", "/x").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("absolute-form"), "{body}");
+        assert_eq!(out.details, "direct_response");
+        // Under ALLOW_ANY, CONNECT to an unregistered host is a passthrough tunnel (200).
+        let (status, _, out) = send(OutboundTrafficMode::AllowAny, "CONNECT", "elsewhere.example.com:443").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(out.cluster, PASSTHROUGH);
+    }
 }
