@@ -314,6 +314,24 @@ spec:
     }
 
     #[tokio::test]
+    async fn a_captured_request_without_a_host_is_a_bad_request() {
+        // HTTP/1.1 requires Host (RFC 9112 3.2); a captured request names its service by it.
+        let (state, down) = sidecar(OutboundTrafficMode::AllowAny);
+        let captured = Downstream {
+            original_dst: Some("10.0.0.9:80".into()),
+            port: 80,
+            ..down
+        };
+        let req = Request::get("/x")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let compiled = state.current.load_full();
+        let (resp, out) = handle(state, compiled, &captured, req).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!((out.cluster.as_str(), out.upstream_host.as_str()), ("", ""));
+    }
+
+    #[tokio::test]
     async fn the_explicit_proxy_asks_for_absolute_form_and_connect_for_a_port() {
         let (status, body, out) = send(OutboundTrafficMode::AllowAny, "GET", "/x").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -49,6 +49,21 @@ fn the_peer_is_appended_to_x_forwarded_for_or_starts_it() {
 }
 
 #[test]
+fn a_sidecars_outbound_side_leaves_x_forwarded_for_as_the_app_sent_it() {
+    // Istio: `use_remote_address` is false on the outbound listener, so nothing is appended.
+    let outbound = Downstream {
+        outbound: true,
+        ..downstream()
+    };
+    let mut h = HeaderMap::new();
+    prepare_downstream_headers(&mut h, &outbound);
+    assert_eq!(get(&h, "x-forwarded-for"), None);
+    h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+    prepare_downstream_headers(&mut h, &outbound);
+    assert_eq!(get(&h, "x-forwarded-for"), Some("1.2.3.4"));
+}
+
+#[test]
 fn envoy_headers_from_outside_are_dropped_and_the_scheme_is_set() {
     let h = prepared(&[
         ("x-envoy-retry-on", "5xx"),
@@ -349,4 +364,17 @@ fn the_upstream_request_is_rewritten_and_the_destinations_operations_win() {
     // One destination: its operations run after the route's (istiod's processDestination).
     assert_eq!(get(h, "x-both"), Some("destination"));
     assert_eq!(get(h, "cookie"), None);
+}
+
+/// `--test-spin-us` (the CI gate's injected regression) burns at least that much CPU per request.
+#[tokio::test]
+async fn the_test_spin_burns_its_time_on_every_request() {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let (compiled, down) = gateway(80, "http");
+    TEST_SPIN_NS.store(40_000_000, Ordering::Relaxed);
+    let start = Instant::now();
+    let _ = handle(compiled, &down, request("GET", "http://web.example.com/direct", &[])).await;
+    TEST_SPIN_NS.store(0, Ordering::Relaxed);
+    assert!(start.elapsed() >= Duration::from_millis(40));
 }
