@@ -1,10 +1,13 @@
-//! Exporter tests: each Plan feature as Envoy config (`features`), and Istio's own gateway
-//! simulation expectations replayed against the exported config (`simulation`).
+//! Exporter tests: each Plan feature as Envoy config (`routes`, `clusters`, `listeners`), and
+//! Istio's own gateway simulation expectations replayed against the exported config
+//! (`simulation`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // Test code: a failure should panic.
 
 mod capture;
-mod features;
+mod clusters;
+mod listeners;
+mod routes;
 mod simulation;
 
 use serde_json::Value;
