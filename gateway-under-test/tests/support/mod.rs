@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod grpc_client;
+pub mod tls;
 
 pub use mesh_echo::{parse_fields, Echo, EchoThread};
 
