@@ -123,20 +123,20 @@ fn passthrough_client() -> &'static hyper_util::client::legacy::Client<HttpConne
 }
 
 /// ALLOW_ANY: the request goes to `to`, where it was going (the host and port an explicit proxy
-/// request names, a captured connection's original destination), its Host as the client sent it.
+/// request names, a captured connection's original destination).
 async fn passthrough<B: Inbound>(req: Request<B>, to: &str, out: &mut Outcome) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return status(StatusCode::BAD_REQUEST, "bad request body\n");
     };
-    if !parts.headers.contains_key(http::header::HOST) {
-        if let Some(v) = parts
-            .uri
-            .authority()
-            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(http::header::HOST, v);
-        }
+    // An absolute-form target names the host: a proxy replaces Host with it (RFC 9112 3.2.2), as
+    // Envoy's codec does. A captured request (origin form) keeps its own.
+    if let Some(v) = parts
+        .uri
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, v);
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let Ok(uri) = format!("http://{to}{path}").parse::<http::Uri>() else {

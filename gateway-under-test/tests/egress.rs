@@ -191,3 +191,42 @@ fn resolution_none_goes_to_the_original_destination() {
         g.access_log()
     );
 }
+
+#[test]
+fn an_absolute_form_target_replaces_the_host_header_on_its_way_through() {
+    // RFC 9112 3.2.2: a proxy ignores the Host of an absolute-form request and sends the target's.
+    let (h, t) = (
+        echo("registered", "v1"),
+        Echo::builder("tcp-svc").tcp_loopback().start_in_thread().unwrap(),
+    );
+    let unregistered = echo("unregistered", "v1");
+    let g = sidecar(&config(&h, &t), "ALLOW_ANY");
+    let target = unregistered.http[0].to_string();
+    let mut s = std::net::TcpStream::connect(g.port(15001)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("GET http://{target}/where HTTP/1.1\r\nHost: elsewhere.example.com\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("Service=unregistered"), "{out}");
+    assert!(out.contains(&format!("Host={target}")), "{out}");
+}
+
+#[test]
+fn connect_to_a_resolution_none_service_tunnels_to_where_the_client_asked() {
+    let t = Echo::builder("tcp-local").tcp_loopback().start_in_thread().unwrap();
+    let port = t.tcp[0].port();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: local, namespace: default}}\nspec:\n  \
+         hosts: [localhost]\n  resolution: NONE\n  ports: [{{number: {port}, name: tcp, protocol: TCP}}]\n---\n"
+    );
+    // REGISTRY_ONLY: the tunnel is the registered cluster's, not a passthrough.
+    let g = sidecar(&yaml, "REGISTRY_ONLY");
+    let (code, out) = tunnel(&g, &format!("localhost:{port}"), b"ping\n");
+    assert_eq!(code, 200, "{}", g.stderr());
+    assert!(out.contains("Service=tcp-local") && out.ends_with("ping\n"), "{out}");
+}
