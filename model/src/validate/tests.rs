@@ -296,6 +296,12 @@ fn valid_documents_draw_no_error() {
          spec: {hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}\n"
             .to_string(),
         doc("ServiceEntry", "{hosts: [nginx.example.com], resolution: DNS, endpoints: [{address: my-nginx.mesh-external.svc.cluster.local, ports: {https: 443}}], ports: [{number: 443, name: https, protocol: HTTPS}]}"),
+        // Zero is a limit like any other (Istio rejects only negative ones).
+        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {connectionPool: {tcp: {maxConnections: 0}}}}"),
+        // A delegate: no hosts, http rules only.
+        doc("VirtualService", "{http: [{route: [{destination: {host: reviews}}]}]}"),
+        // Several hosts resolved by DNS are fine when every port is HTTP (routed by Host).
+        doc("ServiceEntry", "{hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{number: 80, name: http, protocol: HTTP}]}"),
     ];
     for yaml in valid {
         let errors: Vec<_> = check(&yaml).into_iter().filter(Diagnostic::is_error).collect();
@@ -572,6 +578,23 @@ fn an_empty_exact_is_no_constraint_and_unnamed_rules_go_by_number() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
         found[0].message.contains("of http rule #1") && found[0].message.contains("of rule #0"),
+        "{}",
+        found[0].message
+    );
+}
+
+#[test]
+fn a_shadowed_prefix_names_both_rules_by_their_names() {
+    let spec = "{hosts: [a.example.com], http: [\
+        {name: catch-all, match: [{uri: {prefix: /a}}], route: [{destination: {host: a.example.com}}]}, \
+        {name: deeper, match: [{uri: {prefix: /a/b}}], route: [{destination: {host: a.example.com}}]}]}";
+    let found: Vec<_> = check(&doc("VirtualService", spec))
+        .into_iter()
+        .filter(|d| d.code == Code::IneffectiveMatch)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].message.contains("of http rule `deeper`") && found[0].message.contains("of rule `catch-all`"),
         "{}",
         found[0].message
     );

@@ -125,6 +125,9 @@ fn rules_in_the_gateway_namespace_win_over_the_service_namespace() {
     // A rule of the gateway's own namespace exported only elsewhere is not the gateway's.
     let elsewhere = rule("gateways", "web-elsewhere", "  exportTo: [apps]\n", "RANDOM");
     assert_eq!(at_gateway(&format!("{elsewhere}{remote}")), Some(SimpleLb::RoundRobin));
+    // Exported by name to another namespace, it is not seen at the gateway either.
+    let other = rule("apps", "web", "  exportTo: [other]\n", "ROUND_ROBIN");
+    assert_eq!(at_gateway(&other), Some(SimpleLb::LeastRequest));
     // Exported by name to the gateway's namespace, it is.
     let named = rule("apps", "web", "  exportTo: [gateways]\n", "ROUND_ROBIN");
     assert_eq!(at_gateway(&named), Some(SimpleLb::RoundRobin));

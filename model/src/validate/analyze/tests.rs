@@ -61,6 +61,15 @@ fn ist0145_both_gateways_of_one_workload_claiming_a_host_on_a_port() {
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: gw-1, namespace: a, labels: {istio: ingressgateway, app: x}}\n---\n";
     let d = analyze(&format!("{yaml}{pod}"));
     assert_eq!(flagged(&d, Code::ConflictingGateways), ["a/alpha", "a/beta", "a/wider"]);
+    // A Pod with the narrower selector's labels only does not make them one workload.
+    let two = [
+        gateway("a", "alpha", "{istio: ingressgateway}", &srv(80, "foo.bar")),
+        gateway("a", "wider", "{istio: ingressgateway, app: x}", &srv(80, "foo.bar")),
+    ]
+    .concat();
+    let narrow =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: gw-2, namespace: a, labels: {istio: ingressgateway}}\n---\n";
+    assert!(flagged(&analyze(&format!("{two}{narrow}")), Code::ConflictingGateways).is_empty());
 }
 
 #[test]
