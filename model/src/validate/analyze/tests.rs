@@ -180,6 +180,7 @@ fn ist0101_and_ist0112_destinations_hosts_ports_and_subsets() {
         se("default", "wild", "{hosts: ['*.wild.com'], ports: [{number: 443, name: tls, protocol: TLS}]}"),
         se("hidden", "private", "{hosts: [private.example.com], exportTo: ['.'], ports: [{number: 80, name: http, protocol: HTTP}]}"),
         doc("DestinationRule", "default", "one", "{host: one, subsets: [{name: v1, labels: {v: '1'}}]}"),
+        doc("DestinationRule", "default", "two", "{host: two, trafficPolicy: {loadBalancer: {simple: RANDOM}}}"),
     ]
     .concat();
     let route = |name: &str, dest: &str| {
@@ -197,7 +198,10 @@ fn ist0101_and_ist0112_destinations_hosts_ports_and_subsets() {
         + &route("bad-port", "{host: one, port: {number: 9}}")
         + &route("bad-host", "{host: nowhere}")
         + &route("bad-subset", "{host: one, subset: v2}")
-        + &route("invisible", "{host: private.example.com}");
+        + &route("invisible", "{host: private.example.com}")
+        + &route("no-subsets", "{host: two, port: {number: 80}, subset: v1}")
+        // `*` is no host: validation rejects it, the analysis leaves it alone.
+        + &route("star", "{host: '*'}");
     let d = analyze(&yaml);
     assert_eq!(flagged(&d, Code::DestinationPortRequired), ["default/no-port"]);
     assert_eq!(
@@ -206,8 +210,19 @@ fn ist0101_and_ist0112_destinations_hosts_ports_and_subsets() {
             "default/bad-host",
             "default/bad-port",
             "default/bad-subset",
-            "default/invisible"
+            "default/invisible",
+            "default/no-subsets"
         ]
+    );
+    // A rule without subsets: the hint says where to define one, not an empty list.
+    let no_subsets = d
+        .iter()
+        .find(|d| d.resource.as_ref().is_some_and(|r| r.name == "no-subsets"))
+        .and_then(|d| d.hint.clone())
+        .unwrap_or_default();
+    assert!(
+        no_subsets.starts_with("define it in a DestinationRule for `two.default.svc.cluster.local`"),
+        "{no_subsets}"
     );
     let sev = |name: &str| {
         d.iter()
