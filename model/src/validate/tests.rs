@@ -298,6 +298,13 @@ fn valid_documents_draw_no_error() {
         doc("ServiceEntry", "{hosts: [nginx.example.com], resolution: DNS, endpoints: [{address: my-nginx.mesh-external.svc.cluster.local, ports: {https: 443}}], ports: [{number: 443, name: https, protocol: HTTPS}]}"),
         // Zero is a limit like any other (Istio rejects only negative ones).
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {connectionPool: {tcp: {maxConnections: 0}}}}"),
+        // Named servers, each name once.
+        doc("Gateway", "{servers: [{name: web, port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, {name: api, port: {number: 8080, name: http-api, protocol: HTTP}, hosts: ['*']}]}"),
+        // A gateway's TLS rule may name the auto-passthrough SNI of a mesh service.
+        doc("VirtualService", "{hosts: [outbound_.443_._.api.example.com], gateways: [ns/t], tls: [{match: [{sniHosts: [outbound_.443_._.api.example.com]}], route: [{destination: {host: api.example.com}}]}]}")
+            + "---\n"
+            + &doc("Gateway", "{servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: ['*'], tls: {mode: AUTO_PASSTHROUGH}}]}"),
+        doc("VirtualService", "{hosts: [db.example.com], tcp: [{match: [{sourceSubnet: 10.0.0.0/8}, {sourceSubnet: 10.1.2.3}], route: [{destination: {host: db.example.com}}]}]}"),
         // A delegate: no hosts, http rules only.
         doc("VirtualService", "{http: [{route: [{destination: {host: reviews}}]}]}"),
         // Several hosts resolved by DNS are fine when every port is HTTP (routed by Host).
