@@ -448,3 +448,22 @@ pub fn compile(
         clusters,
     })
 }
+
+/// For in-process tests: `yaml` planned for a gateway (or the sidecar role), `edit`ed, compiled.
+#[cfg(test)]
+pub(crate) fn from_yaml(
+    yaml: &str,
+    sidecar: bool,
+    edit: impl FnOnce(&mut Plan),
+    telemetry: &crate::telemetry::Telemetry,
+) -> Compiled {
+    let loaded = mesh_model::load_str("test.yaml", yaml);
+    let opts = mesh_model::plan::PlanOptions {
+        labels: None,
+        namespace: None,
+        sidecar,
+    };
+    let (mut plan, _) = mesh_model::plan::build(&loaded.config, &opts);
+    edit(&mut plan);
+    compile(plan, 1, None, telemetry).unwrap_or_else(|e| panic!("{e}"))
+}

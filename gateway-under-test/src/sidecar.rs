@@ -232,16 +232,13 @@ spec:
     fn sidecar(mode: OutboundTrafficMode) -> (Arc<State>, Downstream) {
         let args =
             <crate::Args as clap::Parser>::try_parse_from(["meshgate", "-c", "."]).unwrap_or_else(|e| panic!("{e}"));
-        let loaded = mesh_model::load_str("sidecar.yaml", CONFIG);
-        let opts = mesh_model::plan::PlanOptions {
-            labels: None,
-            namespace: None,
-            sidecar: true,
-        };
-        let (mut plan, _) = mesh_model::plan::build(&loaded.config, &opts);
-        plan.mesh.outbound_traffic_policy = mode;
         let telemetry = Arc::new(Telemetry::new(Identity::from_labels(&Default::default(), None)));
-        let compiled = crate::compile::compile(plan, 1, None, &telemetry).unwrap_or_else(|e| panic!("{e}"));
+        let compiled = crate::compile::from_yaml(
+            CONFIG,
+            true,
+            |plan| plan.mesh.outbound_traffic_policy = mode,
+            &telemetry,
+        );
         let format = crate::logformat::Format::new("TEXT", "").unwrap_or_else(|e| panic!("{e}"));
         let state = State::new(
             compiled,

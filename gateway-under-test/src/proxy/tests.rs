@@ -176,14 +176,7 @@ spec:
 
 /// The config compiled, and a downstream on the route table of `port`'s plaintext chain.
 fn gateway(port: u32, scheme: &'static str) -> (Arc<Compiled>, Downstream) {
-    let loaded = mesh_model::load_str("phases.yaml", CONFIG);
-    let opts = mesh_model::plan::PlanOptions {
-        labels: None,
-        namespace: None,
-        sidecar: false,
-    };
-    let (plan, _) = mesh_model::plan::build(&loaded.config, &opts);
-    let compiled = crate::compile::compile(plan, 1, None, &downstream().telemetry).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = crate::compile::from_yaml(CONFIG, false, |_| {}, &downstream().telemetry);
     let table = compiled.listeners[&port].chains.iter().find_map(|c| match &c.action {
         mesh_model::plan::ChainAction::Http { route_table } => Some(route_table.clone()),
         _ => None,

@@ -571,39 +571,40 @@ fn a_delay_without_fixed_delay_is_questioned_once() {
     assert_eq!(no_effect("{percentage: {value: 10}}"), 1);
 }
 
-#[test]
-fn an_empty_exact_is_no_constraint_and_unnamed_rules_go_by_number() {
-    let spec = "{hosts: [a.example.com], http: [\
-        {name: '', match: [{uri: {prefix: /a}, method: {exact: ''}}], route: [{destination: {host: a.example.com}}]}, \
-        {match: [{uri: {prefix: /a/b}}], route: [{destination: {host: a.example.com}}]}]}";
-    let found: Vec<_> = check(&doc("VirtualService", spec))
+/// The IST0131 messages of a VirtualService whose two http rules are `first` then `second`, each
+/// a match and a route.
+fn ineffective(first: &str, second: &str) -> Vec<String> {
+    let spec = format!("{{hosts: [a.example.com], http: [{{{first}, {ROUTE}}}, {{{second}, {ROUTE}}}]}}");
+    check(&doc("VirtualService", &spec))
         .into_iter()
         .filter(|d| d.code == Code::IneffectiveMatch)
-        .collect();
-    // An empty `exact` method is none at all (a GET, as the later match's): the prefix /a takes
-    // /a/b first. The rules have no names, so they go by number.
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].message.contains("of http rule #1") && found[0].message.contains("of rule #0"),
-        "{}",
-        found[0].message
-    );
+        .map(|d| d.message)
+        .collect()
 }
 
 #[test]
-fn a_shadowed_prefix_names_both_rules_by_their_names() {
-    let spec = "{hosts: [a.example.com], http: [\
-        {name: catch-all, match: [{uri: {prefix: /a}}], route: [{destination: {host: a.example.com}}]}, \
-        {name: deeper, match: [{uri: {prefix: /a/b}}], route: [{destination: {host: a.example.com}}]}]}";
-    let found: Vec<_> = check(&doc("VirtualService", spec))
-        .into_iter()
-        .filter(|d| d.code == Code::IneffectiveMatch)
-        .collect();
+fn an_empty_exact_is_no_constraint_and_rules_go_by_name_or_number() {
+    // An empty `exact` method is none at all (a GET, as the later match's): the prefix /a takes
+    // /a/b first. Rules without names (or with an empty one) go by number.
+    let found = ineffective(
+        "name: '', match: [{uri: {prefix: /a}, method: {exact: ''}}]",
+        "match: [{uri: {prefix: /a/b}}]",
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
-        found[0].message.contains("of http rule `deeper`") && found[0].message.contains("of rule `catch-all`"),
+        found[0].contains("of http rule #1") && found[0].contains("of rule #0"),
         "{}",
-        found[0].message
+        found[0]
+    );
+    let found = ineffective(
+        "name: catch-all, match: [{uri: {prefix: /a}}]",
+        "name: deeper, match: [{uri: {prefix: /a/b}}]",
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("of http rule `deeper`") && found[0].contains("of rule `catch-all`"),
+        "{}",
+        found[0]
     );
 }
 
