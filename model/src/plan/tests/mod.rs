@@ -425,7 +425,7 @@ fn plan_json_round_trips() {
 fn delegates_are_expanded_one_level_with_root_matches_anded() {
     let yaml = format!(
         "{GW}{}{}",
-        vs("apps", "root", "['*']", "[{match: [{uri: {prefix: /reviews}}], delegate: {name: reviews, namespace: apps}}]"),
+        vs("apps", "root", "['*']", "[{match: [{uri: {prefix: /reviews}, ignoreUriCase: true}], delegate: {name: reviews, namespace: apps}}]"),
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: apps}\nspec:\n  http:\n  \
          - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]\n  \
          - route: [{destination: {host: reviews, subset: v1, port: {number: 9080}}}]\n---\n"
@@ -443,6 +443,76 @@ fn delegates_are_expanded_one_level_with_root_matches_anded() {
         Some("/reviews")
     );
     assert_eq!(r[1].virtual_service, "apps/reviews");
+    // The root's ignoreUriCase carries into every delegate route.
+    assert!(r.iter().all(|r| r.matcher.ignore_uri_case), "{r:?}");
+}
+
+#[test]
+fn a_virtual_service_bound_to_another_gateway_is_not_routed_here() {
+    let other = vs(
+        "apps",
+        "other",
+        "['*']",
+        "[{match: [{uri: {prefix: /other}}], route: [{destination: {host: b.example.com}}]}]",
+    )
+    .replace("gateways: [istio-system/gw]", "gateways: [istio-system/other]");
+    let mine = vs(
+        "apps",
+        "mine",
+        "['*']",
+        "[{match: [{uri: {prefix: /mine}}], route: [{destination: {host: a.example.com}}]}]",
+    );
+    let p = plan(&format!("{GW}{other}{mine}"));
+    let names: Vec<&str> = routes(&p, "http.80", "*")
+        .iter()
+        .map(|r| r.virtual_service.as_str())
+        .collect();
+    assert_eq!(names, ["apps/mine"]);
+}
+
+#[test]
+fn a_service_without_endpoints_is_reached_by_its_name_only_when_resolved_by_dns() {
+    let se = |name: &str, resolution: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  \
+             hosts: [{name}.example.com]\n  resolution: {resolution}\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n---\n"
+        )
+    };
+    let p = plan(&format!("{GW}{}{}", se("dns", "DNS"), se("static", "STATIC")));
+    let endpoints = |host: &str| -> Vec<(String, u32)> {
+        p.cluster(&format!("outbound|80||{host}"))
+            .unwrap_or_else(|| panic!("no cluster for {host}"))
+            .endpoints
+            .iter()
+            .map(|e| (e.address.clone(), e.port))
+            .collect()
+    };
+    assert_eq!(endpoints("dns.example.com"), [("dns.example.com".to_string(), 80)]);
+    assert_eq!(endpoints("static.example.com"), []);
+}
+
+#[test]
+fn load_plans_valid_files_and_refuses_what_validation_rejects() {
+    let dir = std::env::temp_dir().join(format!("mesh-plan-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("config.yaml");
+    let route = "[{route: [{destination: {host: a.example.com}, weight: 50}, {destination: {host: b.example.com}, weight: 50}]}]";
+    std::fs::write(&file, format!("{GW}{}", vs("apps", "web", "['*']", route))).expect("write");
+    let (p, _) = load(&[dir.as_path()], None, &PlanOptions::default()).expect("valid config plans");
+    assert_eq!(routes(&p, "http.80", "*").len(), 1);
+    // A negative weight: Istio's validation refuses it, so nothing is planned.
+    std::fs::write(
+        &file,
+        format!(
+            "{GW}{}",
+            vs("apps", "web", "['*']", &route.replace("weight: 50}]", "weight: -1}]"))
+        ),
+    )
+    .expect("write");
+    let err = load(&[dir.as_path()], None, &PlanOptions::default()).expect_err("invalid config");
+    assert!(err.contains("config.yaml") && err.contains("weight"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
