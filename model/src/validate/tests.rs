@@ -298,6 +298,14 @@ fn valid_documents_draw_no_error() {
         doc("ServiceEntry", "{hosts: [nginx.example.com], resolution: DNS, endpoints: [{address: my-nginx.mesh-external.svc.cluster.local, ports: {https: 443}}], ports: [{number: 443, name: https, protocol: HTTPS}]}"),
         // Zero is a limit like any other (Istio rejects only negative ones).
         doc("DestinationRule", "{host: a.example.com, trafficPolicy: {connectionPool: {tcp: {maxConnections: 0}}}}"),
+        // useClientProtocol, or an h2 upgrade, each alone.
+        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}, subsets: [{name: up, labels: {v: up}, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}}]}"),
+        // insecureSkipVerify beside credentialName is refused only in SIMPLE mode.
+        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {tls: {mode: MUTUAL, credentialName: client, insecureSkipVerify: true}}}"),
+        // DYNAMIC_DNS with a waypoint is refused only for MESH_INTERNAL.
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: t, namespace: ns, labels: {istio.io/use-waypoint: egress-waypoint}}\n\
+         spec: {hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_EXTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}\n"
+            .to_string(),
         // Named servers, each name once.
         doc("Gateway", "{servers: [{name: web, port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, {name: api, port: {number: 8080, name: http-api, protocol: HTTP}, hosts: ['*']}]}"),
         // A gateway's TLS rule may name the auto-passthrough SNI of a mesh service.
@@ -619,4 +627,30 @@ fn an_http2_error_abort_is_refused_once_as_unsupported() {
         .collect();
     assert_eq!(faults.len(), 1, "{faults:#?}");
     assert_eq!(faults[0].field.as_deref(), Some("spec.http[0].fault.abort.http2Error"));
+}
+
+#[test]
+fn a_cipher_suite_listed_twice_is_questioned_at_its_second_place() {
+    let spec = "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, \
+                cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256]}}]}";
+    let fields: Vec<_> = check(&doc("Gateway", spec))
+        .into_iter()
+        .filter(|d| d.code == Code::CipherSuite)
+        .filter_map(|d| d.field)
+        .collect();
+    assert_eq!(fields, ["spec.servers[0].tls.cipherSuites[2]"]);
+}
+
+#[test]
+fn a_rule_after_a_catch_all_is_named_in_its_warning() {
+    let spec = format!(
+        "{{hosts: [a.example.com], http: [{{{ROUTE}}}, {{name: late, match: [{{uri: {{prefix: /x}}}}], {ROUTE}}}]}}"
+    );
+    let found: Vec<_> = check(&doc("VirtualService", &spec))
+        .into_iter()
+        .filter(|d| d.code == Code::UnreachableRule)
+        .map(|d| d.message)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].contains("http rule `late` is never used"), "{}", found[0]);
 }

@@ -649,3 +649,24 @@ cluster outbound|443||web.apps.svc.cluster.local [Static, LeastRequest, tls Disa
 ";
     assert_eq!(text, want);
 }
+
+#[test]
+fn the_plan_as_text_shows_retries_only_where_a_route_sets_its_own() {
+    let http = |retries: &str| format!("[{{{retries}route: [{{destination: {{host: web, port: {{number: 80}}}}}}]}}]");
+    let text = |retries: &str| {
+        text::render(&plan(&format!(
+            "{GW}{SVC}{}",
+            vs("apps", "web", "['*']", &http(retries))
+        )))
+    };
+    assert!(
+        text("retries: {attempts: 5, retryOn: 5xx}, ").contains("5 retries on 5xx"),
+        "{}",
+        text("")
+    );
+    assert!(!text("").contains("retries"), "Istio's default policy is not printed");
+    assert!(
+        !text("retries: {attempts: 0}, ").contains("retries"),
+        "no retries, none printed"
+    );
+}
