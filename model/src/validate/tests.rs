@@ -604,6 +604,12 @@ fn an_empty_exact_is_no_constraint_and_rules_go_by_name_or_number() {
         "{}",
         found[0]
     );
+    // An empty prefix is no constraint either (Istio's assignExactOrPrefix): /a takes /a/b first.
+    let found = ineffective(
+        "match: [{uri: {prefix: /a}}]",
+        "match: [{uri: {prefix: /a/b}, authority: {prefix: ''}}]",
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
     let found = ineffective(
         "name: catch-all, match: [{uri: {prefix: /a}}]",
         "name: deeper, match: [{uri: {prefix: /a/b}}]",
