@@ -306,6 +306,8 @@ fn valid_documents_draw_no_error() {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: t, namespace: ns, labels: {istio.io/use-waypoint: egress-waypoint}}\n\
          spec: {hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_EXTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}\n"
             .to_string(),
+        // A redirect to a fixed uri may follow any match; no retries is a retry policy.
+        doc("VirtualService", "{hosts: [a.example.com], http: [{match: [{uri: {exact: /old}}], redirect: {uri: /new}}, {retries: {attempts: 0}, route: [{destination: {host: a.example.com}}]}]}"),
         // Named servers, each name once.
         doc("Gateway", "{servers: [{name: web, port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, {name: api, port: {number: 8080, name: http-api, protocol: HTTP}, hosts: ['*']}]}"),
         // A gateway's TLS rule may name the auto-passthrough SNI of a mesh service.
@@ -633,6 +635,14 @@ fn an_http2_error_abort_is_refused_once_as_unsupported() {
         .collect();
     assert_eq!(faults.len(), 1, "{faults:#?}");
     assert_eq!(faults[0].field.as_deref(), Some("spec.http[0].fault.abort.http2Error"));
+    // An abort with no error at all needs one.
+    let spec = "{hosts: [a.example.com], http: [{fault: {abort: {percentage: {value: 1}}}, route: [{destination: {host: a.example.com}}]}]}";
+    let faults: Vec<_> = check(&doc("VirtualService", spec))
+        .into_iter()
+        .filter(|d| d.code == Code::InvalidFault)
+        .filter_map(|d| d.field)
+        .collect();
+    assert_eq!(faults, ["spec.http[0].fault.abort"]);
 }
 
 #[test]

@@ -452,10 +452,27 @@ fn ist0177_one_host_and_port_with_two_protocols_in_a_shared_scope() {
             "private-b",
             &format!("{{hosts: [p.example.com], exportTo: ['.'], {}}}", port("TLS")),
         ),
+        // One exported to every namespace shares the scope of a namespace's private one.
+        se(
+            "c",
+            "private-c",
+            &format!("{{hosts: [q.example.com], exportTo: ['.'], {}}}", port("HTTP")),
+        ),
+        se(
+            "default",
+            "public-q",
+            &format!("{{hosts: [q.example.com], {}}}", port("TCP")),
+        ),
     ]
     .concat();
     assert_eq!(
         flagged(&analyze(&yaml), Code::ConflictingServiceEntryProtocol),
-        ["default/same-proto", "default/se-http", "default/se-https"]
+        [
+            "c/private-c",
+            "default/public-q",
+            "default/same-proto",
+            "default/se-http",
+            "default/se-https"
+        ]
     );
 }
