@@ -120,8 +120,8 @@ pub(crate) async fn forward<B: Inbound>(
         Ok(peer) => peer,
         Err(f) => return fail(f, grpc, out),
     };
-    if is_upgrade(req.headers()) && !peer.cluster.client.get().is_h2() {
-        return upgrade(peer.cluster, r, req, out).await;
+    if crate::upgrade::is_upgrade(req.headers()) && !peer.cluster.client.get().is_h2() {
+        return crate::upgrade::upgrade(peer.cluster, r, req, out).await;
     }
     upstream_request(compiled, r, &peer, req, down, grpc, out).await
 }
@@ -155,8 +155,7 @@ pub(crate) fn upstream_peer<'a>(
     })
 }
 
-/// The request as it goes upstream: its path after the rewrite, its authority, and its headers
-/// after the route's and the destination's operations.
+/// Where the request goes upstream: its path after the rewrite, and its authority.
 pub(crate) struct Outgoing {
     pub(crate) path: String,
     pub(crate) authority: String,
@@ -369,69 +368,6 @@ fn hash_source(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstream)
     key
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
-    let connection_upgrade = h
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    connection_upgrade && h.contains_key("upgrade")
-}
-
-/// An HTTP/1.1 upgrade (WebSocket): forwarded as is; on 101 both sides are joined byte for byte.
-async fn upgrade<B>(
-    cluster: &UpstreamCluster,
-    r: &CompiledRoute,
-    mut req: Request<B>,
-    out: &mut Outcome,
-) -> Response<Body> {
-    let downstream = hyper::upgrade::on(&mut req);
-    let Some(i) = crate::upstream::pick(cluster, None, &[]) else {
-        return fail(Failure::NoHealthyUpstream, false, out);
-    };
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            req.headers()
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    out.upstream_host = cluster.address(i, &authority);
-    let crate::upstream::Client::H1(client) = cluster.client.get() else {
-        return fail(Failure::NoCluster, false, out);
-    };
-    let (mut parts, _) = req.into_parts();
-    let path = rewritten_path(r, &parts.uri);
-    apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
-    let target = format!("http://{}{path}", out.upstream_host);
-    let Ok(uri) = target.parse::<Uri>() else {
-        return fail(Failure::BadRequest(format!("bad upstream URI {target}")), false, out);
-    };
-    let mut up = Request::new(RequestBody::empty().attempt());
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = uri;
-    *up.headers_mut() = parts.headers;
-    let mut resp = match client.request(up).await {
-        Ok(resp) => resp,
-        Err(e) if e.is_connect() => return fail(Failure::ConnectFailure(error_chain(&e)), false, out),
-        Err(e) => return fail(Failure::Reset(error_chain(&e)), false, out),
-    };
-    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
-                let (mut down, mut up) = (hyper_util::rt::TokioIo::new(down), hyper_util::rt::TokioIo::new(up));
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            }
-        });
-    }
-    resp.map(|b| b.boxed_unsync())
-}
-
 /// Whether a response or failure is retriable under `policy`.
 fn retriable(policy: &RetryPolicy, status: Option<u16>, grpc_status: Option<u16>, failure: Option<&Failure>) -> bool {
     policy.retry_on.iter().any(|p| match (p.as_str(), status, failure) {
@@ -571,7 +507,7 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

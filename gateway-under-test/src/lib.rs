@@ -27,6 +27,7 @@ pub mod sidecar;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod workers;
 

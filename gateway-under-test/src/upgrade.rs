@@ -1,0 +1,74 @@
+//! HTTP/1.1 upgrades (WebSocket) through the gateway: the request goes upstream as is, and on
+//! 101 both connections are joined byte for byte.
+
+use http::{HeaderMap, Request, Response, Uri};
+use http_body_util::BodyExt;
+
+use crate::compile::{CompiledRoute, UpstreamCluster};
+use crate::context::{Body, Outcome};
+use crate::errors::{fail, Failure};
+use crate::forward::{apply_ops, error_chain, rewritten_path};
+use crate::replay::RequestBody;
+
+pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
+    let connection_upgrade = h
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    connection_upgrade && h.contains_key("upgrade")
+}
+
+/// An HTTP/1.1 upgrade (WebSocket): forwarded as is; on 101 both sides are joined byte for byte.
+pub(crate) async fn upgrade<B>(
+    cluster: &UpstreamCluster,
+    r: &CompiledRoute,
+    mut req: Request<B>,
+    out: &mut Outcome,
+) -> Response<Body> {
+    let downstream = hyper::upgrade::on(&mut req);
+    let Some(i) = crate::upstream::pick(cluster, None, &[]) else {
+        return fail(Failure::NoHealthyUpstream, false, out);
+    };
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    out.upstream_host = cluster.address(i, &authority);
+    let crate::upstream::Client::H1(client) = cluster.client.get() else {
+        return fail(Failure::NoCluster, false, out);
+    };
+    let (mut parts, _) = req.into_parts();
+    let path = rewritten_path(r, &parts.uri);
+    apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
+    let target = format!("http://{}{path}", out.upstream_host);
+    let Ok(uri) = target.parse::<Uri>() else {
+        return fail(Failure::BadRequest(format!("bad upstream URI {target}")), false, out);
+    };
+    let mut up = Request::new(RequestBody::empty().attempt());
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.headers_mut() = parts.headers;
+    let mut resp = match client.request(up).await {
+        Ok(resp) => resp,
+        Err(e) if e.is_connect() => return fail(Failure::ConnectFailure(error_chain(&e)), false, out),
+        Err(e) => return fail(Failure::Reset(error_chain(&e)), false, out),
+    };
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
+                let (mut down, mut up) = (hyper_util::rt::TokioIo::new(down), hyper_util::rt::TokioIo::new(up));
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+        });
+    }
+    resp.map(|b| b.boxed_unsync())
+}
