@@ -498,12 +498,11 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
     let address = || a.cluster.address(endpoint, a.destination);
     let sent = a.cluster.client.get().send(endpoint, address, a.authority, a.path, req);
     match sent.await {
-        Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),
-        Err(SendError::Broken(reason)) => Err(Failure::ConnectFailure(reason)),
+        Ok(resp) => Ok(resp),
+        Err(SendError::Broken(reason) | SendError::Connect(reason)) => Err(Failure::ConnectFailure(reason)),
         Err(SendError::NoEndpoint) => Err(Failure::NoHealthyUpstream),
         Err(SendError::Uri(why)) => Err(Failure::BadRequest(why)),
-        Err(SendError::Http(e)) if e.is_connect() => Err(Failure::ConnectFailure(error_chain(&e))),
-        Err(SendError::Http(e)) => Err(Failure::Reset(error_chain(&e))),
+        Err(SendError::Reset(why)) => Err(Failure::Reset(why)),
     }
 }
 

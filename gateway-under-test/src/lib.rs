@@ -13,6 +13,7 @@ pub mod counted;
 pub mod dns;
 pub mod errors;
 pub mod forward;
+pub mod h1pool;
 pub mod l4;
 pub mod limits;
 pub mod local;

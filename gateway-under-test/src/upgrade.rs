@@ -8,6 +8,7 @@ use crate::compile::{CompiledRoute, UpstreamCluster};
 use crate::context::{Body, Outcome};
 use crate::errors::{fail, Failure};
 use crate::forward::{apply_ops, error_chain, rewritten_path};
+use crate::h1pool::H1Error;
 use crate::replay::RequestBody;
 
 pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
@@ -42,24 +43,28 @@ pub(crate) async fn upgrade<B>(
         })
         .unwrap_or_default();
     out.upstream_host = cluster.address(i, &authority);
-    let crate::upstream::Client::H1(client) = cluster.client.get() else {
+    let crate::upstream::Client::H1(pool) = cluster.client.get() else {
         return fail(Failure::NoCluster, false, out);
     };
     let (mut parts, _) = req.into_parts();
     let path = rewritten_path(r, &parts.uri);
     apply_ops(&mut parts.headers, r.route.request_headers.as_ref());
-    let target = format!("http://{}{path}", out.upstream_host);
-    let Ok(uri) = target.parse::<Uri>() else {
-        return fail(Failure::BadRequest(format!("bad upstream URI {target}")), false, out);
+    let Ok(uri) = path.parse::<Uri>() else {
+        return fail(Failure::BadRequest(format!("bad upstream path {path}")), false, out);
     };
     let mut up = Request::new(RequestBody::empty().attempt());
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
-    let mut resp = match client.request(up).await {
+    if !up.headers().contains_key(http::header::HOST) {
+        if let Ok(host) = http::HeaderValue::from_str(&authority) {
+            up.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    let mut resp = match pool.send(out.upstream_host.clone(), up).await {
         Ok(resp) => resp,
-        Err(e) if e.is_connect() => return fail(Failure::ConnectFailure(error_chain(&e)), false, out),
-        Err(e) => return fail(Failure::Reset(error_chain(&e)), false, out),
+        Err(H1Error::Connect(why)) => return fail(Failure::ConnectFailure(why), false, out),
+        Err(H1Error::Http(e)) => return fail(Failure::Reset(error_chain(&e)), false, out),
     };
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut resp);

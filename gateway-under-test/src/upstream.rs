@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_model::api::destination_rule::SimpleLb;
 use mesh_model::plan::Cluster;
 use tokio::net::TcpStream;
 
 use crate::compile::UpstreamCluster;
+use crate::context::Body;
 use crate::counted::Counted;
 use crate::telemetry::Connections;
 
@@ -24,7 +25,7 @@ type Pooled<C> = hyper_util::client::legacy::Client<C, crate::replay::AttemptBod
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // One per cluster, built on reload: size does not matter.
 pub enum Client {
-    H1(Pooled<Counted<HttpConnector<crate::dns::Resolver>>>),
+    H1(crate::h1pool::H1Pool),
     H2(Vec<Pooled<Counted<FixedConnector>>>),
     /// TLS origination: per endpoint, the server name from the request's authority (or `sni`).
     Tls(Vec<Pooled<Counted<crate::origination::TlsConnector>>>),
@@ -55,11 +56,12 @@ impl Client {
             .and_then(|h| h.max_requests_per_connection);
         // connectionPool idleTimeout (http, else tcp): default 1h, as Istio's.
         let idle = pool_idle(c);
+        // maxRequestsPerConnection: 1 turns keep-alive off.
+        let keep_alive = per_connection != Some(1);
         let builder = |h2: bool| {
             let mut b = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(idle).http2_only(h2);
-            if per_connection == Some(1) {
-                // maxRequestsPerConnection: 1 turns keep-alive off.
+            if !keep_alive {
                 b.pool_max_idle_per_host(0);
             }
             b
@@ -105,10 +107,13 @@ impl Client {
                 .collect();
             Client::H2(clients)
         } else {
-            let mut connector = HttpConnector::new_with_resolver(resolver.clone());
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(timeout));
-            Client::H1(builder(false).build(Counted::new(connector, connections)))
+            Client::H1(crate::h1pool::H1Pool::new(
+                idle,
+                keep_alive,
+                timeout,
+                resolver,
+                connections,
+            ))
         }
     }
 
@@ -127,7 +132,7 @@ impl Client {
         authority: &str,
         path: &str,
         mut req: http::Request<crate::replay::AttemptBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    ) -> Result<http::Response<Body>, SendError> {
         let uri = |scheme: &str, host: &str| {
             let target = format!("{scheme}://{host}{path}");
             target
@@ -136,12 +141,15 @@ impl Client {
         };
         let sent = match self {
             Client::Broken(reason) => return Err(SendError::Broken(reason.clone())),
-            Client::H1(c) => {
+            Client::H1(pool) => {
                 if let Ok(v) = http::HeaderValue::from_str(authority) {
                     req.headers_mut().insert(http::header::HOST, v);
                 }
-                *req.uri_mut() = uri("http", &address())?;
-                c.request(req).await
+                *req.uri_mut() = path
+                    .parse()
+                    .map_err(|e| SendError::Uri(format!("bad upstream path {path}: {e}")))?;
+                let sent = pool.send(address(), req).await;
+                return sent.map(|r| r.map(BodyExt::boxed_unsync)).map_err(SendError::from);
             }
             Client::H2(clients) => {
                 let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
@@ -158,7 +166,11 @@ impl Client {
                 d.dialer(&address()).request(req).await
             }
         };
-        sent.map_err(SendError::Http)
+        match sent {
+            Ok(resp) => Ok(resp.map(BodyExt::boxed_unsync)),
+            Err(e) if e.is_connect() => Err(SendError::Connect(crate::forward::error_chain(&e))),
+            Err(e) => Err(SendError::Reset(crate::forward::error_chain(&e))),
+        }
     }
 }
 
@@ -171,7 +183,19 @@ pub enum SendError {
     NoEndpoint,
     /// The URI cannot be made from the authority and path.
     Uri(String),
-    Http(hyper_util::client::legacy::Error),
+    /// No connection could be made to the endpoint (why).
+    Connect(String),
+    /// The connection failed once made (why).
+    Reset(String),
+}
+
+impl From<crate::h1pool::H1Error> for SendError {
+    fn from(e: crate::h1pool::H1Error) -> SendError {
+        match e {
+            crate::h1pool::H1Error::Connect(why) => SendError::Connect(why),
+            crate::h1pool::H1Error::Http(e) => SendError::Reset(crate::forward::error_chain(&e)),
+        }
+    }
 }
 
 /// At most this many destinations keep a client in an original-destination cluster; past it

@@ -118,6 +118,16 @@ impl Connections {
         self.active.inc();
         Open(self.active.clone())
     }
+
+    /// Connections made so far.
+    pub fn total(&self) -> u64 {
+        self.total.get()
+    }
+
+    /// Connections open now.
+    pub fn active(&self) -> i64 {
+        self.active.get()
+    }
 }
 
 /// A cluster's outlier ejections (Envoy's `outlier_detection.ejections_*`), shared with the

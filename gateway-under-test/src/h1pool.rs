@@ -1,0 +1,447 @@
+//! HTTP/1.1 upstream connections kept open between requests, by address (`host:port`).
+//!
+//! One request at a time per connection, as HTTP/1.1 allows. A connection goes back to the pool
+//! when its response's body has been read to the end (Envoy's keep-alive), and is closed when
+//! the body is dropped before that, when the upstream closes it, or when it stays idle longer
+//! than the cluster's `idleTimeout`. Built on hyper's `client::conn`: no URI rebuilding, no
+//! task per request, one short lock to take or give back a connection.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::replay::AttemptBody;
+use crate::telemetry::Connections;
+
+/// At most this many idle connections are kept per address; more are closed.
+pub const MAX_IDLE_PER_ADDRESS: usize = 256;
+
+/// What went wrong sending one request.
+#[derive(Debug)]
+pub enum H1Error {
+    /// No connection could be made (the string says why).
+    Connect(String),
+    /// The connection failed after it was made.
+    Http(hyper::Error),
+}
+
+/// The pool of one cluster. Cheap to clone: clones share the connections.
+#[derive(Debug, Clone)]
+pub struct H1Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// None: connections stay open however long they are idle.
+    idle_timeout: Option<Duration>,
+    /// false: one request per connection (`maxRequestsPerConnection: 1`).
+    keep_alive: bool,
+    connect_timeout: Duration,
+    resolver: crate::dns::Resolver,
+    connections: Connections,
+    /// Whether the task that closes connections idle past the timeout runs.
+    reaping: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<AttemptBody>,
+    since: Instant,
+}
+
+impl H1Pool {
+    pub fn new(
+        idle_timeout: Option<Duration>,
+        keep_alive: bool,
+        connect_timeout: Duration,
+        resolver: &crate::dns::Resolver,
+        connections: &Connections,
+    ) -> H1Pool {
+        H1Pool {
+            shared: Arc::new(Shared {
+                idle: Mutex::default(),
+                idle_timeout,
+                keep_alive,
+                connect_timeout,
+                resolver: resolver.clone(),
+                connections: connections.clone(),
+                reaping: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, Host set) to `address` on an idle connection, or a new one.
+    /// A request the connection closed under before writing it goes once more on a new
+    /// connection, as it never reached the upstream.
+    pub async fn send(
+        &self,
+        address: String,
+        req: http::Request<AttemptBody>,
+    ) -> Result<http::Response<Returning>, H1Error> {
+        let mut sender = match self.take(&address).await {
+            Some(s) => s,
+            None => self.dial(&address).await?,
+        };
+        let req = match sender.try_send_request(req).await {
+            Ok(resp) => return Ok(self.returning(address, sender, resp)),
+            Err(mut e) => match e.take_message() {
+                Some(req) => req,
+                None => return Err(H1Error::Http(e.into_error())),
+            },
+        };
+        let mut sender = self.dial(&address).await?;
+        let resp = sender.send_request(req).await.map_err(H1Error::Http)?;
+        Ok(self.returning(address, sender, resp))
+    }
+
+    /// An idle connection to `address` ready for a request, if there is one.
+    async fn take(&self, address: &str) -> Option<SendRequest<AttemptBody>> {
+        loop {
+            let idle = {
+                let mut map = self
+                    .shared
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                map.get_mut(address)?.pop()?
+            };
+            if self.shared.expired(idle.since) {
+                continue;
+            }
+            let mut sender = idle.sender;
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Given back as its response ended: the connection is still finishing that exchange.
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn dial(&self, address: &str) -> Result<SendRequest<AttemptBody>, H1Error> {
+        let s = &self.shared;
+        let stream = s
+            .resolver
+            .connect(address, s.connect_timeout)
+            .await
+            .map_err(|e| H1Error::Connect(crate::forward::error_chain(&e)))?;
+        let open = s.connections.opened();
+        let (sender, conn) = Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| H1Error::Connect(crate::forward::error_chain(&e)))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+            drop(open);
+        });
+        Ok(sender)
+    }
+
+    fn returning(
+        &self,
+        address: String,
+        sender: SendRequest<AttemptBody>,
+        resp: http::Response<Incoming>,
+    ) -> http::Response<Returning> {
+        // A 101 hands the connection to the upgrade: it never comes back.
+        let back = (self.shared.keep_alive && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| (Arc::downgrade(&self.shared), address, sender));
+        let mut resp = resp.map(|body| Returning { body, back });
+        if resp.body().body.is_end_stream() {
+            resp.body_mut().give_back();
+        }
+        resp
+    }
+
+    /// Idle connections to `address` now.
+    #[cfg(test)]
+    pub fn idle(&self, address: &str) -> usize {
+        let map = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(address).map_or(0, Vec::len)
+    }
+}
+
+impl Shared {
+    fn expired(&self, since: Instant) -> bool {
+        self.idle_timeout.is_some_and(|t| since.elapsed() >= t)
+    }
+
+    fn give_back(self: &Arc<Self>, address: String, sender: SendRequest<AttemptBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut map = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = map.entry(address).or_default();
+        if idle.len() < MAX_IDLE_PER_ADDRESS {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        drop(map);
+        self.reap();
+    }
+
+    /// Starts the task that closes connections idle past the timeout, once per pool; it ends
+    /// with the pool.
+    fn reap(self: &Arc<Self>) {
+        let Some(every) = self.idle_timeout else {
+            return;
+        };
+        if self.reaping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = Weak::upgrade(&pool) else {
+                    return;
+                };
+                let mut map = pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for idle in map.values_mut() {
+                    idle.retain(|i| !pool.expired(i.since) && !i.sender.is_closed());
+                }
+                map.retain(|_, idle| !idle.is_empty());
+            }
+        });
+    }
+}
+
+/// A response body that gives its connection back to the pool once read to the end.
+#[derive(Debug)]
+pub struct Returning {
+    body: Incoming,
+    back: Option<(Weak<Shared>, String, SendRequest<AttemptBody>)>,
+}
+
+impl Returning {
+    fn give_back(&mut self) {
+        if let Some((pool, address, sender)) = self.back.take() {
+            if let Some(pool) = pool.upgrade() {
+                pool.give_back(address, sender);
+            }
+        }
+    }
+}
+
+impl Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
+            // A failed body leaves the connection unusable: dropping the sender closes it.
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Full};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::replay::RequestBody;
+
+    /// An HTTP/1.1 upstream on loopback that counts the connections it accepts. `/close`
+    /// answers with `connection: close`; `/big` with a body of many chunks.
+    async fn upstream() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                    let host = req.headers().get("host").cloned();
+                    let mut resp = match req.uri().path() {
+                        "/big" => http::Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))),
+                        _ => http::Response::new(Full::new(Bytes::from(req.uri().to_string()))),
+                    };
+                    if req.uri().path() == "/close" {
+                        resp.headers_mut()
+                            .insert("connection", http::HeaderValue::from_static("close"));
+                    }
+                    if let Some(host) = host {
+                        resp.headers_mut().insert("x-host", host);
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, accepted)
+    }
+
+    fn pool(idle_timeout: Option<Duration>, keep_alive: bool) -> (H1Pool, Connections) {
+        let resolver =
+            crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every);
+        let connections = Connections::default();
+        let pool = H1Pool::new(
+            idle_timeout,
+            keep_alive,
+            Duration::from_secs(1),
+            &resolver,
+            &connections,
+        );
+        (pool, connections)
+    }
+
+    fn get(path: &str) -> http::Request<AttemptBody> {
+        let mut req = http::Request::new(RequestBody::empty().attempt());
+        *req.uri_mut() = path.parse().unwrap();
+        req.headers_mut()
+            .insert("host", http::HeaderValue::from_static("svc.example"));
+        req
+    }
+
+    async fn read(resp: http::Response<Returning>) -> String {
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_carries_the_next_request() {
+        let (address, accepted) = upstream().await;
+        let (pool, _) = pool(None, true);
+        for path in ["/a", "/b?x=1", "/big", "/c"] {
+            let resp = pool.send(address.clone(), get(path)).await.unwrap();
+            assert_eq!(resp.headers()["x-host"], "svc.example");
+            let body = read(resp).await;
+            if path != "/big" {
+                assert_eq!(body, path, "the origin-form target reaches the upstream as sent");
+            } else {
+                assert_eq!(body.len(), 1 << 20);
+            }
+            assert_eq!(pool.idle(&address), 1, "given back once read");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for every request");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_its_connection() {
+        let (address, accepted) = upstream().await;
+        let (pool, _) = pool(None, true);
+        let resp = pool.send(address.clone(), get("/big")).await.unwrap();
+        drop(resp);
+        assert_eq!(pool.idle(&address), 0);
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_keep_alive_every_request_has_its_own_connection() {
+        let (address, accepted) = upstream().await;
+        let (pool, connections) = pool(None, false);
+        for _ in 0..3 {
+            read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+            assert_eq!(pool.idle(&address), 0);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(connections.total(), 3, "each connection made is counted");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closes_is_not_used_again() {
+        let (address, accepted) = upstream().await;
+        let (pool, connections) = pool(None, true);
+        read(pool.send(address.clone(), get("/close")).await.unwrap()).await;
+        assert_eq!(read(pool.send(address.clone(), get("/a")).await.unwrap()).await, "/a");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(connections.active(), 1, "the closed one is no longer active");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_timeout_is_closed() {
+        let (address, accepted) = upstream().await;
+        let (pool, connections) = pool(Some(Duration::from_millis(100)), true);
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        assert_eq!(pool.idle(&address), 1);
+        // Within the timeout: reused.
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(pool.idle(&address), 0, "the reaper closed it");
+        assert_eq!(connections.active(), 0);
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_expired_connection_is_not_taken_even_before_the_reaper_runs() {
+        let (address, accepted) = upstream().await;
+        let (pool, _) = pool(Some(Duration::from_millis(100)), true);
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        // Age the idle connection without waiting for the reaper's tick.
+        if let Some(idle) = pool.shared.idle.lock().unwrap().get_mut(&address) {
+            idle[0].since -= Duration::from_secs(1);
+        }
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let (pool, connections) = pool(None, true);
+        match pool.send(address, get("/a")).await {
+            Err(H1Error::Connect(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(connections.total(), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_per_address_are_bounded() {
+        let (address, _) = upstream().await;
+        let (pool, _) = pool(None, true);
+        let mut held = Vec::new();
+        for _ in 0..MAX_IDLE_PER_ADDRESS + 2 {
+            held.push(pool.send(address.clone(), get("/a")).await.unwrap());
+        }
+        for resp in held {
+            read(resp).await;
+        }
+        assert_eq!(pool.idle(&address), MAX_IDLE_PER_ADDRESS);
+    }
+}
