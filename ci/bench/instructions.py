@@ -30,7 +30,8 @@ from loadgen import ROOT, MESHBENCH, free_port, wait_port  # noqa: E402
 def instructions(binary, config_dir, kind, n, body, out_dir):
     """Instructions meshgate executed (all its threads) while serving `n` requests of `kind`."""
     port = free_port()
-    out = os.path.join(out_dir, f"callgrind.{kind}.{n}.{os.path.basename(binary)}")
+    # One file name per build (not its base name: "meshgate*" would also match "meshgate-old").
+    out = os.path.join(out_dir, f"callgrind.{kind}.{n}.{abs(hash(binary))}")
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, "-c", config_dir,
                              "--labels", "app=bench", "--port-map", f"80=127.0.0.1:{port}", "--admin", "127.0.0.1:0",
                              "--access-log", "off", "--workers", "1"],
@@ -50,7 +51,7 @@ def instructions(binary, config_dir, kind, n, body, out_dir):
         proc.terminate()
         proc.wait()
     total = 0
-    for f in glob.glob(out + "*"):
+    for f in glob.glob(out) + glob.glob(out + ".*"):
         with open(f) as fh:
             for line in fh:
                 if line.startswith(("summary:", "totals:")):
