@@ -17,11 +17,15 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use crate::replay::AttemptBody;
+use crate::replay::{Arrived, AttemptBody};
 use crate::telemetry::Connections;
 
 /// At most this many idle connections are kept per address; more are closed.
 pub const MAX_IDLE_PER_ADDRESS: usize = 256;
+
+/// How long a request waits for an idle connection to finish its last exchange before it takes
+/// another one.
+const READY_WAIT: Duration = Duration::from_millis(100);
 
 /// What went wrong sending one request.
 #[derive(Debug)]
@@ -87,12 +91,13 @@ impl H1Pool {
         address: String,
         req: http::Request<AttemptBody>,
     ) -> Result<http::Response<Returning>, H1Error> {
+        let arrived = req.body().arrived();
         let mut sender = match self.take(&address).await {
             Some(s) => s,
             None => self.dial(&address).await?,
         };
         let req = match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(self.returning(address, sender, resp)),
+            Ok(resp) => return Ok(self.returning(address, sender, resp, arrived)),
             Err(mut e) => match e.take_message() {
                 Some(req) => req,
                 None => return Err(H1Error::Http(e.into_error())),
@@ -100,7 +105,7 @@ impl H1Pool {
         };
         let mut sender = self.dial(&address).await?;
         let resp = sender.send_request(req).await.map_err(H1Error::Http)?;
-        Ok(self.returning(address, sender, resp))
+        Ok(self.returning(address, sender, resp, arrived))
     }
 
     /// An idle connection to `address` ready for a request, if there is one.
@@ -121,8 +126,9 @@ impl H1Pool {
             if sender.is_ready() {
                 return Some(sender);
             }
-            // Given back as its response ended: the connection is still finishing that exchange.
-            if !sender.is_closed() && sender.ready().await.is_ok() {
+            // Given back as its response ended: the connection finishes that exchange the next
+            // time it runs.
+            if !sender.is_closed() && matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
                 return Some(sender);
             }
         }
@@ -152,10 +158,15 @@ impl H1Pool {
         address: String,
         sender: SendRequest<AttemptBody>,
         resp: http::Response<Incoming>,
+        arrived: Arrived,
     ) -> http::Response<Returning> {
         // A 101 hands the connection to the upgrade: it never comes back.
-        let back = (self.shared.keep_alive && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS)
-            .then(|| (Arc::downgrade(&self.shared), address, sender));
+        let back = (self.shared.keep_alive && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Back {
+            pool: Arc::downgrade(&self.shared),
+            address,
+            sender,
+            arrived,
+        });
         let mut resp = resp.map(|body| Returning { body, back });
         if resp.body().body.is_end_stream() {
             resp.body_mut().give_back();
@@ -228,14 +239,25 @@ impl Shared {
 #[derive(Debug)]
 pub struct Returning {
     body: Incoming,
-    back: Option<(Weak<Shared>, String, SendRequest<AttemptBody>)>,
+    back: Option<Back>,
+}
+
+/// Where a connection goes back to, and what must hold first.
+#[derive(Debug)]
+struct Back {
+    pool: Weak<Shared>,
+    address: String,
+    sender: SendRequest<AttemptBody>,
+    /// The request's body: a connection still sending one (the upstream answered before reading
+    /// it all) is not given back; it finishes that exchange and closes.
+    arrived: Arrived,
 }
 
 impl Returning {
     fn give_back(&mut self) {
-        if let Some((pool, address, sender)) = self.back.take() {
-            if let Some(pool) = pool.upgrade() {
-                pool.give_back(address, sender);
+        if let Some(back) = self.back.take() {
+            if let Some(pool) = back.pool.upgrade().filter(|_| back.arrived.all()) {
+                pool.give_back(back.address, back.sender);
             }
         }
     }
@@ -429,6 +451,61 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(connections.total(), 0);
+    }
+
+    /// An upstream that answers every request at once, without reading its body, and keeps
+    /// the connection open.
+    async fn early_answering_upstream() -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut head = [0u8; 1024];
+                let _ = stream.read(&mut head).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                held.push(stream);
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_its_last_request_body_is_not_waited_for() {
+        let (address, accepted) = early_answering_upstream().await;
+        let (pool, _) = pool(None, true);
+        // A request body that never ends: the client is still sending it.
+        struct Unending;
+        impl Body for Unending {
+            type Data = Bytes;
+            type Error = std::convert::Infallible;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+                Poll::Pending
+            }
+        }
+        let limits = <crate::Args as clap::Parser>::try_parse_from(["meshgate", "-c", "."])
+            .unwrap()
+            .limits;
+        let limits = crate::limits::BodyLimits::new(&limits);
+        let mut req = get("/upload");
+        *req.body_mut() = RequestBody::streaming(Unending, &limits).attempt();
+        assert_eq!(read(pool.send(address.clone(), req).await.unwrap()).await, "ok");
+        let next = tokio::time::timeout(Duration::from_secs(5), pool.send(address.clone(), get("/a")));
+        let resp = next
+            .await
+            .expect("the next request does not wait for the unfinished upload");
+        assert_eq!(read(resp.unwrap()).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "it went on a new connection");
     }
 
     #[tokio::test]

@@ -230,6 +230,28 @@ pub enum AttemptBody {
     },
 }
 
+/// Whether the client's body has all arrived, asked later: an upstream connection may carry
+/// another request only once its last request's body has (hyper queues a request behind one
+/// whose body is still being sent, however long that takes).
+#[derive(Debug, Clone)]
+pub struct Arrived(Option<Arc<Mutex<Shared>>>);
+
+impl Arrived {
+    pub fn all(&self) -> bool {
+        self.0.as_ref().is_none_or(|s| lock(s).ended)
+    }
+}
+
+impl AttemptBody {
+    /// A whole body has arrived; a streaming one has once the client's ends.
+    pub fn arrived(&self) -> Arrived {
+        match self {
+            AttemptBody::Whole(_) => Arrived(None),
+            AttemptBody::Streaming { shared, .. } => Arrived(Some(shared.clone())),
+        }
+    }
+}
+
 /// The next frame of a streaming attempt's body (see [`AttemptBody::Streaming`]).
 fn poll_streaming(
     s: &mut Shared,
