@@ -10,7 +10,9 @@ figure is (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and config loading cancel o
         (h2load -c8 -m4)
 
   ci/bench/install-peers.sh && python3 ci/bench/instructions.py [--kinds h1,grpc]
-      [--requests 1000,3000] [--binary target/release/meshgate,/tmp/other-meshgate]
+      [--requests 1000,3000] [--binary target/release/meshgate,/tmp/other-meshgate] [--keep DIR]
+
+--keep DIR leaves the callgrind files in DIR, for `callgrind_annotate DIR/callgrind.grpc.3000.*`.
 """
 
 import argparse
@@ -65,6 +67,7 @@ def main():
     p.add_argument("--kinds", default="h1,grpc")
     p.add_argument("--requests", default="1000,3000")
     p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "meshgate"))
+    p.add_argument("--keep", metavar="DIR", help="leave the callgrind files in DIR")
     args = p.parse_args()
     for tool in ["valgrind", "h2load", "nginx", "taskset"]:
         if not shutil.which(tool):
@@ -72,6 +75,8 @@ def main():
     n1, n2 = (int(x) for x in args.requests.split(","))
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "meshgate", "-p", "meshbench"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="meshbench-instructions-")
+    out_dir = args.keep or work
+    os.makedirs(out_dir, exist_ok=True)
     grpc_port, backend_port = free_port(), free_port()
     echo = g.start([MESHBENCH, "echo", "--service", "grpc", "--grpc", f"127.0.0.1:{grpc_port}"], "0")
     bdir, bconf = g.nginx(f'server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 "hello\\n"; }} }}',
@@ -89,8 +94,8 @@ def main():
         body = g.grpc_request_file(work)
         for kind in args.kinds.split(","):
             for binary in args.binary.split(","):
-                low = instructions(binary, configs[kind], kind, n1, body, work)
-                high = instructions(binary, configs[kind], kind, n2, body, work)
+                low = instructions(binary, configs[kind], kind, n1, body, out_dir)
+                high = instructions(binary, configs[kind], kind, n2, body, out_dir)
                 print(f"{kind:<5} {binary}: {(high - low) / (n2 - n1):,.0f} instructions per request"
                       f" ({low:,} for {n1}, {high:,} for {n2})")
     finally:

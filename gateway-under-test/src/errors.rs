@@ -166,7 +166,7 @@ pub fn reply_after(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
     let mut r = reply_body(f, grpc, retried);
     if matches!(f, Failure::Overflow | Failure::Overloaded) {
         r.headers_mut()
-            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+            .insert(crate::names::X_ENVOY_OVERLOADED, HeaderValue::from_static("true"));
     }
     r
 }
@@ -180,11 +180,11 @@ fn reply_body(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
         };
         let mut r = Response::new(full(Bytes::new()));
         let h = r.headers_mut();
-        h.insert("content-type", HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from(code));
+        h.insert(crate::names::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(crate::names::GRPC_STATUS, HeaderValue::from(code));
         if let Ok(v) = HeaderValue::from_str(&body) {
             if !body.is_empty() {
-                h.insert("grpc-message", v);
+                h.insert(crate::names::GRPC_MESSAGE, v);
             }
         }
         return r;
@@ -193,7 +193,7 @@ fn reply_body(f: &Failure, grpc: bool, retried: bool) -> Response<Body> {
     *r.status_mut() = StatusCode::from_u16(f.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     if !body.is_empty() {
         r.headers_mut()
-            .insert("content-type", HeaderValue::from_static("text/plain"));
+            .insert(crate::names::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     r
 }
@@ -234,7 +234,7 @@ mod tests {
         let resp = rescue(&Failure::NoHealthyUpstream, false, true, &mut out);
         assert_eq!(resp.status(), 200);
         assert_eq!(
-            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            resp.headers().get(crate::names::GRPC_STATUS).map(|v| v.as_bytes()),
             Some(&b"14"[..])
         );
         assert_eq!((out.flags.as_str(), out.transport_failure.as_str()), ("UH", ""));

@@ -15,7 +15,8 @@ use mesh_model::plan::{RetryPolicy, RouteAction, WeightedCluster};
 use crate::compile::{hash_key, Compiled, CompiledRoute, UpstreamCluster};
 use crate::context::{Body, Downstream, Inbound, Outcome};
 use crate::errors::{fail, rescue, Failure};
-use crate::local::{chance, set};
+use crate::local::chance;
+use crate::names;
 use crate::replay::RequestBody;
 use crate::telemetry::{Telemetry, Upstream};
 use crate::upstream::SendError;
@@ -66,10 +67,11 @@ pub fn pick_weighted(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
 /// The path after the route's rewrite (query kept).
 pub fn rewritten_path(r: &CompiledRoute, uri: &Uri) -> String {
     let path = uri.path();
-    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let RouteAction::Route { rewrite: Some(rw), .. } = &r.route.action else {
-        return format!("{path}{query}");
+        // Unchanged: the path and query as they came (what `{path}?{query}` would rebuild).
+        return uri.path_and_query().map_or(path, |pq| pq.as_str()).to_string();
     };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let new = if let Some((re, rep)) = &r.regex_rewrite {
         re.replace_all(path, rep.as_str()).into_owned()
     } else if let (Some(prefix), Some(matched)) = (&rw.prefix, &rw.matched_prefix) {
@@ -164,10 +166,10 @@ pub(crate) struct Outgoing {
 /// Rewrites the request's path and authority and applies the request header operations.
 pub(crate) fn outgoing(r: &CompiledRoute, peer: &Peer<'_>, parts: &mut http::request::Parts) -> Outgoing {
     let path = rewritten_path(r, &parts.uri);
-    let original = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
+    let original = parts.uri.path_and_query().map_or("", |p| p.as_str());
     if path != original {
-        if let Ok(v) = HeaderValue::from_str(&original) {
-            parts.headers.insert("x-envoy-original-path", v);
+        if let Ok(v) = HeaderValue::from_str(original) {
+            parts.headers.insert(names::X_ENVOY_ORIGINAL_PATH, v);
         }
     }
     for ops in header_order(
@@ -192,7 +194,7 @@ pub(crate) fn outgoing(r: &CompiledRoute, peer: &Peer<'_>, parts: &mut http::req
             .or_else(|| {
                 parts
                     .headers
-                    .get("host")
+                    .get(names::HOST)
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             })
@@ -288,9 +290,10 @@ async fn upstream_request<B: Inbound>(
     ) {
         apply_ops(resp.headers_mut(), ops);
     }
-    set(resp.headers_mut(), "x-envoy-upstream-service-time", &ms.to_string());
+    resp.headers_mut()
+        .insert(names::X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(ms as u64));
     if let Some(c) = set_cookie.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
-        resp.headers_mut().append("set-cookie", c);
+        resp.headers_mut().append(names::SET_COOKIE, c);
     }
     resp
 }
@@ -346,7 +349,7 @@ fn hash_source(c: &UpstreamCluster, h: &HeaderMap, uri: &Uri, down: &Downstream)
     let key = if let Some(name) = &ch.http_header_name {
         h.get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
     } else if let Some(cookie) = &ch.http_cookie {
-        h.get_all("cookie")
+        h.get_all(names::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
@@ -403,7 +406,7 @@ async fn attempts(a: &Attempt<'_>, policy: &RetryPolicy, out: &mut Outcome) -> R
             Ok(resp) => {
                 let grpc_status = resp
                     .headers()
-                    .get("grpc-status")
+                    .get(names::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
                 more && retriable(policy, Some(resp.status().as_u16()), grpc_status, None)
@@ -482,14 +485,7 @@ async fn one_attempt(
 
 async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failure> {
     let mut headers = a.headers.clone();
-    for hop in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    ] {
+    for hop in &names::HOP_BY_HOP {
         headers.remove(hop);
     }
     let mut req = Request::new(a.body.attempt());

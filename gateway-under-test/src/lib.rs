@@ -20,6 +20,7 @@ pub mod local;
 pub mod logformat;
 pub mod logging;
 pub mod matching;
+pub mod names;
 pub mod origination;
 pub mod proxy;
 pub mod replay;

@@ -2,7 +2,7 @@
 //! https redirects, direct responses, fault injection, and CORS preflights and headers.
 
 use bytes::Bytes;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use mesh_model::api::virtual_service::CorsPolicy;
 use mesh_model::plan::{RedirectPlan, RedirectPort, Route, RouteAction};
@@ -11,6 +11,7 @@ use crate::compile::CompiledRoute;
 use crate::context::{full, Body, Downstream, Outcome};
 use crate::errors::{reply, Failure};
 use crate::matching::{authority, request_host};
+use crate::names;
 
 pub(crate) fn https_redirect<B>(req: &Request<B>) -> String {
     let host = request_host(req);
@@ -22,7 +23,7 @@ pub(crate) fn redirect_response(location: &str) -> Response<Body> {
     let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
     if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert("location", v);
+        r.headers_mut().insert(names::LOCATION, v);
     }
     r
 }
@@ -142,10 +143,10 @@ pub(crate) fn origin_allowed(c: &CorsPolicy, origin: &str) -> bool {
 }
 
 pub(crate) fn is_preflight<B>(req: &Request<B>) -> bool {
-    req.method() == Method::OPTIONS && req.headers().contains_key("access-control-request-method")
+    req.method() == Method::OPTIONS && req.headers().contains_key(names::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-pub(crate) fn set(h: &mut HeaderMap, k: &'static str, v: &str) {
+pub(crate) fn set(h: &mut HeaderMap, k: HeaderName, v: &str) {
     if let Ok(v) = HeaderValue::from_str(v) {
         h.insert(k, v);
     }
@@ -154,28 +155,28 @@ pub(crate) fn set(h: &mut HeaderMap, k: &'static str, v: &str) {
 pub(crate) fn preflight(c: &CorsPolicy, origin: &str) -> Response<Body> {
     let mut r = Response::new(full(Bytes::new()));
     let h = r.headers_mut();
-    set(h, "access-control-allow-origin", origin);
+    set(h, names::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     if !c.allow_methods.is_empty() {
-        set(h, "access-control-allow-methods", &c.allow_methods.join(","));
+        set(h, names::ACCESS_CONTROL_ALLOW_METHODS, &c.allow_methods.join(","));
     }
     if !c.allow_headers.is_empty() {
-        set(h, "access-control-allow-headers", &c.allow_headers.join(","));
+        set(h, names::ACCESS_CONTROL_ALLOW_HEADERS, &c.allow_headers.join(","));
     }
     if let Some(age) = c.max_age {
-        set(h, "access-control-max-age", &age.as_std().as_secs().to_string());
+        set(h, names::ACCESS_CONTROL_MAX_AGE, &age.as_std().as_secs().to_string());
     }
     if c.allow_credentials == Some(true) {
-        set(h, "access-control-allow-credentials", "true");
+        set(h, names::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
     }
     r
 }
 
 pub(crate) fn cors_headers(c: &CorsPolicy, origin: &str, h: &mut HeaderMap) {
-    set(h, "access-control-allow-origin", origin);
+    set(h, names::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     if !c.expose_headers.is_empty() {
-        set(h, "access-control-expose-headers", &c.expose_headers.join(","));
+        set(h, names::ACCESS_CONTROL_EXPOSE_HEADERS, &c.expose_headers.join(","));
     }
     if c.allow_credentials == Some(true) {
-        set(h, "access-control-allow-credentials", "true");
+        set(h, names::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
     }
 }

@@ -83,7 +83,7 @@ pub struct Logged {
     finish: Option<Box<Finish>>,
 }
 
-const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+use crate::names::GRPC_STATUS;
 
 fn grpc_status(h: &HeaderMap) -> Option<u16> {
     h.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()

@@ -146,7 +146,7 @@ async fn passthrough<B: Inbound>(req: Request<B>, to: &str, out: &mut Outcome) -
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.headers_mut() = parts.headers;
-    up.headers_mut().remove("proxy-connection");
+    up.headers_mut().remove(crate::names::PROXY_CONNECTION);
     out.upstream_host = to.to_string();
     match passthrough_client().request(up).await {
         Ok(resp) => resp.map(|b| b.boxed_unsync()),

@@ -13,11 +13,11 @@ use crate::replay::RequestBody;
 
 pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     let connection_upgrade = h
-        .get_all("connection")
+        .get_all(crate::names::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    connection_upgrade && h.contains_key("upgrade")
+    connection_upgrade && h.contains_key(crate::names::UPGRADE)
 }
 
 /// An HTTP/1.1 upgrade (WebSocket): forwarded as is; on 101 both sides are joined byte for byte.

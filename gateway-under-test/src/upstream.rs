@@ -133,11 +133,15 @@ impl Client {
         path: &str,
         mut req: http::Request<crate::replay::AttemptBody>,
     ) -> Result<http::Response<Body>, SendError> {
-        let uri = |scheme: &str, host: &str| {
-            let target = format!("{scheme}://{host}{path}");
-            target
-                .parse::<http::Uri>()
-                .map_err(|e| SendError::Uri(format!("bad upstream URI {target}: {e}")))
+        // Made from its parts: no string formatted and parsed again per request.
+        let uri = |scheme: http::uri::Scheme, host: &str| {
+            let bad =
+                |e: &dyn std::fmt::Display| SendError::Uri(format!("bad upstream URI {scheme}://{host}{path}: {e}"));
+            let mut parts = http::uri::Parts::default();
+            parts.authority = Some(http::uri::Authority::try_from(host).map_err(|e| bad(&e))?);
+            parts.path_and_query = Some(http::uri::PathAndQuery::try_from(path).map_err(|e| bad(&e))?);
+            parts.scheme = Some(scheme.clone());
+            http::Uri::from_parts(parts).map_err(|e| bad(&e))
         };
         let sent = match self {
             Client::Broken(reason) => return Err(SendError::Broken(reason.clone())),
@@ -153,12 +157,12 @@ impl Client {
             }
             Client::H2(clients) => {
                 let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
-                *req.uri_mut() = uri("http", authority)?;
+                *req.uri_mut() = uri(http::uri::Scheme::HTTP, authority)?;
                 c.request(req).await
             }
             Client::Tls(clients) => {
                 let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
-                *req.uri_mut() = uri("https", authority)?;
+                *req.uri_mut() = uri(http::uri::Scheme::HTTPS, authority)?;
                 c.request(req).await
             }
             Client::Destinations(d) => {
@@ -242,10 +246,10 @@ impl Dialer {
 impl Destinations {
     /// The scheme of the URI a request carries (its authority is the request's; the dialer
     /// connects to the destination).
-    pub fn scheme(&self) -> &'static str {
+    pub fn scheme(&self) -> http::uri::Scheme {
         match self.origination {
-            Some(_) => "https",
-            None => "http",
+            Some(_) => http::uri::Scheme::HTTPS,
+            None => http::uri::Scheme::HTTP,
         }
     }
 
@@ -423,7 +427,7 @@ mod tests {
         let d = destinations();
         let len = |d: &Destinations| d.clients.lock().map_or(0, |u| u.clients.len());
         assert_eq!(len(&d), 0);
-        assert_eq!(d.scheme(), "http");
+        assert_eq!(d.scheme(), http::uri::Scheme::HTTP);
         for i in 0..MAX_DESTINATIONS {
             d.dialer(&format!("10.0.0.1:{i}"));
         }

@@ -49,6 +49,24 @@ fn the_peer_is_appended_to_x_forwarded_for_or_starts_it() {
 }
 
 #[test]
+fn a_peer_address_is_written_as_display_writes_it() {
+    for ip in [
+        "0.0.0.0",
+        "9.10.99.100",
+        "255.254.1.20",
+        "127.0.0.1",
+        "::1",
+        "2001:db8::7",
+        "::ffff:10.0.0.1",
+    ] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let mut v = b"x".to_vec();
+        push_ip(&mut v, ip);
+        assert_eq!(String::from_utf8(v).unwrap(), format!("x{ip}"));
+    }
+}
+
+#[test]
 fn a_sidecars_outbound_side_leaves_x_forwarded_for_as_the_app_sent_it() {
     // Istio: `use_remote_address` is false on the outbound listener, so nothing is appended.
     let outbound = Downstream {

@@ -1,0 +1,63 @@
+//! Header names the gateway sets or looks up, made once at compile time. A `&str` key is parsed
+//! and checked byte by byte on every lookup (several hundred instructions each), so the request
+//! path names its headers with these.
+
+use http::HeaderName;
+
+pub use http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD,
+    CONNECTION, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SERVER, SET_COOKIE, TRANSFER_ENCODING, UPGRADE,
+};
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), and Host, which goes upstream as the authority: none
+/// of them is copied onto the upstream request.
+pub static HOP_BY_HOP: [HeaderName; 6] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HOST,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_are_the_ones_on_the_wire() {
+        // A const made by from_static is the same name a parsed header carries.
+        for (name, text) in [
+            (&X_FORWARDED_FOR, "X-Forwarded-For"),
+            (&X_ENVOY_UPSTREAM_SERVICE_TIME, "x-envoy-upstream-service-time"),
+            (&GRPC_STATUS, "grpc-status"),
+            (&PROXY_CONNECTION, "Proxy-Connection"),
+        ] {
+            assert_eq!(*name, HeaderName::from_bytes(text.as_bytes()).unwrap());
+        }
+        let names: Vec<&str> = HOP_BY_HOP.iter().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "upgrade",
+                "host"
+            ]
+        );
+    }
+}
