@@ -23,10 +23,6 @@ use crate::telemetry::Connections;
 /// At most this many idle connections are kept per address; more are closed.
 pub const MAX_IDLE_PER_ADDRESS: usize = 256;
 
-/// How long a request waits for an idle connection to finish its last exchange before it takes
-/// another one.
-const READY_WAIT: Duration = Duration::from_millis(100);
-
 /// What went wrong sending one request.
 #[derive(Debug)]
 pub enum H1Error {
@@ -92,7 +88,7 @@ impl H1Pool {
         req: http::Request<AttemptBody>,
     ) -> Result<http::Response<Returning>, H1Error> {
         let arrived = req.body().arrived();
-        let mut sender = match self.take(&address).await {
+        let mut sender = match self.take(&address) {
             Some(s) => s,
             None => self.dial(&address).await?,
         };
@@ -108,30 +104,22 @@ impl H1Pool {
         Ok(self.returning(address, sender, resp, arrived))
     }
 
-    /// An idle connection to `address` ready for a request, if there is one.
-    async fn take(&self, address: &str) -> Option<SendRequest<AttemptBody>> {
-        loop {
-            let idle = {
-                let mut map = self
-                    .shared
-                    .idle
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                map.get_mut(address)?.pop()?
-            };
-            if self.shared.expired(idle.since) {
-                continue;
-            }
-            let mut sender = idle.sender;
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            // Given back as its response ended: the connection finishes that exchange the next
-            // time it runs.
-            if !sender.is_closed() && matches!(tokio::time::timeout(READY_WAIT, sender.ready()).await, Ok(Ok(()))) {
-                return Some(sender);
+    /// An idle connection to `address` ready for a request, if there is one. Those idle past the
+    /// timeout, closed by the upstream, or still busy with their last exchange (a request body
+    /// the upstream answered before reading all of it) are let go: a busy one closes once done.
+    fn take(&self, address: &str) -> Option<SendRequest<AttemptBody>> {
+        let mut map = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idle = map.get_mut(address)?;
+        while let Some(i) = idle.pop() {
+            if !self.shared.expired(i.since) && i.sender.is_ready() {
+                return Some(i.sender);
             }
         }
+        None
     }
 
     async fn dial(&self, address: &str) -> Result<SendRequest<AttemptBody>, H1Error> {
@@ -312,8 +300,10 @@ mod tests {
                 let service = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
                     let host = req.headers().get("host").cloned();
                     let mut resp = match req.uri().path() {
-                        "/big" => http::Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20]))),
-                        _ => http::Response::new(Full::new(Bytes::from(req.uri().to_string()))),
+                        "/big" => http::Response::new(Full::new(Bytes::from(vec![b'x'; 1 << 20])).boxed()),
+                        "/empty" => http::Response::new(Full::new(Bytes::new()).boxed()),
+                        "/chunked" => http::Response::new(Chunks(vec!["c".into(), "ab".into()]).boxed()),
+                        _ => http::Response::new(Full::new(Bytes::from(req.uri().to_string())).boxed()),
                     };
                     if req.uri().path() == "/close" {
                         resp.headers_mut()
@@ -330,6 +320,20 @@ mod tests {
             }
         });
         (address, accepted)
+    }
+
+    /// A body of unknown length (sent chunked), its frames popped from the end.
+    struct Chunks(Vec<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop().map(|b| Ok(Frame::data(b))))
+        }
     }
 
     fn pool(idle_timeout: Option<Duration>, keep_alive: bool) -> (H1Pool, Connections) {
@@ -375,6 +379,69 @@ mod tests {
             assert_eq!(pool.idle(&address), 1, "given back once read");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for every request");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_gives_its_connection_back_at_its_last_chunk() {
+        let (address, accepted) = upstream().await;
+        let (pool, _) = pool(None, true);
+        for _ in 0..2 {
+            let resp = pool.send(address.clone(), get("/chunked")).await.unwrap();
+            assert_eq!(resp.body().size_hint().exact(), None);
+            assert_eq!(read(resp).await, "abc");
+            assert_eq!(pool.idle(&address), 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_goes_back_with_its_last_frame_not_before() {
+        let (address, _) = upstream().await;
+        let (pool, _) = pool(None, true);
+        let resp = pool.send(address.clone(), get("/big")).await.unwrap();
+        assert_eq!(resp.body().size_hint().exact(), Some(1 << 20));
+        assert!(!resp.body().is_end_stream());
+        let mut body = resp.into_body();
+        let mut read = 0;
+        // Read as hyper's server does: it stops once the body says it has ended, without asking
+        // for the end.
+        while !body.is_end_stream() {
+            let frame = body.frame().await.unwrap().unwrap();
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if !body.is_end_stream() {
+                assert_eq!(pool.idle(&address), 0, "not given back in the middle of the body");
+            }
+        }
+        assert_eq!(read, 1 << 20);
+        assert_eq!(pool.idle(&address), 1, "given back with the last frame");
+        let resp = pool.send(address.clone(), get("/empty")).await.unwrap();
+        assert!(resp.body().is_end_stream(), "an empty body has ended at the head");
+        assert_eq!(resp.body().size_hint().exact(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_cannot_take_a_request_is_passed_over() {
+        let (address, accepted) = upstream().await;
+        let (pool, connections) = pool(None, true);
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        // On top of the good idle connection, one whose connection task is gone.
+        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let (dead, conn) = Builder::new()
+            .handshake::<_, AttemptBody>(TokioIo::new(stream))
+            .await
+            .unwrap();
+        drop(conn);
+        pool.shared.idle.lock().unwrap().get_mut(&address).unwrap().push(Idle {
+            sender: dead,
+            since: Instant::now(),
+        });
+        assert_eq!(read(pool.send(address.clone(), get("/a")).await.unwrap()).await, "/a");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "the good one was taken, none dialled"
+        );
+        assert_eq!(connections.total(), 1);
     }
 
     #[tokio::test]
@@ -425,6 +492,21 @@ mod tests {
         assert_eq!(connections.active(), 0);
         read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_reaper_keeps_an_open_connection_used_within_the_timeout() {
+        let (address, accepted) = upstream().await;
+        let (pool, connections) = pool(Some(Duration::from_secs(1)), true);
+        // The reaper starts with the first connection given back and looks every second.
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
+        // At its first look (1 s) the connection had been idle for 0.5 s: it stays.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(pool.idle(&address), 1, "kept: used within the timeout");
+        assert_eq!(connections.active(), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
