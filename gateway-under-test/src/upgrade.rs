@@ -77,3 +77,36 @@ pub(crate) async fn upgrade<B>(
     }
     resp.map(|b| b.boxed_unsync())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn an_upgrade_needs_the_connection_token_and_the_upgrade_header() {
+        // RFC 9110 7.8: `Upgrade` is listed in Connection, among other tokens, in any case.
+        assert!(is_upgrade(&headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(is_upgrade(&headers(&[
+            ("connection", "keep-alive"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket")
+        ])));
+        assert!(!is_upgrade(&headers(&[("connection", "upgrade")])));
+        assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade(&headers(&[
+            ("connection", "keep-alive"),
+            ("upgrade", "websocket")
+        ])));
+    }
+}

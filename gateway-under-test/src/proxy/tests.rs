@@ -347,6 +347,20 @@ async fn cors_preflights_are_answered_and_other_answers_carry_the_cors_headers()
         (r.status().as_u16(), out.details.as_ref()),
         (503, "no_healthy_upstream")
     );
+    // A preflight is an OPTIONS request that names the method it asks for (Fetch's CORS
+    // protocol): without either, an allowed origin's request goes upstream.
+    for (method, extra) in [
+        ("OPTIONS", None),
+        ("GET", Some(("access-control-request-method", "PUT"))),
+    ] {
+        let headers: Vec<_> = [origin].into_iter().chain(extra).collect();
+        let (r, _, out) = handled(method, "http://web.example.com/cors", &headers).await;
+        assert_eq!(
+            (r.status().as_u16(), out.details.as_ref()),
+            (503, "no_healthy_upstream"),
+            "{method}"
+        );
+    }
 }
 
 #[test]
