@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::limits::BodyLimits;
 
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// A request body as the gateway receives it: hyper's from the wire, or any body a test builds,
 /// so every phase runs in-process without a socket.

@@ -14,6 +14,7 @@ pub mod dns;
 pub mod errors;
 pub mod forward;
 pub mod h1pool;
+pub mod h2pool;
 pub mod l4;
 pub mod limits;
 pub mod local;

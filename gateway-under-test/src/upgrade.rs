@@ -75,7 +75,7 @@ pub(crate) async fn upgrade<B>(
             }
         });
     }
-    resp.map(|b| b.boxed_unsync())
+    resp.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
 #[cfg(test)]

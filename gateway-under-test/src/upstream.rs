@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use mesh_model::api::destination_rule::SimpleLb;
 use mesh_model::plan::Cluster;
 use tokio::net::TcpStream;
@@ -20,13 +20,15 @@ use crate::telemetry::Connections;
 type Pooled<C> = hyper_util::client::legacy::Client<C, crate::replay::AttemptBody>;
 
 /// Pooled connections for one cluster. HTTP/1.1 shares one pool keyed by endpoint (the Host
-/// header carries the authority). HTTP/2 needs the authority in the URI (`:authority`), so each
-/// endpoint gets a client whose connector always dials that endpoint.
+/// header carries the authority). HTTP/2 carries the authority in the URI (`:authority`), so each
+/// endpoint gets its own h2 connection (`h2pool`), or with TLS its own client whose connector
+/// always dials that endpoint.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // One per cluster, built on reload: size does not matter.
 pub enum Client {
     H1(crate::h1pool::H1Pool),
-    H2(Vec<Pooled<Counted<FixedConnector>>>),
+    /// One h2 connection per endpoint.
+    H2(Vec<crate::h2pool::H2Pool>),
     /// TLS origination: per endpoint, the server name from the request's authority (or `sni`).
     Tls(Vec<Pooled<Counted<crate::origination::TlsConnector>>>),
     /// An original-destination cluster (resolution NONE) over h2 or TLS: a client per
@@ -70,6 +72,8 @@ impl Client {
         if original_dst && (tls.is_some() || c.protocol.is_http2()) {
             return Client::Destinations(Destinations {
                 builder: builder(c.protocol.is_http2()),
+                idle,
+                max_requests: per_connection.and_then(|n| u32::try_from(n).ok()),
                 timeout,
                 resolver: resolver.clone(),
                 origination: tls,
@@ -102,7 +106,8 @@ impl Client {
                 .iter()
                 .map(|e| {
                     let to = Dial::new(join(&e.address, e.port), timeout, resolver);
-                    builder(true).build(Counted::new(FixedConnector { to }, connections))
+                    let max = per_connection.and_then(|n| u32::try_from(n).ok());
+                    crate::h2pool::H2Pool::new(to, idle, max, connections)
                 })
                 .collect();
             Client::H2(clients)
@@ -153,12 +158,15 @@ impl Client {
                     .parse()
                     .map_err(|e| SendError::Uri(format!("bad upstream path {path}: {e}")))?;
                 let sent = pool.send(address(), req).await;
-                return sent.map(|r| r.map(BodyExt::boxed_unsync)).map_err(SendError::from);
+                return sent
+                    .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+                    .map_err(SendError::from);
             }
-            Client::H2(clients) => {
-                let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
+            Client::H2(pools) => {
+                let pool = pools.get(endpoint).ok_or(SendError::NoEndpoint)?;
                 *req.uri_mut() = uri(http::uri::Scheme::HTTP, authority)?;
-                c.request(req).await
+                let sent = pool.send(req).await;
+                return sent.map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()));
             }
             Client::Tls(clients) => {
                 let c = clients.get(endpoint).ok_or(SendError::NoEndpoint)?;
@@ -167,11 +175,17 @@ impl Client {
             }
             Client::Destinations(d) => {
                 *req.uri_mut() = uri(d.scheme(), authority)?;
-                d.dialer(&address()).request(req).await
+                match d.dialer(&address()) {
+                    Dialer::H2(pool) => {
+                        let sent = pool.send(req).await;
+                        return sent.map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()));
+                    }
+                    Dialer::Tls(c) => c.request(req).await,
+                }
             }
         };
         match sent {
-            Ok(resp) => Ok(resp.map(BodyExt::boxed_unsync)),
+            Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
             Err(e) if e.is_connect() => Err(SendError::Connect(crate::forward::error_chain(&e))),
             Err(e) => Err(SendError::Reset(crate::forward::error_chain(&e))),
         }
@@ -209,7 +223,11 @@ pub const MAX_DESTINATIONS: usize = 1024;
 /// The clients of an original-destination cluster, by destination (`host:port`).
 #[derive(Debug, Clone)]
 pub struct Destinations {
+    /// For TLS origination.
     builder: hyper_util::client::legacy::Builder,
+    /// For h2 without TLS: the cluster's idle timeout and requests per connection.
+    idle: Option<Duration>,
+    max_requests: Option<u32>,
     timeout: Duration,
     resolver: crate::dns::Resolver,
     origination: Option<crate::origination::Origination>,
@@ -227,20 +245,8 @@ pub struct Used {
 /// One destination's pooled client.
 #[derive(Debug, Clone)]
 pub enum Dialer {
-    H2(Pooled<Counted<FixedConnector>>),
+    H2(crate::h2pool::H2Pool),
     Tls(Pooled<Counted<crate::origination::TlsConnector>>),
-}
-
-impl Dialer {
-    pub async fn request(
-        &self,
-        req: http::Request<crate::replay::AttemptBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
-        match self {
-            Dialer::H2(c) => c.request(req).await,
-            Dialer::Tls(c) => c.request(req).await,
-        }
-    }
 }
 
 impl Destinations {
@@ -281,10 +287,12 @@ impl Destinations {
                 };
                 Dialer::Tls(self.builder.build(Counted::new(connector, &self.connections)))
             }
-            None => Dialer::H2(
-                self.builder
-                    .build(Counted::new(FixedConnector { to }, &self.connections)),
-            ),
+            None => Dialer::H2(crate::h2pool::H2Pool::new(
+                to,
+                self.idle,
+                self.max_requests,
+                &self.connections,
+            )),
         };
         clients.insert(destination.to_string(), (now, dialer.clone()));
         dialer
@@ -330,29 +338,6 @@ impl Dial {
 
     pub async fn connect(&self) -> std::io::Result<TcpStream> {
         self.resolver.connect(&self.addr, self.timeout).await
-    }
-}
-
-/// A connector that dials one endpoint whatever the URI says.
-#[derive(Debug, Clone)]
-pub struct FixedConnector {
-    to: Dial,
-}
-
-type ConnectFuture = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
-
-impl tower_service::Service<http::Uri> for FixedConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        let to = self.to.clone();
-        Box::pin(async move { to.connect().await.map(TokioIo::new) })
     }
 }
 
@@ -411,6 +396,8 @@ mod tests {
     fn destinations() -> Destinations {
         Destinations {
             builder: hyper_util::client::legacy::Client::builder(TokioExecutor::new()),
+            idle: None,
+            max_requests: None,
             timeout: Duration::from_secs(1),
             resolver: crate::dns::Resolver::new(
                 crate::dns::Cache::new(Duration::from_secs(1)),
