@@ -244,6 +244,7 @@ pub struct Used {
 
 /// One destination's pooled client.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Made once per destination and kept in a map: size does not matter.
 pub enum Dialer {
     H2(crate::h2pool::H2Pool),
     Tls(Pooled<Counted<crate::origination::TlsConnector>>),
