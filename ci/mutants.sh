@@ -40,7 +40,7 @@ status=0
 cargo mutants "${args[@]}" "${test_args[@]}" || status=$?
 outcomes="$out/mutants.out/outcomes.json"
 if [ -f "$outcomes" ]; then
-  python3 - "$outcomes" <<'PY'
+  python3 - "$outcomes" <<'PY' || status=2
 import collections, json, sys
 d = json.load(open(sys.argv[1]))
 count = collections.Counter(o["summary"] for o in d["outcomes"] if o["scenario"] != "Baseline")
@@ -48,7 +48,9 @@ viable = count["CaughtMutant"] + count["MissedMutant"] + count["Timeout"]
 caught = count["CaughtMutant"] + count["Timeout"]
 print(f"mutants: {caught}/{viable} viable caught ({100 * caught / max(viable, 1):.1f}%), "
       f"{count['MissedMutant']} missed, {count['Timeout']} timeout, {count['Unviable']} unviable")
+# A missed mutant fails the run even when a timeout set cargo-mutants' own exit code to 3.
+sys.exit(2 if count["MissedMutant"] else 0)
 PY
 fi
-# cargo-mutants exits 2 for missed mutants, 3 for timeouts, 4 for a failing baseline.
+# cargo-mutants exits 2 for missed mutants, 3 for timeouts (caught: a test hung), 4 for a failing baseline.
 case $status in 0) exit 0 ;; 3) exit 0 ;; *) exit 1 ;; esac

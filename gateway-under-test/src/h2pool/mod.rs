@@ -28,10 +28,10 @@ use crate::upstream::{Dial, SendError};
 
 /// hyper's h2 client windows and buffers, which this pool replaces: 2 MiB per stream, 5 MiB per
 /// connection, 1 MiB queued per stream, 16 KiB of response headers.
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
-const SEND_BUFFER: usize = 1024 * 1024;
-const MAX_HEADER_LIST: u32 = 16 * 1024;
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONNECTION_WINDOW: u32 = 5 << 20;
+const SEND_BUFFER: usize = 1 << 20;
+const MAX_HEADER_LIST: u32 = 16 << 10;
 
 /// The connection to one endpoint. Cheap to clone: clones share it.
 #[derive(Debug, Clone)]

@@ -11,13 +11,28 @@ use crate::replay::RequestBody;
 /// accepts and the streams reset to it, and keeps every request's headers. Paths:
 /// `/echo` answers with the whole request body and its trailers; `/stream` echoes each data
 /// frame as it arrives; `/hold` sends one frame and waits for a reset; `/refuse` refuses the
-/// stream; `/goaway` answers and closes the connection gracefully.
-#[derive(Clone, Default)]
+/// stream; `/goaway` answers and closes the connection gracefully; `/window` answers with the
+/// most send capacity the client's windows granted it; `/headers/N` with an N-byte header.
+#[derive(Clone)]
 struct Upstream {
     address: String,
     accepted: Arc<AtomicUsize>,
     resets: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<http::HeaderMap>>>,
+    /// `/window` answers once three streams have their capacity, so none gives its back first.
+    windows: Arc<tokio::sync::Barrier>,
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            address: String::new(),
+            accepted: Arc::default(),
+            resets: Arc::default(),
+            seen: Arc::default(),
+            windows: Arc::new(tokio::sync::Barrier::new(3)),
+        }
+    }
 }
 
 async fn upstream() -> Upstream {
@@ -33,7 +48,9 @@ async fn upstream() -> Upstream {
             state.accepted.fetch_add(1, Ordering::SeqCst);
             let state = state.clone();
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(io).await else {
+                // A send buffer larger than any window, so `/window` sees the client's windows.
+                let handshake = h2::server::Builder::new().max_send_buffer_size(16 << 20).handshake(io);
+                let Ok(mut conn) = handshake.await else {
                     return;
                 };
                 while let Some(Ok((req, respond))) = conn.accept().await {
@@ -84,6 +101,24 @@ async fn answer(req: http::Request<RecvStream>, mut respond: h2::server::SendRes
             }
         }
         "/refuse" => respond.send_reset(h2::Reason::REFUSED_STREAM),
+        "/window" => {
+            let mut send = respond.send_response(ok(), false).unwrap();
+            send.reserve_capacity(8 << 20);
+            let mut granted = 0;
+            let more = Duration::from_millis(300);
+            while let Ok(Some(Ok(n))) = tokio::time::timeout(more, poll_fn(|cx| send.poll_capacity(cx))).await {
+                granted = granted.max(n);
+            }
+            state.windows.wait().await;
+            send.send_data(granted.to_string().into(), true).unwrap();
+        }
+        path if path.starts_with("/headers/") => {
+            let n: usize = path["/headers/".len()..].parse().unwrap();
+            let mut resp = ok();
+            resp.headers_mut()
+                .insert("x-big", http::HeaderValue::from_str(&"b".repeat(n)).unwrap());
+            let _ = respond.send_response(resp, true);
+        }
         _ => {
             let mut send = respond.send_response(ok(), false).unwrap();
             send.send_data(Bytes::from_static(b"bye"), true).unwrap();
@@ -167,6 +202,7 @@ async fn a_streaming_body_and_its_response_go_frame_by_frame_with_their_trailers
     let (req, tx, _body) = streaming("/stream");
     let mut resp = pool.send(req).await.unwrap();
     let body = resp.body_mut();
+    assert!(!body.is_end_stream());
     // Each frame comes back before the next is sent: neither side waits for the whole body.
     for chunk in ["one", "two"] {
         tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.unwrap();
@@ -373,4 +409,51 @@ async fn a_refused_stream_is_a_reset_and_no_upstream_a_connect_failure() {
         Err(SendError::Connect(_))
     ));
     assert_eq!(connections.total(), 0);
+}
+
+#[tokio::test]
+async fn the_windows_are_hypers_2_mib_per_stream_and_5_mib_per_connection() {
+    let up = upstream().await;
+    let (pool, _) = pool(&up, None, None);
+    let mut windows = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let pool = pool.clone();
+        windows.spawn(async move { text(pool.send(whole("/window", "")).await.unwrap()).await });
+    }
+    let mut granted: Vec<u64> = windows.join_all().await.iter().map(|w| w.parse().unwrap()).collect();
+    granted.sort_unstable();
+    // Three streams on one connection: two get a whole stream window, the third what is left.
+    assert_eq!(granted, [1 << 20, 2 << 20, 2 << 20]);
+    assert_eq!(granted.iter().sum::<u64>(), 5 << 20);
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn response_headers_past_16_kib_fail_the_request() {
+    let up = upstream().await;
+    let (pool, _) = pool(&up, None, None);
+    let resp = pool.send(whole("/headers/12000", "")).await.unwrap();
+    assert_eq!(resp.headers()["x-big"].len(), 12000);
+    assert!(matches!(
+        pool.send(whole("/headers/20000", "")).await,
+        Err(SendError::Reset(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_connection_that_ended_before_the_pool_saw_it_is_replaced() {
+    let up = upstream().await;
+    let (pool, connections) = pool(&up, None, None);
+    assert_eq!(text(pool.send(whole("/goaway", "")).await.unwrap()).await, "bye");
+    assert!(eventually(|| connections.active() == 0).await);
+    // The race this covers: the connection has ended but its task has not said so yet, so the
+    // pool hands it out and only h2 knows it cannot take a stream.
+    lock(&pool.shared.live)
+        .as_ref()
+        .unwrap()
+        .closed
+        .store(false, Ordering::Relaxed);
+    assert_eq!(text(pool.send(whole("/echo", "again")).await.unwrap()).await, "again");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+    assert!(pool.has_live());
 }
