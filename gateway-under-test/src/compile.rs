@@ -108,6 +108,9 @@ pub enum StrMatch {
 #[derive(Debug)]
 pub struct HeaderMatcher {
     pub name: String,
+    /// `name` made once, when it names a header (not a pseudo-header such as `:method`): a
+    /// lookup by `&str` would parse and check it on every request.
+    pub key: Option<http::HeaderName>,
     /// None: presence.
     pub value: Option<StrMatch>,
     pub invert: bool,
@@ -208,6 +211,7 @@ fn matcher(m: &RouteMatch) -> Result<Matcher, String> {
             .map(|h| {
                 Ok(HeaderMatcher {
                     name: h.name.clone(),
+                    key: http::HeaderName::from_bytes(h.name.as_bytes()).ok(),
                     value: h.value.as_ref().map(|v| str_match(v, false)).transpose()?.flatten(),
                     invert: h.invert,
                     treat_missing_as_empty: h.treat_missing_as_empty,
