@@ -6,7 +6,6 @@
 //! than the cluster's `idleTimeout`. Built on hyper's `client::conn`: no URI rebuilding, no
 //! task per request, one short lock to take or give back a connection.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -40,7 +39,7 @@ pub struct H1Pool {
 
 #[derive(Debug)]
 struct Shared {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<crate::compile::Map<String, Vec<Idle>>>,
     /// None: connections stay open however long they are idle.
     idle_timeout: Option<Duration>,
     /// false: one request per connection (`maxRequestsPerConnection: 1`).
