@@ -291,16 +291,18 @@ impl Drop for Outlier {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
-    /// Three endpoints with `outlier` as the DestinationRule's outlierDetection.
-    fn outlier(outlier: &str, ejections: &Ejections) -> Outlier {
+    /// Three endpoints of a `protocol` port, with `policy` as the DestinationRule's trafficPolicy.
+    fn cluster(protocol: &str, policy: &str) -> Cluster {
         let yaml = format!(
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-             hosts: [web.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+             hosts: [web.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: web, protocol: {protocol}}}]\n  \
              endpoints: [{{address: 10.0.0.1}}, {{address: 10.0.0.2}}, {{address: 10.0.0.3}}]\n---\n\
              apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-             host: web.example.com\n  trafficPolicy: {{outlierDetection: {outlier}}}\n"
+             host: web.example.com\n  trafficPolicy: {policy}\n"
         );
         let loaded = mesh_model::load_str("t.yaml", &yaml);
         let opts = mesh_model::plan::PlanOptions {
@@ -309,10 +311,108 @@ mod tests {
             sidecar: true,
         };
         let (plan, _) = mesh_model::plan::build(&loaded.config, &opts);
-        let c = plan
-            .cluster("outbound|80||web.example.com")
-            .unwrap_or_else(|| panic!("{plan:?}"));
-        Outlier::new(c, ejections.clone()).unwrap_or_else(|| panic!("no outlier detection"))
+        plan.cluster("outbound|80||web.example.com")
+            .unwrap_or_else(|| panic!("{plan:?}"))
+            .clone()
+    }
+
+    /// Three endpoints with `outlier` as the DestinationRule's outlierDetection.
+    fn outlier(outlier: &str, ejections: &Ejections) -> Outlier {
+        let c = cluster("HTTP", &format!("{{outlierDetection: {outlier}}}"));
+        Outlier::new(&c, ejections.clone()).unwrap_or_else(|| panic!("no outlier detection"))
+    }
+
+    fn breakers(protocol: &str, pool: &str) -> Breakers {
+        Breakers::new(&cluster(protocol, &format!("{{connectionPool: {pool}}}")))
+    }
+
+    fn now<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn a_limit_is_a_positive_count_below_envoys_unlimited() {
+        assert_eq!(limit(None), None);
+        assert_eq!(limit(Some(0)), None);
+        assert_eq!(limit(Some(-3)), None);
+        assert_eq!(limit(Some(i32::MAX)), None);
+        assert_eq!(limit(Some(1)), Some(1));
+        assert_eq!(limit(Some(1024)), Some(1024));
+        assert_eq!(limit(Some(i32::MAX - 1)), Some(i32::MAX as usize - 1));
+    }
+
+    #[test]
+    fn http2_max_requests_bounds_requests_in_flight_without_a_queue() {
+        let b = breakers("HTTP2", "{http: {http2MaxRequests: 2}, tcp: {maxConnections: 1}}");
+        let first = now(b.admit()).unwrap().unwrap();
+        let _second = now(b.admit()).unwrap().unwrap();
+        // maxConnections does not bound an h2 cluster (its connections multiplex); requests do.
+        assert_eq!(now(b.admit()).unwrap().unwrap_err(), Failure::Overflow);
+        drop(first);
+        assert!(now(b.admit()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn max_connections_queues_up_to_http1_max_pending_requests() {
+        let b = breakers("HTTP", "{http: {http1MaxPendingRequests: 1}, tcp: {maxConnections: 1}}");
+        let first = now(b.admit()).unwrap().unwrap();
+        let mut waiting = Box::pin(b.admit());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            waiting.as_mut().poll(&mut cx).is_pending(),
+            "the second waits for the connection"
+        );
+        // The queue is full: the third overflows at once.
+        assert_eq!(now(b.admit()).unwrap().unwrap_err(), Failure::Overflow);
+        drop(first);
+        let std::task::Poll::Ready(Ok(_second)) = waiting.as_mut().poll(&mut cx) else {
+            panic!("the waiting request has the connection once it is free");
+        };
+        // The queue is empty again: one more may wait.
+        let mut again = Box::pin(b.admit());
+        assert!(again.as_mut().poll(&mut cx).is_pending());
+        // A TCP session does not queue.
+        assert_eq!(b.admit_now().unwrap_err(), Failure::Overflow);
+    }
+
+    #[test]
+    fn no_connection_pool_admits_everything() {
+        let b = breakers("HTTP", "{}");
+        let held: Vec<_> = (0..100).map(|_| now(b.admit()).unwrap().unwrap()).collect();
+        assert_eq!(held.len(), 100);
+        assert!(b.admit_now().is_ok());
+        assert!((0..100).all(|_| b.start_retry()));
+    }
+
+    #[test]
+    fn max_retries_bounds_retries_in_flight() {
+        let b = breakers("HTTP", "{http: {maxRetries: 2}}");
+        assert!(b.start_retry() && b.start_retry());
+        assert!(!b.start_retry(), "a third retry in flight");
+        assert!(!b.start_retry(), "a refused retry takes no slot");
+        b.end_retry();
+        assert!(b.start_retry());
+        assert!(!b.start_retry());
+    }
+
+    #[test]
+    fn a_held_body_passes_its_length_and_end_on() {
+        use http_body_util::BodyExt;
+        let full = http_body_util::Full::new(bytes::Bytes::from_static(b"abc"));
+        let mut held = Held {
+            inner: full,
+            admission: Admission::default(),
+        };
+        assert_eq!(hyper::body::Body::size_hint(&held).exact(), Some(3));
+        assert!(!hyper::body::Body::is_end_stream(&held));
+        let frame = now(held.frame()).unwrap().unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "abc");
+        assert!(hyper::body::Body::is_end_stream(&held));
     }
 
     #[test]
