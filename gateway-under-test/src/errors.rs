@@ -244,4 +244,127 @@ mod tests {
         assert_eq!(fail(Failure::NoRoute, false, &mut out).status(), 404);
         assert_eq!((out.flags.as_str(), out.details.as_ref()), ("NR", "route_not_found"));
     }
+
+    #[test]
+    fn a_connect_failure_names_envoys_reset_reason_and_the_transport_reason() {
+        let details = |reason: &str| Failure::ConnectFailure(reason.into()).details();
+        assert_eq!(
+            details(""),
+            "upstream_reset_before_response_started{remote_connection_failure}"
+        );
+        assert_eq!(
+            details("connection refused"),
+            "upstream_reset_before_response_started{remote_connection_failure|connection_refused}"
+        );
+        assert_eq!(
+            details("connect timed out"),
+            "upstream_reset_before_response_started{connection_timeout|connect_timed_out}"
+        );
+        assert_eq!(
+            details("TLS handshake Timeout"),
+            "upstream_reset_before_response_started{connection_timeout|TLS_handshake_Timeout}"
+        );
+    }
+
+    #[test]
+    fn local_reply_bodies_are_envoys() {
+        let reset = "upstream connect error or disconnect/reset before headers. ";
+        let body = |f: Failure, retried: bool| f.body(retried);
+        assert_eq!(
+            body(Failure::Reset("eof".into()), false),
+            format!("{reset}reset reason: connection termination")
+        );
+        assert_eq!(
+            body(Failure::Reset("eof".into()), true),
+            format!("{reset}retried and the latest reset reason: connection termination")
+        );
+        assert_eq!(
+            body(Failure::ConnectFailure("connect timed out".into()), false),
+            format!("{reset}reset reason: connection timeout")
+        );
+        assert_eq!(
+            body(Failure::ConnectFailure("connection refused".into()), false),
+            format!("{reset}reset reason: remote connection failure")
+        );
+        assert_eq!(body(Failure::Overflow, false), format!("{reset}reset reason: overflow"));
+        assert_eq!(body(Failure::NoRoute, false), "");
+        assert_eq!(body(Failure::NoHealthyUpstream, false), "no healthy upstream");
+        assert_eq!(body(Failure::Timeout, true), "upstream request timeout");
+        assert_eq!(body(Failure::BadRequest("bad path".into()), false), "bad path");
+    }
+
+    #[test]
+    fn urx_marks_only_a_retried_connect_failure_or_reset() {
+        assert_eq!(Failure::Reset(String::new()).retried_flag(true), "URX,UC");
+        assert_eq!(Failure::ConnectFailure(String::new()).retried_flag(true), "URX,UF");
+        assert_eq!(Failure::Reset(String::new()).retried_flag(false), "UC");
+        assert_eq!(Failure::Timeout.retried_flag(true), "UT");
+        assert_eq!(Failure::RequestTimeout.retried_flag(false), "");
+    }
+
+    #[test]
+    fn local_replies_map_http_to_grpc_status_as_envoy_does() {
+        let pairs = [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+        ];
+        for (http, grpc) in pairs {
+            assert_eq!(grpc_status_for(http), grpc, "{http}");
+        }
+        assert_eq!(grpc_status_for(500), 2);
+        assert_eq!(grpc_status_for(418), 2);
+    }
+
+    #[test]
+    fn a_grpc_reply_is_trailers_only_with_the_message_when_there_is_one() {
+        let header = |r: &Response<Body>, name: &http::HeaderName| {
+            r.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+        };
+        // A gRPC fault abort answers with its own code.
+        let abort = reply(
+            &Failure::FaultAbort {
+                http: None,
+                grpc: Some(8),
+            },
+            true,
+        );
+        assert_eq!(abort.status(), 200);
+        assert_eq!(header(&abort, &crate::names::GRPC_STATUS).as_deref(), Some("8"));
+        assert_eq!(
+            header(&abort, &crate::names::GRPC_MESSAGE).as_deref(),
+            Some("fault filter abort")
+        );
+        assert_eq!(
+            header(&abort, &crate::names::CONTENT_TYPE).as_deref(),
+            Some("application/grpc")
+        );
+        // No route: an empty body, so no grpc-message.
+        let none = reply(&Failure::NoRoute, true);
+        assert_eq!(header(&none, &crate::names::GRPC_STATUS).as_deref(), Some("12"));
+        assert_eq!(header(&none, &crate::names::GRPC_MESSAGE), None);
+        // Plain HTTP: the status, and a content type only with a body.
+        let plain = reply(&Failure::NoHealthyUpstream, false);
+        assert_eq!(plain.status(), 503);
+        assert_eq!(
+            header(&plain, &crate::names::CONTENT_TYPE).as_deref(),
+            Some("text/plain")
+        );
+        let empty = reply(&Failure::NoRoute, false);
+        assert_eq!(empty.status(), 404);
+        assert_eq!(header(&empty, &crate::names::CONTENT_TYPE), None);
+        // Overflow says so.
+        let over = reply(&Failure::Overflow, false);
+        assert_eq!(
+            header(&over, &crate::names::X_ENVOY_OVERLOADED).as_deref(),
+            Some("true")
+        );
+    }
 }
