@@ -290,13 +290,13 @@ impl Drop for Outlier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::future::Future;
 
     use super::*;
 
     /// Three endpoints of a `protocol` port, with `policy` as the DestinationRule's trafficPolicy.
-    fn cluster(protocol: &str, policy: &str) -> Cluster {
+    pub(crate) fn cluster(protocol: &str, policy: &str) -> Cluster {
         let yaml = format!(
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
              hosts: [web.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: web, protocol: {protocol}}}]\n  \

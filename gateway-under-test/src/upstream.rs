@@ -431,4 +431,39 @@ mod tests {
         assert!(!kept("10.0.0.1:1"));
         assert!(matches!(d.dialer("10.0.0.2:80"), Dialer::H2(_)));
     }
+
+    #[test]
+    fn an_address_joins_its_port_with_ipv6_bracketed_once() {
+        assert_eq!(join("10.0.0.1", 80), "10.0.0.1:80");
+        assert_eq!(join("web.example.com", 8080), "web.example.com:8080");
+        assert_eq!(join("::1", 443), "[::1]:443");
+        assert_eq!(join("[fd00::2]", 9000), "[fd00::2]:9000");
+    }
+
+    #[test]
+    fn the_idle_timeout_is_http_then_tcp_then_istios_hour_and_zero_turns_it_off() {
+        let idle = |policy: &str| pool_idle(&crate::breaker::tests::cluster("HTTP", policy));
+        let secs = |n: u64| Some(Duration::from_secs(n));
+        assert_eq!(idle("{}"), secs(3600));
+        assert_eq!(idle("{connectionPool: {http: {idleTimeout: 5s}}}"), secs(5));
+        assert_eq!(idle("{connectionPool: {tcp: {idleTimeout: 7s}}}"), secs(7));
+        assert_eq!(
+            idle("{connectionPool: {http: {idleTimeout: 5s}, tcp: {idleTimeout: 7s}}}"),
+            secs(5)
+        );
+        assert_eq!(idle("{connectionPool: {http: {idleTimeout: 0s}}}"), None);
+    }
+
+    #[test]
+    fn http2_and_grpc_clusters_get_h2_connections() {
+        let resolver =
+            crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every);
+        let client = |protocol: &str| {
+            let c = crate::breaker::tests::cluster(protocol, "{}");
+            Client::new(&c, &Ok(None), false, &resolver, &Connections::default())
+        };
+        assert!(client("HTTP2").is_h2());
+        assert!(client("GRPC").is_h2());
+        assert!(!client("HTTP").is_h2());
+    }
 }
