@@ -493,4 +493,24 @@ pub(crate) mod tests {
         );
         assert_eq!(o.times_ejected(2), 1);
     }
+
+    #[test]
+    fn each_ejection_lasts_base_ejection_time_times_the_ejections_so_far() {
+        let e = Ejections::default();
+        let o = outlier(
+            "{consecutive5xxErrors: 1, baseEjectionTime: 20ms, maxEjectionPercent: 100}",
+            &e,
+        );
+        o.report(0, Some(500), None);
+        assert_eq!(o.times_ejected(0), 1);
+        // Sleeping longer than the ejection only makes sure it has run out.
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!o.is_ejected(0));
+        o.report(0, Some(500), None);
+        assert_eq!(o.times_ejected(0), 2);
+        // The second lasts twice the base: 40 ms from now, not 20 (or 10).
+        let until = o.hosts[0].ejected_until.lock().ok().and_then(|u| *u).unwrap();
+        assert!(until >= Instant::now() + Duration::from_millis(30));
+        assert_eq!(e.enforced.get(), 2);
+    }
 }
