@@ -197,29 +197,43 @@ impl Shared {
     /// Starts the task that closes connections idle past the timeout, once per pool; it ends
     /// with the pool.
     fn reap(self: &Arc<Self>) {
-        let Some(every) = self.idle_timeout else {
-            return;
-        };
-        if self.reaping.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            return;
+        if let Some(every) = self.idle_timeout {
+            sweep_every(self, every, &self.reaping, Shared::sweep);
         }
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(pool) = Weak::upgrade(&pool) else {
-                    return;
-                };
-                let mut map = pool.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for idle in map.values_mut() {
-                    idle.retain(|i| !pool.expired(i.since) && !i.sender.is_closed());
-                }
-                map.retain(|_, idle| !idle.is_empty());
-            }
-        });
     }
+
+    fn sweep(&self) {
+        let mut map = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for idle in map.values_mut() {
+            idle.retain(|i| !self.expired(i.since) && !i.sender.is_closed());
+        }
+        map.retain(|_, idle| !idle.is_empty());
+    }
+}
+
+/// Runs `sweep` on `pool` every `every` from one task, started once (`started`), which ends when
+/// the pool is dropped: how the upstream pools let go of connections idle past the timeout.
+pub(crate) fn sweep_every<T: Send + Sync + 'static>(
+    pool: &Arc<T>,
+    every: Duration,
+    started: &std::sync::atomic::AtomicBool,
+    sweep: fn(&T),
+) {
+    if started.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let pool = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(pool) = Weak::upgrade(&pool) else {
+                return;
+            };
+            sweep(&pool);
+        }
+    });
 }
 
 /// A response body that gives its connection back to the pool once read to the end.

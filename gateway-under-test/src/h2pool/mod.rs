@@ -11,7 +11,7 @@
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -230,27 +230,16 @@ impl Shared {
     /// Starts the task that lets go of a connection idle past the timeout, once per pool; it
     /// ends with the pool.
     fn reap(self: &Arc<Self>) {
-        let Some(every) = self.idle_timeout else {
-            return;
-        };
-        if self.reaping.swap(true, Ordering::Relaxed) {
-            return;
+        if let Some(every) = self.idle_timeout {
+            crate::h1pool::sweep_every(self, every, &self.reaping, Shared::sweep);
         }
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(pool) = Weak::upgrade(&pool) else {
-                    return;
-                };
-                let mut live = lock(&pool.live);
-                if live.as_ref().is_some_and(|l| pool.expired(l.last)) {
-                    *live = None;
-                }
-            }
-        });
+    }
+
+    fn sweep(&self) {
+        let mut live = lock(&self.live);
+        if live.as_ref().is_some_and(|l| self.expired(l.last)) {
+            *live = None;
+        }
     }
 }
 
