@@ -304,15 +304,20 @@ pub(crate) mod tests {
              apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
              host: web.example.com\n  trafficPolicy: {policy}\n"
         );
-        let loaded = mesh_model::load_str("t.yaml", &yaml);
+        plan_cluster(&yaml, "outbound|80||web.example.com")
+    }
+
+    /// The cluster `name` of the sidecar Plan built from `yaml`.
+    pub(crate) fn plan_cluster(yaml: &str, name: &str) -> Cluster {
+        let loaded = mesh_model::load_str("t.yaml", yaml);
         let opts = mesh_model::plan::PlanOptions {
             labels: None,
             namespace: None,
             sidecar: true,
         };
         let (plan, _) = mesh_model::plan::build(&loaded.config, &opts);
-        plan.cluster("outbound|80||web.example.com")
-            .unwrap_or_else(|| panic!("{plan:?}"))
+        plan.cluster(name)
+            .unwrap_or_else(|| panic!("no {name} in {plan:?}"))
             .clone()
     }
 

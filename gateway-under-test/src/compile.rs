@@ -317,7 +317,7 @@ pub fn hash_key(s: &str) -> u64 {
 }
 
 impl UpstreamCluster {
-    fn compile(
+    pub(crate) fn compile(
         c: &Cluster,
         credentials: Option<&std::path::Path>,
         dns: &Arc<crate::dns::Cache>,

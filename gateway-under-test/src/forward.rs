@@ -444,7 +444,7 @@ async fn one_attempt(
     out: &mut Outcome,
 ) -> Result<Response<Body>, Failure> {
     let exclude: &[usize] = if policy.retry_previous_hosts { tried } else { &[] };
-    let i = crate::upstream::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
+    let i = crate::balance::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
     tried.push(i);
     out.upstream_host = a.cluster.address(i, a.destination);
     let admission = a.cluster.breakers.admit().await.inspect_err(|f| {
@@ -533,7 +533,7 @@ fn spawn_mirror(
             hash: None,
             telemetry: &telemetry,
         };
-        if let Some(i) = crate::upstream::pick(&c, None, &[]) {
+        if let Some(i) = crate::balance::pick(&c, None, &[]) {
             if let Ok(resp) = send(&attempt, i).await {
                 let _ = resp.into_body().collect().await;
             }

@@ -92,7 +92,7 @@ pub async fn proxy_to_cluster<IO>(
         );
         return;
     };
-    let Some(i) = crate::upstream::pick(c, None, &[]) else {
+    let Some(i) = crate::balance::pick(c, None, &[]) else {
         log(
             state,
             down,

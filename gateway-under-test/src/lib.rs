@@ -4,6 +4,7 @@
 //! request; an invalid one is logged and the last good Plan keeps serving. SIGTERM drains.
 
 pub mod admin;
+pub mod balance;
 pub mod breaker;
 pub mod capture;
 pub mod compile;

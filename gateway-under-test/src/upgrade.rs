@@ -28,7 +28,7 @@ pub(crate) async fn upgrade<B>(
     out: &mut Outcome,
 ) -> Response<Body> {
     let downstream = hyper::upgrade::on(&mut req);
-    let Some(i) = crate::upstream::pick(cluster, None, &[]) else {
+    let Some(i) = crate::balance::pick(cluster, None, &[]) else {
         return fail(Failure::NoHealthyUpstream, false, out);
     };
     let authority = req

@@ -1,18 +1,15 @@
-//! Upstream connections and endpoint choice: one pooled client per cluster (HTTP/1.1, or h2 with
-//! prior knowledge for HTTP2/GRPC ports) and Istio's load balancers over the cluster's endpoints.
+//! Upstream connections: one pooled client per cluster (HTTP/1.1, or h2 with prior knowledge for
+//! HTTP2/GRPC ports). Which endpoint a request goes to is `balance`'s.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioExecutor;
-use mesh_model::api::destination_rule::SimpleLb;
 use mesh_model::plan::Cluster;
 use tokio::net::TcpStream;
 
-use crate::compile::UpstreamCluster;
 use crate::context::Body;
 use crate::counted::Counted;
 use crate::telemetry::Connections;
@@ -340,54 +337,6 @@ impl Dial {
     pub async fn connect(&self) -> std::io::Result<TcpStream> {
         self.resolver.connect(&self.addr, self.timeout).await
     }
-}
-
-/// Chooses an endpoint, avoiding `tried` ones while others are left. `hash`: consistent hashing.
-pub fn pick(c: &UpstreamCluster, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
-    let n = c.endpoints.len();
-    if n == 0 {
-        return None;
-    }
-    // Ejected endpoints are out of the set; with no panic mode, none left means no healthy upstream.
-    let healthy = |i: &usize| c.outlier.as_ref().is_none_or(|o| !o.is_ejected(*i));
-    let healthy_count = (0..n).filter(healthy).count();
-    if healthy_count == 0 {
-        return None;
-    }
-    let retried_all = (0..n).filter(healthy).all(|i| tried.contains(&i));
-    let allowed = |i: &usize| healthy(i) && (!tried.contains(i) || retried_all);
-    if let (Some(h), false) = (hash, c.ring.is_empty()) {
-        let start = c.ring.partition_point(|(k, _)| *k < h);
-        let candidates = c.ring[start..].iter().chain(c.ring[..start].iter());
-        return candidates.map(|(_, i)| *i).find(|i| allowed(i));
-    }
-    let weighted = c.cluster.endpoints.iter().any(|e| e.weight != 1);
-    let choose = |k: usize| (0..n).map(|o| (k + o) % n).find(|i| allowed(i));
-    match c.lb {
-        SimpleLb::RoundRobin if !weighted => choose(c.next.fetch_add(1, Ordering::Relaxed)),
-        SimpleLb::Random | SimpleLb::RoundRobin => choose(weighted_index(c)),
-        _ => {
-            // LEAST_REQUEST: power of two choices on active requests.
-            let a = weighted_index(c);
-            let b = weighted_index(c);
-            let load = |i: usize| c.active[i].load(Ordering::Relaxed);
-            let best = if load(b) < load(a) { b } else { a };
-            choose(best)
-        }
-    }
-}
-
-fn weighted_index(c: &UpstreamCluster) -> usize {
-    let total: u64 = c.cluster.endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum();
-    let mut r = fastrand::u64(0..total.max(1));
-    for (i, e) in c.cluster.endpoints.iter().enumerate() {
-        let w = u64::from(e.weight.max(1));
-        if r < w {
-            return i;
-        }
-        r -= w;
-    }
-    0
 }
 
 #[cfg(test)]
