@@ -15,8 +15,11 @@ fn load_result(
     cpu: Option<f64>,
     rps: Option<f64>,
 ) -> LoadResult {
-    let mut r: LoadResult =
-        serde_json::from_str(include_str!("testdata/load-result.json")).unwrap_or_else(|e| panic!("{e}"));
+    // Parsed once: the simulations below build hundreds of thousands of these.
+    static TEMPLATE: std::sync::LazyLock<LoadResult> = std::sync::LazyLock::new(|| {
+        serde_json::from_str(include_str!("testdata/load-result.json")).unwrap_or_else(|e| panic!("{e}"))
+    });
+    let mut r = TEMPLATE.clone();
     r.target = Some(target.into());
     r.scenario = scenario.into();
     r.repetition = rep;
