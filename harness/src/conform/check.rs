@@ -286,6 +286,18 @@ mod tests {
             2,
             "off by 10 points"
         );
+        // The false-alarm budget is shared between the two versions (Bonferroni): each is held
+        // to its exact bounds at 5e-7, Binomial(1300, 0.8) 965..=1110 and (1300, 0.2) 190..=335.
+        assert!(check_distribution(&want, &seen(965, 335), 1300).is_empty());
+        assert_eq!(
+            check_distribution(&want, &seen(964, 336), 1300),
+            [
+                "distribution: expected v1 at 80% of 1300 (965..=1110; a correct target falls outside less than \
+                 once in 2000000), observed 964 ({\"v1\": 964, \"v2\": 336})",
+                "distribution: expected v2 at 20% of 1300 (190..=335; a correct target falls outside less than \
+                 once in 2000000), observed 336 ({\"v1\": 964, \"v2\": 336})",
+            ]
+        );
         let zero: BTreeMap<String, f64> = [("v3".into(), 0.0)].into();
         assert_eq!(check_distribution(&zero, &[("v3".into(), 1)].into(), 400).len(), 1);
         let all: BTreeMap<String, f64> = [("v2".into(), 100.0)].into();
@@ -329,6 +341,34 @@ mod tests {
     }
 
     #[test]
+    fn a_body_must_contain_its_text_and_an_echo_must_end_with_what_was_sent() {
+        let case: Case = serde_json::from_value(serde_json::json!({
+            "id": "x",
+            "request": {"body": "ping"},
+            "expect": {"bodyContains": "Service=web", "echo": true}
+        }))
+        .unwrap();
+        let answer = |body: &str| Observation {
+            status: 200,
+            body: body.into(),
+            ..Default::default()
+        };
+        assert!(check(&case, &answer("Service=web\nping")).is_empty());
+        assert_eq!(
+            check(&case, &answer("Service=api\nping")),
+            ["body containing: expected \"Service=web\", observed \"Service=api\\nping\""]
+        );
+        assert_eq!(
+            check(&case, &answer("Service=web\npong")),
+            ["echo: expected the body to end with Some(\"ping\"), observed \"Service=web\\npong\""]
+        );
+        // Without `echo: true` the body's end is not checked.
+        let mut quiet = case.clone();
+        quiet.expect.echo = Some(false);
+        assert!(check(&quiet, &answer("Service=web\npong")).is_empty());
+    }
+
+    #[test]
     fn a_delay_may_end_up_to_the_timer_slack_early_and_no_more() {
         let case: Case = serde_json::from_value(serde_json::json!({
             "id": "x",
@@ -360,6 +400,10 @@ mod tests {
         // Symmetry, and the degenerate shares.
         let (lo, hi) = binomial_bounds(1000, 0.3, 1e-3);
         assert_eq!(binomial_bounds(1000, 0.7, 1e-3), (1000 - hi, 1000 - lo));
+        // A tail of exactly alpha / 2 is spent, not left: Binomial(4, 1/2) puts 1/16 on 0 and on
+        // 4, so at alpha 1/8 both are outside, and a correct target falls outside exactly 1/8 of
+        // the time, as "at least 1 - alpha" allows.
+        assert_eq!(binomial_bounds(4, 0.5, 0.125), (1, 3));
         assert_eq!(binomial_bounds(10, 0.0, 1e-6), (0, 0));
         assert_eq!(binomial_bounds(10, 1.0, 1e-6), (10, 10));
     }

@@ -113,6 +113,10 @@ mod tests {
         assert_eq!(welch_greater(&a, &[f64::NAN, 1.0]), None);
         let flat = welch_greater(&[1.0, 1.0], &[2.0, 2.0]).map(|w| (w.p, w.upper(0.05)));
         assert_eq!(flat, Some((0.0, 1.0)));
+        // No spread: smaller is certainly not larger, and a tie says nothing either way.
+        let p = |a: &[f64], b: &[f64]| welch_greater(a, b).map(|w| w.p);
+        assert_eq!(p(&[2.0, 2.0], &[1.0, 1.0]), Some(1.0));
+        assert_eq!(p(&[2.0, 2.0], &[2.0, 2.0]), Some(0.5));
     }
 
     #[test]

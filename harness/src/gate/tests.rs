@@ -2,7 +2,7 @@
 //! realistic noise: the false-alarm rate of same-build comparisons (A/A) and the chance to catch
 //! a 10% and a 30% slowdown (A/B), computed over thousands of simulated gate runs.
 
-use meshbench_report::{CaseResult, LoadMode, ProcessUsage, SuiteResult};
+use meshbench_report::{CaseResult, LoadMode, ProcessUsage, SuiteResult, ThresholdResult};
 
 use super::*;
 
@@ -348,4 +348,75 @@ fn another_build_in_the_same_run_is_the_baseline() {
     assert!(compare_in_run(&r, "nope", Settings::default())
         .unwrap_err()
         .contains("targets: main, reference, direct"));
+}
+
+#[test]
+fn the_markdown_summary_shows_each_section_only_when_it_has_rows() {
+    // No direct baseline: latency is absolute and shown as a time; 30% faster is an improvement.
+    let run = |gateway: f64, a: CaseOutcome| {
+        let load = (0..5)
+            .map(|rep| {
+                let j = 1.0 + f64::from(rep) * 0.01;
+                load_result(
+                    "reference",
+                    "s",
+                    rep,
+                    3000.0 * gateway * j,
+                    6000.0 * gateway * j,
+                    None,
+                    None,
+                )
+            })
+            .collect();
+        report_with(load, &[("a", a)])
+    };
+    let (base, now) = (run(1.0, CaseOutcome::Pass), run(0.7, CaseOutcome::Pass));
+    let g = compare(&base, &now, Settings::default());
+    let md = summary::markdown(&RunReport {
+        gate: Some(g),
+        ..now.clone()
+    });
+    let p50 = meshbench_report::text::us((3000.0_f64 * 1.02).round() as u64);
+    assert!(
+        md.contains("| :white_check_mark: improved | reference | s | p50 | "),
+        "{md}"
+    );
+    assert!(md.contains(&format!("| {p50} | ")), "p50 as a time ({p50}): {md}");
+    assert!(!md.contains("### Conformance regressions"), "{md}");
+    assert!(!md.contains("### Failed thresholds"), "{md}");
+
+    // A case that passed fails now, and one threshold of two failed.
+    let mut now = run(1.0, CaseOutcome::Fail);
+    now.load[0].thresholds = vec![
+        ThresholdResult {
+            expression: "p99 < 5ms".into(),
+            observed: "observed 6.00ms, limit 5.00ms".into(),
+            passed: false,
+        },
+        ThresholdResult {
+            expression: "errors < 1%".into(),
+            observed: "observed 0.00%, limit 1.00%".into(),
+            passed: true,
+        },
+    ];
+    let g = compare(&base, &now, Settings::default());
+    let md = summary::markdown(&RunReport {
+        gate: Some(g),
+        ..now.clone()
+    });
+    assert!(
+        md.contains("### Conformance regressions\n\n| target | case | now |\n|---|---|---|\n| reference | http-routing/a | status: expected \"200\", observed \"404\" |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("### Failed thresholds\n\n| target | scenario | threshold | observed |\n|---|---|---|---|\n| reference | s | `p99 < 5ms` | observed 6.00ms, limit 5.00ms |\n"),
+        "{md}"
+    );
+    assert!(!md.contains("errors < 1%"), "a passed threshold is not listed: {md}");
+    // Without a baseline: the thresholds alone.
+    let md = summary::markdown(&now);
+    assert!(
+        md.starts_with("## meshbench\n\nNo baseline given: thresholds only.\n\n### Failed thresholds"),
+        "{md}"
+    );
 }

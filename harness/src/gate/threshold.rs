@@ -318,6 +318,33 @@ mod tests {
     }
 
     #[test]
+    fn each_latency_name_reads_its_own_figure() {
+        let mut r = result(1100, 1300, 0, 1000.0);
+        r.latency_us.p90 = 1200;
+        r.latency_us.p999 = 1400;
+        r.latency_us.max = 1500;
+        r.latency_us.mean = 1050.0;
+        for (name, ms) in [
+            ("p50", "1.10"),
+            ("median", "1.10"),
+            ("p90", "1.20"),
+            ("p99", "1.30"),
+            ("p99.9", "1.40"),
+            ("p999", "1.40"),
+            ("max", "1.50"),
+            ("mean", "1.05"),
+            ("avg", "1.05"),
+        ] {
+            let t = format!("{name} < 9ms");
+            assert_eq!(
+                check(&t, &r, None),
+                (true, format!("observed {ms}ms, limit 9.00ms")),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
     fn mistakes_name_the_threshold_and_the_grammar() {
         for (bad, why) in [
             ("p98 < 5ms", "unknown metric `p98`"),
