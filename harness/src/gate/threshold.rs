@@ -146,10 +146,6 @@ impl Threshold {
         })
     }
 
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Checks `r`; `direct` is the baseline run of the same scenario (for `added_*`).
     pub fn check(&self, r: &LoadResult, direct: Option<&LoadResult>) -> ThresholdResult {
         let (observed, limit) = match self.observe(r, direct) {
@@ -342,6 +338,37 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn values_take_their_units_and_each_comparison_its_boundary() {
+        let r = result(800, 4200, 0, 1000.0);
+        assert!(check("p50 >= 0.8ms", &r, None).0);
+        assert!(!check("p50 > 0.8ms", &r, None).0, "strictly greater");
+        assert!(check("p50 <= 800us", &r, None).0 && !check("p50 < 800us", &r, None).0);
+        assert_eq!(
+            check("p99 < 4300µs", &r, None),
+            (true, "observed 4.20ms, limit 4.30ms".into())
+        );
+        assert_eq!(
+            check("p99 < 1s", &r, None),
+            (true, "observed 4.20ms, limit 1.00s".into())
+        );
+        let mut g = r.clone();
+        g.gateway = Some(meshbench_report::ProcessUsage {
+            cpu_s: 0.1,
+            cpu_s_per_1k_requests: 0.05,
+            rss_bytes: 1 << 20,
+            peak_rss_bytes: 3 << 19,
+        });
+        assert_eq!(
+            check("peak_rss < 2048KiB", &g, None),
+            (true, "observed 1.5MiB, limit 2.0MiB".into())
+        );
+        assert_eq!(
+            check("peak_rss < 1GiB", &g, None),
+            (true, "observed 1.5MiB, limit 1024.0MiB".into())
+        );
     }
 
     #[test]
