@@ -271,6 +271,8 @@ mod tests {
         );
         assert!(check("errors <= 0.1%", &r, None).0);
         assert!(check("errors < 2", &r, None).0);
+        // A bare number counts errors: one is not fewer than one.
+        assert_eq!(check("errors < 1", &r, None), (false, "observed 1.0, limit 1.0".into()));
         assert_eq!(
             check("rps >= 0.99 * asked", &r, None),
             (true, "observed 995.0, limit 990.0".into())
@@ -288,6 +290,16 @@ mod tests {
             (true, "observed 3.20ms, limit 3.50ms".into())
         );
         assert!(!check("added_p50 < 0.4ms", &r, Some(&d)).0);
+        // The gateway faster than the direct path (noise) reads as negative; equal as zero.
+        let slower = result(900, 4200, 0, 1000.0);
+        assert_eq!(
+            check("added_p50 < 1ms", &r, Some(&slower)),
+            (true, "observed -100us, limit 1.00ms".into())
+        );
+        assert_eq!(
+            check("added_p99 < 1ms", &r, Some(&slower)),
+            (true, "observed 0us, limit 1.00ms".into())
+        );
         let (ok, why) = check("added_p99 < 1ms", &r, None);
         assert!(!ok && why.contains("no direct baseline"), "{why}");
         let (ok, why) = check("cpu_per_1k_requests < 100ms", &r, None);

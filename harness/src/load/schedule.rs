@@ -122,5 +122,9 @@ mod tests {
         assert!(!t.late);
         assert_eq!(t.corrected, us(100));
         assert_eq!(t.uncorrected, us(100));
+        // Free exactly at the intended time is on time too.
+        let t = time_request(t0 + ms(10), t0 + ms(10), t0 + ms(10), t0 + ms(12));
+        assert!(!t.late);
+        assert_eq!(t.corrected, ms(2));
     }
 }

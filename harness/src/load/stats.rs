@@ -195,6 +195,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn error_classes_have_the_names_reports_use() {
+        let names: Vec<String> = [
+            ErrorClass::Connect,
+            ErrorClass::Timeout,
+            ErrorClass::Reset,
+            ErrorClass::Tls,
+            ErrorClass::Protocol,
+            ErrorClass::Http5xx,
+            ErrorClass::Grpc(14),
+        ]
+        .into_iter()
+        .map(ErrorClass::name)
+        .collect();
+        assert_eq!(
+            names,
+            ["connect", "timeout", "reset", "tls", "protocol", "http-5xx", "grpc-14"]
+        );
+    }
+
+    #[test]
     fn bounds_are_valid() {
         assert!(Histogram::<u64>::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG).is_ok());
     }
