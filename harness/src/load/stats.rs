@@ -230,12 +230,13 @@ mod tests {
             b.response("503", v, v, true, Some(ErrorClass::Http5xx));
         }
         b.failure(ErrorClass::Timeout, false);
+        b.failure(ErrorClass::Reset, true);
         let mut all = IntervalStats::default();
         all.add(&a);
         all.add(&b);
-        assert_eq!(all.requests, 2001);
-        assert_eq!(all.errors, 1001);
-        assert_eq!(all.late, 1000);
+        assert_eq!(all.requests, 2002);
+        assert_eq!(all.errors, 1002);
+        assert_eq!(all.late, 1001);
         assert_eq!(all.corrected.len(), 2000);
         assert_eq!(all.status.get("200"), Some(&1000));
         assert_eq!(all.status.get("503"), Some(&1000));
@@ -276,5 +277,11 @@ mod tests {
         assert_eq!(l.len(), 8);
         assert_eq!(l.last().map(|p| p.count), Some(100_000));
         assert_eq!(l.last().map(|p| p.value_us), Some(h.max()));
+        // Each rung at its percentile, counting the values up to it (within the histogram's
+        // three significant figures).
+        let near = |got: u64, want: u64| got.abs_diff(want) <= want / 500;
+        for (rung, want) in l.iter().zip([50_000, 75_000, 90_000, 99_000, 99_900]) {
+            assert!(near(rung.value_us, want) && near(rung.count, want), "{rung:?}");
+        }
     }
 }
