@@ -249,6 +249,18 @@ mod tests {
         r
     }
 
+    /// `r` with a gateway process that used 50 ms of CPU per 1k requests and peaked at `peak_rss`.
+    fn with_gateway(r: &LoadResult, peak_rss: u64) -> LoadResult {
+        let mut g = r.clone();
+        g.gateway = Some(meshbench_report::ProcessUsage {
+            cpu_s: 0.1,
+            cpu_s_per_1k_requests: 0.05,
+            rss_bytes: peak_rss,
+            peak_rss_bytes: peak_rss,
+        });
+        g
+    }
+
     fn check(t: &str, r: &LoadResult, d: Option<&LoadResult>) -> (bool, String) {
         let res = Threshold::parse(t).unwrap_or_else(|e| panic!("{e}")).check(r, d);
         (res.passed, res.observed)
@@ -304,13 +316,7 @@ mod tests {
         assert!(!ok && why.contains("no direct baseline"), "{why}");
         let (ok, why) = check("cpu_per_1k_requests < 100ms", &r, None);
         assert!(!ok && why.contains("no gateway process"), "{why}");
-        let mut g = r.clone();
-        g.gateway = Some(meshbench_report::ProcessUsage {
-            cpu_s: 0.1,
-            cpu_s_per_1k_requests: 0.05,
-            rss_bytes: 10 << 20,
-            peak_rss_bytes: 12 << 20,
-        });
+        let g = with_gateway(&r, 12 << 20);
         assert_eq!(
             check("cpu_per_1k_requests < 80ms", &g, None),
             (true, "observed 50.00ms, limit 80.00ms".into())
@@ -366,13 +372,7 @@ mod tests {
             check("p99 < 1s", &r, None),
             (true, "observed 4.20ms, limit 1.00s".into())
         );
-        let mut g = r.clone();
-        g.gateway = Some(meshbench_report::ProcessUsage {
-            cpu_s: 0.1,
-            cpu_s_per_1k_requests: 0.05,
-            rss_bytes: 1 << 20,
-            peak_rss_bytes: 3 << 19,
-        });
+        let g = with_gateway(&r, 3 << 19);
         assert_eq!(
             check("peak_rss < 2048KiB", &g, None),
             (true, "observed 1.5MiB, limit 2.0MiB".into())
