@@ -68,14 +68,7 @@ mod tests {
 
     /// A cluster of `endpoints` (ServiceEntry endpoint YAML) with `policy` as its trafficPolicy.
     fn cluster(resolution: &str, endpoints: &str, policy: &str) -> UpstreamCluster {
-        let yaml = format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-             hosts: [web.example.com]\n  resolution: {resolution}\n  ports: [{{number: 80, name: web, protocol: HTTP}}]\n  \
-             endpoints: {endpoints}\n---\n\
-             apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-             host: web.example.com\n  trafficPolicy: {policy}\n"
-        );
-        let c = crate::breaker::tests::plan_cluster(&yaml, "outbound|80||web.example.com");
+        let c = crate::breaker::tests::service_cluster("HTTP", resolution, endpoints, policy);
         let identity = crate::telemetry::Identity::from_labels(&Default::default(), None);
         let telemetry = crate::telemetry::Telemetry::new(identity);
         UpstreamCluster::compile(&c, None, &crate::dns::Cache::new(Duration::from_secs(1)), &telemetry)

@@ -297,10 +297,17 @@ pub(crate) mod tests {
 
     /// Three endpoints of a `protocol` port, with `policy` as the DestinationRule's trafficPolicy.
     pub(crate) fn cluster(protocol: &str, policy: &str) -> Cluster {
+        let endpoints = "[{address: 10.0.0.1}, {address: 10.0.0.2}, {address: 10.0.0.3}]";
+        service_cluster(protocol, "STATIC", endpoints, policy)
+    }
+
+    /// The cluster of web.example.com:80 (a ServiceEntry with `resolution` and `endpoints`, as
+    /// YAML) with `policy` as its DestinationRule's trafficPolicy.
+    pub(crate) fn service_cluster(protocol: &str, resolution: &str, endpoints: &str, policy: &str) -> Cluster {
         let yaml = format!(
             "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
-             hosts: [web.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: web, protocol: {protocol}}}]\n  \
-             endpoints: [{{address: 10.0.0.1}}, {{address: 10.0.0.2}}, {{address: 10.0.0.3}}]\n---\n\
+             hosts: [web.example.com]\n  resolution: {resolution}\n  ports: [{{number: 80, name: web, protocol: {protocol}}}]\n  \
+             endpoints: {endpoints}\n---\n\
              apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: web, namespace: default}}\nspec:\n  \
              host: web.example.com\n  trafficPolicy: {policy}\n"
         );
@@ -308,7 +315,7 @@ pub(crate) mod tests {
     }
 
     /// The cluster `name` of the sidecar Plan built from `yaml`.
-    pub(crate) fn plan_cluster(yaml: &str, name: &str) -> Cluster {
+    fn plan_cluster(yaml: &str, name: &str) -> Cluster {
         let loaded = mesh_model::load_str("t.yaml", yaml);
         let opts = mesh_model::plan::PlanOptions {
             labels: None,
