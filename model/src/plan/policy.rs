@@ -182,17 +182,6 @@ fn order_key<'k>(created: &'k Option<String>, i: &'k Indexed) -> (bool, Option<&
     )
 }
 
-/// [`RuleIndex::find`] for a single lookup.
-pub fn find_rule(
-    config: &Config,
-    service_host: &str,
-    proxy_ns: &str,
-    proxy_labels: Option<&Labels>,
-    service_ns: &str,
-) -> Option<MergedRule> {
-    RuleIndex::new(config).find(service_host, proxy_ns, proxy_labels, service_ns)
-}
-
 /// The consolidated rules of one host, then the one this proxy uses: a rule of its own namespace
 /// whose selector its labels match, else the one without a selector (without labels: all of them).
 fn pick_for_proxy(chosen: &[&Indexed], proxy_ns: &str, proxy_labels: Option<&Labels>) -> MergedRule {
