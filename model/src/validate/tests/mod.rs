@@ -214,6 +214,7 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("ServiceEntry", "{hosts: [bad_host.example.com], resolution: DNS, ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::InvalidHost, "spec.hosts[0]", E),
         ("ServiceEntry", se(", resolution: STATIC, addresses: [10.0.0.0/33], endpoints: [{address: 10.0.0.1}]"), Code::InvalidValue, "spec.addresses[0]", E),
         ("ServiceEntry", se(", resolution: DNS, endpoints: [{address: '*.example.com'}]"), Code::ServiceEntryResolution, "spec.endpoints[0].address", E),
+        ("WorkloadEntry", "{address: 'not an address!'}".into(), Code::InvalidValue, "spec.address", E),
         ("ServiceEntry", "{hosts: ['*.example.com'], resolution: DYNAMIC_DNS, addresses: [240.0.0.1], ports: [{number: 443, name: https, protocol: HTTPS}]}".into(), Code::ServiceEntryResolution, "spec", E),
     ]
 }
@@ -263,66 +264,6 @@ fn every_diagnostic_carries_file_line_resource_and_hint() {
             assert!(d.hint.as_deref().is_some_and(|h| !h.is_empty()), "{d}");
             assert!(d.resource.is_some(), "{d}");
         }
-    }
-}
-
-#[test]
-fn valid_documents_draw_no_error() {
-    let valid = [
-        doc("Gateway", "{selector: {istio: ingressgateway}, servers: [{port: {number: 443, name: https, protocol: https}, hosts: ['ns1/*.example.com', './a.example.org', '10.0.0.1'], tls: {mode: MUTUAL, serverCertificate: /c, privateKey: /k, caCertificates: /ca, subjectAltNames: [client]}}]}"),
-        doc("Gateway", "{servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: ['*'], tls: {mode: PASSTHROUGH}}, {port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {httpsRedirect: true}}]}"),
-        doc("VirtualService", "{hosts: [reviews], http: [{match: [{uri: {prefix: ''}}, {headers: {end-user: {}}, withoutHeaders: {x: {regex: '*'}}}], route: [{destination: {host: reviews}, weight: 0}, {destination: {host: ratings}, weight: 7}], retries: {attempts: 3, perTryTimeout: 2s, retryOn: 'gateway-error,connect-failure,503'}, timeout: 10s, headers: {request: {set: {x-a: '%HOSTNAME%', x-b: '10%%', x-c: '%REQ(x-id)% from %DOWNSTREAM_REMOTE_ADDRESS%'}}}}]}"),
-        doc("VirtualService", "{hosts: ['*'], gateways: [ns/t], http: [{redirect: {uri: /x, derivePort: FROM_REQUEST_PORT, scheme: https}}]}")
-            + "---\n"
-            + &doc("Gateway", "{servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}"),
-        doc("DestinationRule", "{host: reviews, trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}}}, connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}, outlierDetection: {consecutiveErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}, portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE, sni: a.example.com}}]}, subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}]}"),
-        doc("ServiceEntry", "{hosts: ['*.wikipedia.org'], ports: [{number: 443, name: tls, protocol: TLS}]}"),
-        doc("ServiceEntry", "{hosts: [db.example.com], addresses: [10.0.0.0/8, 'fd00::/128'], resolution: STATIC, endpoints: [{address: 10.0.0.1}], ports: [{number: 5432, name: tcp, protocol: TCP}]}"),
-        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5}}}, subsets: [{name: v1, labels: {app.kubernetes.io/version: v1}}]}"),
-        doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2, maxProtocolVersion: TLSV1_2}}]}"),
-        doc("WorkloadEntry", "{network: network-2, labels: {app: a}}"),
-        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 65537}, httpHeaderName: x-user}}, outlierDetection: {consecutiveErrors: 0}, tls: {mode: SIMPLE, insecureSkipVerify: true}}}"),
-        doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, tlsCertificates: [{serverCertificate: /rsa.pem, privateKey: /rsa.key}, {serverCertificate: /ec.pem, privateKey: /ec.key}]}}]}"),
-        doc("VirtualService", "{hosts: [a.example.com], http: [{corsPolicy: {allowOrigins: [{exact: 'https://a.example.com'}], allowHeaders: ['*', x-custom], exposeHeaders: ['*']}, route: [{destination: {host: a.example.com}}]}]}"),
-        doc("Gateway", "{servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: ['*'], tls: {mode: SIMPLE, credentialNames: [rsa, ecdsa]}}]}"),
-        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {failover: [{from: us, to: eu}]}}, outlierDetection: {consecutive5xxErrors: 5}}}"),
-        doc("VirtualService", "{hosts: [a.example.com], http: [{headers: {request: {remove: [x-debug]}, response: {remove: [server]}}, route: [{destination: {host: a.example.com}}]}]}"),
-        doc("DestinationRule", "{host: a.example.com, exportTo: [apps, '.'], trafficPolicy: {tunnel: {protocol: CONNECT, targetHost: proxy.example.com, targetPort: 3128}}}"),
-        doc("ServiceEntry", "{hosts: [web.example.com], resolution: STATIC, endpoints: [{address: 10.0.0.1}], ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]}"),
-        doc("ServiceEntry", "{hosts: [web.example.com], resolution: DNS, endpoints: [{address: a.example.com}, {address: b.example.com}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
-        doc("ServiceEntry", "{hosts: [web.example.com], resolution: DNS_ROUND_ROBIN, endpoints: [{address: a.example.com}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
-        doc("ServiceEntry", "{hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}"),
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: t, namespace: ns, labels: {istio.io/use-waypoint: none}}\n\
-         spec: {hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_INTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}\n"
-            .to_string(),
-        doc("ServiceEntry", "{hosts: [nginx.example.com], resolution: DNS, endpoints: [{address: my-nginx.mesh-external.svc.cluster.local, ports: {https: 443}}], ports: [{number: 443, name: https, protocol: HTTPS}]}"),
-        // Zero is a limit like any other (Istio rejects only negative ones).
-        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {connectionPool: {tcp: {maxConnections: 0}}}}"),
-        // useClientProtocol, or an h2 upgrade, each alone.
-        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}, subsets: [{name: up, labels: {v: up}, trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}}]}"),
-        // insecureSkipVerify beside credentialName is refused only in SIMPLE mode.
-        doc("DestinationRule", "{host: a.example.com, trafficPolicy: {tls: {mode: MUTUAL, credentialName: client, insecureSkipVerify: true}}}"),
-        // DYNAMIC_DNS with a waypoint is refused only for MESH_INTERNAL.
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: t, namespace: ns, labels: {istio.io/use-waypoint: egress-waypoint}}\n\
-         spec: {hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: MESH_EXTERNAL, ports: [{number: 443, name: tls, protocol: TLS}]}\n"
-            .to_string(),
-        // A redirect to a fixed uri may follow any match; no retries is a retry policy.
-        doc("VirtualService", "{hosts: [a.example.com], http: [{match: [{uri: {exact: /old}}], redirect: {uri: /new}}, {retries: {attempts: 0}, route: [{destination: {host: a.example.com}}]}]}"),
-        // Named servers, each name once.
-        doc("Gateway", "{servers: [{name: web, port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, {name: api, port: {number: 8080, name: http-api, protocol: HTTP}, hosts: ['*']}]}"),
-        // A gateway's TLS rule may name the auto-passthrough SNI of a mesh service.
-        doc("VirtualService", "{hosts: [outbound_.443_._.api.example.com], gateways: [ns/t], tls: [{match: [{sniHosts: [outbound_.443_._.api.example.com]}], route: [{destination: {host: api.example.com}}]}]}")
-            + "---\n"
-            + &doc("Gateway", "{servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: ['*'], tls: {mode: AUTO_PASSTHROUGH}}]}"),
-        doc("VirtualService", "{hosts: [db.example.com], tcp: [{match: [{sourceSubnet: 10.0.0.0/8}, {sourceSubnet: 10.1.2.3}], route: [{destination: {host: db.example.com}}]}]}"),
-        // A delegate: no hosts, http rules only.
-        doc("VirtualService", "{http: [{route: [{destination: {host: reviews}}]}]}"),
-        // Several hosts resolved by DNS are fine when every port is HTTP (routed by Host).
-        doc("ServiceEntry", "{hosts: [a.example.com, b.example.com], resolution: DNS, ports: [{number: 80, name: http, protocol: HTTP}]}"),
-    ];
-    for yaml in valid {
-        let errors: Vec<_> = check(&yaml).into_iter().filter(Diagnostic::is_error).collect();
-        assert!(errors.is_empty(), "{yaml}\n{errors:#?}");
     }
 }
 
@@ -448,55 +389,6 @@ fn https_redirect_is_questioned_only_where_it_is_set_off_an_http_server() {
 }
 
 #[test]
-fn matches_that_differ_are_neither_unreachable_nor_ineffective() {
-    let findings = |rules: &str| {
-        let spec = format!("{{hosts: [a.example.com], gateways: [gw], http: [{rules}]}}");
-        check(&doc("VirtualService", &spec))
-            .into_iter()
-            .filter(|d| matches!(d.code, Code::UnreachableRule | Code::IneffectiveMatch))
-            .map(|d| format!("{} {:?}", d.code, d.field))
-            .collect::<Vec<_>>()
-    };
-    let pair = |first: &str, later: &str| format!("{{match: [{first}], {ROUTE}}}, {{match: [{later}], {ROUTE}}}");
-    for (first, later) in [
-        ("{uri: {exact: /a}}", "{uri: {exact: /b}}"),
-        ("{uri: {prefix: /a}, method: {exact: POST}}", "{uri: {prefix: /a/b}}"),
-        (
-            "{uri: {prefix: /a}, authority: {exact: x.example.com}}",
-            "{uri: {prefix: /a/b}, authority: {exact: y.example.com}}",
-        ),
-        (
-            "{uri: {prefix: /a}, headers: {x-a: {exact: '1'}}}",
-            "{uri: {prefix: /a/b}, headers: {x-b: {exact: '2'}}}",
-        ),
-        (
-            "{uri: {prefix: /a}, queryParams: {q: {exact: '1'}}}",
-            "{uri: {prefix: /a/b}, queryParams: {q: {exact: '2'}}}",
-        ),
-        (
-            "{uri: {prefix: /a}, withoutHeaders: {x-a: {exact: '1'}}}",
-            "{uri: {prefix: /a/b}, withoutHeaders: {x-a: {exact: '2'}}}",
-        ),
-        ("{uri: {prefix: /a}, port: 80}", "{uri: {prefix: /a/b}, port: 8080}"),
-    ] {
-        assert_eq!(
-            findings(&pair(first, later)),
-            Vec::<String>::new(),
-            "{first} then {later}"
-        );
-    }
-    // The same later match, with nothing to tell it apart, is taken by the earlier one.
-    let wider =
-        "{uri: {prefix: /a}, method: {exact: POST}, headers: {x-a: {exact: '1'}}, queryParams: {q: {exact: '1'}}}";
-    let narrower =
-        "{uri: {prefix: /a/b}, method: {exact: POST}, headers: {x-a: {exact: '1'}}, queryParams: {q: {exact: '1'}}}";
-    assert_eq!(
-        findings(&pair(wider, narrower)),
-        ["IST0131 Some(\"spec.http[1].match[0]\")"]
-    );
-}
-
-#[test]
 fn a_gateway_named_without_its_namespace_is_found_for_the_hint() {
     let gateway = |ns: &str, name: &str| {
         format!(
@@ -581,49 +473,6 @@ fn a_delay_without_fixed_delay_is_questioned_once() {
     assert_eq!(no_effect("{percentage: {value: 10}}"), 1);
 }
 
-/// The IST0131 messages of a VirtualService whose two http rules are `first` then `second`, each
-/// a match and a route.
-fn ineffective(first: &str, second: &str) -> Vec<String> {
-    let spec = format!("{{hosts: [a.example.com], http: [{{{first}, {ROUTE}}}, {{{second}, {ROUTE}}}]}}");
-    check(&doc("VirtualService", &spec))
-        .into_iter()
-        .filter(|d| d.code == Code::IneffectiveMatch)
-        .map(|d| d.message)
-        .collect()
-}
-
-#[test]
-fn an_empty_exact_is_no_constraint_and_rules_go_by_name_or_number() {
-    // An empty `exact` method is none at all (a GET, as the later match's): the prefix /a takes
-    // /a/b first. Rules without names (or with an empty one) go by number.
-    let found = ineffective(
-        "name: '', match: [{uri: {prefix: /a}, method: {exact: ''}}]",
-        "match: [{uri: {prefix: /a/b}}]",
-    );
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].contains("of http rule #1") && found[0].contains("of rule #0"),
-        "{}",
-        found[0]
-    );
-    // An empty prefix is no constraint either (Istio's assignExactOrPrefix): /a takes /a/b first.
-    let found = ineffective(
-        "match: [{uri: {prefix: /a}}]",
-        "match: [{uri: {prefix: /a/b}, authority: {prefix: ''}}]",
-    );
-    assert_eq!(found.len(), 1, "{found:#?}");
-    let found = ineffective(
-        "name: catch-all, match: [{uri: {prefix: /a}}]",
-        "name: deeper, match: [{uri: {prefix: /a/b}}]",
-    );
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(
-        found[0].contains("of http rule `deeper`") && found[0].contains("of rule `catch-all`"),
-        "{}",
-        found[0]
-    );
-}
-
 #[test]
 fn an_http2_error_abort_is_refused_once_as_unsupported() {
     // Istio's API has `http2Error`, and its validation refuses it as not supported yet: that is
@@ -657,16 +506,5 @@ fn a_cipher_suite_listed_twice_is_questioned_at_its_second_place() {
     assert_eq!(fields, ["spec.servers[0].tls.cipherSuites[2]"]);
 }
 
-#[test]
-fn a_rule_after_a_catch_all_is_named_in_its_warning() {
-    let spec = format!(
-        "{{hosts: [a.example.com], http: [{{{ROUTE}}}, {{name: late, match: [{{uri: {{prefix: /x}}}}], {ROUTE}}}]}}"
-    );
-    let found: Vec<_> = check(&doc("VirtualService", &spec))
-        .into_iter()
-        .filter(|d| d.code == Code::UnreachableRule)
-        .map(|d| d.message)
-        .collect();
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert!(found[0].contains("http rule `late` is never used"), "{}", found[0]);
-}
+mod unreachable;
+mod valid;
