@@ -81,6 +81,19 @@ fn several_rules_for_one_host_merge_subsets_and_the_first_policy_wins() {
     let v1 = p.cluster("outbound|80|v1|web.apps.svc.cluster.local").expect("v1");
     assert_eq!(v1.policy.load_balancer.simple, Some(SimpleLb::Random));
     assert_eq!(v1.policy.destination_rule.as_deref(), Some("apps/a,apps/b"));
+    // Rules with different exportTo (neither set containing the other) stay apart, as in
+    // istiod's mergeDestinationRule; the proxy takes the last rule without a selector.
+    let a = a.replace("  host:", "  exportTo: ['*']\n  host:");
+    let b = b.replace("  host:", "  exportTo: [istio-system]\n  host:");
+    let p = plan_in(
+        &format!("{GW}{SVC}{b}{a}"),
+        "istio-system",
+        &[("istio", "ingressgateway")],
+    );
+    let v1 = p.cluster("outbound|80|v1|web.apps.svc.cluster.local").expect("v1");
+    assert_eq!(v1.policy.load_balancer.simple, Some(SimpleLb::RoundRobin));
+    assert_eq!(v1.policy.destination_rule.as_deref(), Some("apps/b"));
+    assert_eq!(v1.endpoints[0].address, "127.0.0.2", "b's v1");
 }
 
 fn plan_in(yaml: &str, namespace: &str, labels: &[(&str, &str)]) -> Plan {
