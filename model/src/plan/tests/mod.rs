@@ -310,7 +310,7 @@ fn dr(ns: &str, name: &str, body: &str) -> String {
 #[test]
 fn istio_defaults_are_explicit() {
     let http = "[{match: [{uri: {exact: /r}}], redirect: {uri: /new, derivePort: FROM_REQUEST_PORT}}, \
-                {match: [{uri: {exact: /f}}], fault: {abort: {httpStatus: 503}}, route: [{destination: {host: a.example.com, port: {number: 80}}}]}, \
+                {match: [{uri: {exact: /f}}], fault: {abort: {httpStatus: 503}, delay: {fixedDelay: 1s}}, route: [{destination: {host: a.example.com, port: {number: 80}}}]}, \
                 {match: [{uri: {exact: /m}}], mirror: {host: m.example.com, port: {number: 80}}, route: [{destination: {host: a.example.com, port: {number: 80}}}], \
                  retries: {attempts: 3, retryOn: 'gateway-error,503'}}, \
                 {match: [{uri: {exact: /m0}}], mirror: {host: m.example.com, port: {number: 80}}, mirrorPercentage: {value: 0}, route: [{destination: {host: a.example.com, port: {number: 80}}}]}]";
