@@ -438,6 +438,21 @@ fn subject_alt_names_are_questioned_only_without_mutual() {
 }
 
 #[test]
+fn client_tls_settings_are_questioned_as_ignored_only_when_tls_is_off() {
+    let ignored = |tls: &str| {
+        let spec = format!("{{host: a.example.com, trafficPolicy: {{tls: {tls}}}}}");
+        check(&doc("DestinationRule", &spec))
+            .into_iter()
+            .filter(|d| d.code == Code::ClientTls && d.message.contains("ignored"))
+            .count()
+    };
+    assert_eq!(ignored("{sni: a.example.com}"), 1);
+    assert_eq!(ignored("{mode: DISABLE, credentialName: c}"), 1);
+    assert_eq!(ignored("{mode: SIMPLE, sni: a.example.com}"), 0);
+    assert_eq!(ignored("{mode: MUTUAL, credentialName: c, sni: a.example.com}"), 0);
+}
+
+#[test]
 fn old_tls_versions_are_questioned_only_without_cipher_suites() {
     let version_warnings = |tls: &str| {
         let spec =
