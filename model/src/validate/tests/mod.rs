@@ -44,6 +44,7 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("Gateway", gw(&format!("{}, {}", srv(HTTP80, ""), srv("port: {number: 81, name: http, protocol: HTTP}", ""))), Code::Duplicate, "spec.servers[1].port.name", E),
         ("Gateway", gw(&srv("port: {number: 80, name: http, protocol: HTTP, targetPort: 8080}", "")), Code::InvalidValue, "spec.servers[0].port.targetPort", E),
         ("Gateway", gw(&srv(HTTP80, ", bind: not-an-ip")), Code::InvalidValue, "spec.servers[0].bind", E),
+        ("Gateway", gw(&srv(HTTP80, ", bind: 'unix:///run/gw.sock'")), Code::InvalidPort, "spec.servers[0].port.number", E),
         ("Gateway", gw(&srv(HTTPS443, "")), Code::GatewayTls, "spec.servers[0].tls", E),
         ("Gateway", https("{mode: SIMPLE, privateKey: /k.pem}"), Code::GatewayTls, "spec.servers[0].tls.serverCertificate", E),
         ("Gateway", https("{mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}"), Code::GatewayTls, "spec.servers[0].tls.caCertificates", E),
@@ -434,6 +435,45 @@ fn subject_alt_names_are_questioned_only_without_mutual() {
     assert_eq!(
         san_warnings("{mode: SIMPLE, credentialName: c, subjectAltNames: [client]}"),
         1
+    );
+}
+
+#[test]
+fn gateway_tls_messages_name_the_mode() {
+    let messages = |tls: &str| -> Vec<String> {
+        let spec =
+            format!("{{servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], tls: {tls}}}]}}");
+        check(&doc("Gateway", &spec))
+            .into_iter()
+            .filter(|d| d.code == Code::GatewayTls)
+            .map(|d| d.message)
+            .collect()
+    };
+    assert_eq!(
+        messages("{mode: OPTIONAL_MUTUAL, serverCertificate: /c.pem}"),
+        [
+            "OPTIONAL_MUTUAL mode needs a private key",
+            "OPTIONAL_MUTUAL mode needs caCertificates to verify client certificates"
+        ]
+    );
+    assert_eq!(
+        messages("{mode: SIMPLE, privateKey: /k.pem}"),
+        ["SIMPLE mode needs a server certificate"]
+    );
+    assert_eq!(
+        messages("{mode: AUTO_PASSTHROUGH, credentialName: c}"),
+        ["certificates are ignored in AUTO_PASSTHROUGH mode"]
+    );
+    assert_eq!(
+        messages("{mode: PASSTHROUGH, credentialName: c}"),
+        ["certificates are ignored in PASSTHROUGH mode"]
+    );
+    assert_eq!(
+        messages("{mode: MUTUAL, credentialName: c, caCertificates: /ca.pem, serverCertificate: /c.pem}")
+            .iter()
+            .filter(|m| m.contains("MUTUAL mode"))
+            .count(),
+        0
     );
 }
 

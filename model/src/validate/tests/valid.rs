@@ -56,6 +56,9 @@ fn valid_documents_draw_no_error() {
         // `*` alone exports everywhere; the authority set once, by rewrite.
         doc("DestinationRule", "{host: a.example.com, exportTo: ['*'], trafficPolicy: {loadBalancer: {simple: RANDOM}}}"),
         doc("VirtualService", "{hosts: [a.example.com], exportTo: ['*'], http: [{rewrite: {authority: b.example.com}, route: [{destination: {host: a.example.com}}]}]}"),
+        // A server on a unix socket has port 0; a destination sets its authority once.
+        doc("Gateway", "{servers: [{port: {number: 0, name: http, protocol: HTTP}, bind: 'unix:///run/gw.sock', hosts: ['*']}]}"),
+        doc("VirtualService", "{hosts: [a.example.com], http: [{route: [{destination: {host: a.example.com}, headers: {request: {set: {':authority': b.example.com}}}}]}]}"),
         // A regex of Istio's largest length, 1024; an empty label value (Kubernetes allows it).
         doc("VirtualService", &format!("{{hosts: [a.example.com], http: [{{match: [{{uri: {{regex: '{}'}}}}], route: [{{destination: {{host: a.example.com}}}}]}}]}}", "a".repeat(1024))),
         doc("DestinationRule", "{host: a.example.com, subsets: [{name: v1, labels: {version: v1, track: ''}}]}"),
