@@ -439,6 +439,25 @@ fn subject_alt_names_are_questioned_only_without_mutual() {
 }
 
 #[test]
+fn direct_response_bodies_are_warned_over_100_kib_as_decoded() {
+    let body_findings = |body: &str| -> Vec<Severity> {
+        let spec = format!("{{hosts: [a.example.com], http: [{{directResponse: {{status: 200, body: {body}}}}}]}}");
+        check(&doc("VirtualService", &spec))
+            .into_iter()
+            .filter(|d| d.field.as_deref() == Some("spec.http[0].directResponse.body"))
+            .map(|d| d.severity)
+            .collect()
+    };
+    let string = |n: usize| format!("{{string: {}}}", "x".repeat(n));
+    assert_eq!(body_findings(&string(100 * 1024)), []);
+    assert_eq!(body_findings(&string(100 * 1024 + 1)), [W]);
+    // base64 `bytes` count as the bytes they decode to: 4 characters are 3 bytes.
+    let bytes = |n: usize| format!("{{bytes: {}}}", "A".repeat(n));
+    assert_eq!(body_findings(&bytes(120 * 1024)), [], "90 KiB decoded");
+    assert_eq!(body_findings(&bytes(140 * 1024)), [W], "105 KiB decoded");
+}
+
+#[test]
 fn gateway_tls_messages_name_the_mode() {
     let messages = |tls: &str| -> Vec<String> {
         let spec =

@@ -119,3 +119,27 @@ fn a_rule_after_a_catch_all_is_named_in_its_warning() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].contains("http rule `late` is never used"), "{}", found[0]);
 }
+
+#[test]
+fn a_rule_is_unreachable_when_every_one_of_its_matches_came_before() {
+    let rules = format!(
+        "{{match: [{{uri: {{exact: /a}}}}, {{uri: {{exact: /b}}}}], {ROUTE}}}, \
+         {{match: [{{uri: {{exact: /b}}}}, {{uri: {{exact: /a}}}}], {ROUTE}}}, \
+         {{match: [{{uri: {{exact: /a}}}}, {{uri: {{exact: /c}}}}], {ROUTE}}}"
+    );
+    let spec = format!("{{hosts: [a.example.com], http: [{rules}]}}");
+    let found: Vec<String> = check(&doc("VirtualService", &spec))
+        .into_iter()
+        .filter(|d| matches!(d.code, Code::UnreachableRule | Code::IneffectiveMatch))
+        .map(|d| format!("{} {}", d.code, d.field.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "IST0131 spec.http[1].match[0]",
+            "IST0131 spec.http[1].match[1]",
+            "IST0130 spec.http[1]",
+            "IST0131 spec.http[2].match[0]",
+        ]
+    );
+}
