@@ -511,4 +511,19 @@ mod tests {
         assert!(r.lookup("ext.apps.svc.cluster.local", "apps", &["*".into()]).is_some());
         assert!(r.lookup("ext.apps.svc.cluster.local", "b", &["*".into()]).is_none());
     }
+
+    #[test]
+    fn export_to_names_namespaces_dot_is_the_own_and_star_is_every_one() {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let seen = |export: &[&str], from: &str| exported_to(&list(export), &list(&["*"]), "apps", from);
+        assert!(seen(&["."], "apps"));
+        assert!(!seen(&["."], "b"));
+        assert!(seen(&["b"], "b"));
+        assert!(!seen(&["b"], "apps"), "a list without `.` leaves out the own namespace");
+        assert!(seen(&["*"], "b"));
+        // Empty: the mesh's default.
+        assert!(seen(&[], "b"));
+        assert!(!exported_to(&[], &list(&["."]), "apps", "b"));
+        assert!(exported_to(&[], &list(&["."]), "apps", "apps"));
+    }
 }

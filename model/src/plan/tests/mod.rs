@@ -229,17 +229,6 @@ fn export_to_decides_which_virtual_services_a_gateway_sees_and_in_what_order() {
 }
 
 #[test]
-fn emission_stops_after_the_first_catch_all() {
-    let http = "[{match: [{uri: {prefix: /a}}], route: [{destination: {host: a.example.com, port: {number: 80}}}]}, \
-                {route: [{destination: {host: b.example.com, port: {number: 80}}}]}, \
-                {match: [{uri: {prefix: /c}}], route: [{destination: {host: c.example.com, port: {number: 80}}}]}]";
-    let p = plan(&format!("{GW}{}", vs("apps", "r", "['*']", http)));
-    let r = routes(&p, "http.80", "*");
-    assert_eq!(r.len(), 2);
-    assert_eq!(r[1].rule, 1);
-}
-
-#[test]
 fn match_port_and_match_gateways_narrow_routes() {
     let http = "[{match: [{port: 8080, uri: {prefix: /other-port}}, {uri: {prefix: /this-port}, port: 80}], route: [{destination: {host: a.example.com, port: {number: 80}}}]}, \
                 {match: [{gateways: [istio-system/other], uri: {prefix: /other-gw}}], route: [{destination: {host: b.example.com, port: {number: 80}}}]}, \
@@ -547,6 +536,7 @@ fn a_server_host_with_a_dot_binds_only_virtual_services_of_the_gateways_namespac
 mod destinations;
 mod listeners;
 mod policy;
+mod routes;
 
 #[test]
 fn the_plan_reads_as_text_listeners_then_routes_in_order_then_clusters() {

@@ -164,6 +164,26 @@ fn rules_in_the_gateway_namespace_win_over_the_service_namespace() {
 }
 
 #[test]
+fn a_wildcard_rule_applies_to_the_hosts_it_covers_and_the_longest_wins() {
+    let wild = |name: &str, host: &str, lb: &str| {
+        dr(
+            "apps",
+            name,
+            &format!("  host: '{host}'\n  trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}\n"),
+        )
+    };
+    let other = wild("other", "*.example.org", "ROUND_ROBIN");
+    assert_eq!(lb_of(&plan(&format!("{GW}{SVC}{other}"))), Some(SimpleLb::LeastRequest));
+    let svc = wild("svc", "*.svc.cluster.local", "RANDOM");
+    let apps = wild("apps", "*.apps.svc.cluster.local", "PASSTHROUGH");
+    assert_eq!(lb_of(&plan(&format!("{GW}{SVC}{other}{svc}"))), Some(SimpleLb::Random));
+    assert_eq!(
+        lb_of(&plan(&format!("{GW}{SVC}{svc}{apps}{other}"))),
+        Some(SimpleLb::Passthrough)
+    );
+}
+
+#[test]
 fn a_gateway_in_the_root_namespace_prefers_the_services_rules_to_the_roots_exported_ones() {
     // istiod's own exception: for a proxy in the root namespace (istio-system), the root's rules
     // exported to everyone are mesh-wide defaults, looked at after the service's namespace; only
