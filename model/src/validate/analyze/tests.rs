@@ -490,3 +490,21 @@ fn ist0177_one_host_and_port_with_two_protocols_in_a_shared_scope() {
         ]
     );
 }
+
+#[test]
+fn a_service_host_names_its_namespace_only_with_a_name_and_a_namespace() {
+    let config = crate::load_str("t.yaml", "").config;
+    let of = |host: &str| super::resource_name_of_host(&config, "default", host);
+    let pair = |ns: &str, name: &str| (ns.to_string(), name.to_string());
+    assert_eq!(of("reviews.apps.svc.cluster.local"), pair("apps", "reviews"));
+    assert_eq!(of("api.example.com"), pair("default", "api.example.com"));
+    // An empty name or namespace names nothing: the host stays whole, in the default namespace.
+    assert_eq!(
+        of(".apps.svc.cluster.local"),
+        pair("default", ".apps.svc.cluster.local")
+    );
+    assert_eq!(
+        of("reviews..svc.cluster.local"),
+        pair("default", "reviews..svc.cluster.local")
+    );
+}
