@@ -178,6 +178,7 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("WorkloadEntry", "{labels: {app: a}}".into(), Code::Required, "spec.address", E),
         ("WorkloadEntry", "{address: 'unix:///var/run/a.sock', ports: {http: 80}}".into(), Code::Conflict, "spec.ports", E),
         ("WorkloadEntry", "{address: 'unix://relative.sock'}".into(), Code::InvalidValue, "spec.address", E),
+        ("ServiceEntry", "{hosts: [local.example.com], resolution: STATIC, endpoints: [{address: 'unix:///run/app.sock'}], ports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: http-2, protocol: HTTP}]}".into(), Code::ServiceEntryResolution, "spec.endpoints[0].address", E),
         ("WorkloadEntry", "{address: 10.0.0.1, ports: {HTTP: 80}}".into(), Code::InvalidName, "spec.ports.HTTP", E),
         ("WorkloadEntry", "{address: 10.0.0.1, ports: {http: 0}}".into(), Code::InvalidPort, "spec.ports.http", E),
         // Rules whose boundaries the cases above left untested.
