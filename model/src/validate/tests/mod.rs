@@ -89,6 +89,8 @@ fn cases() -> Vec<(&'static str, String, Code, &'static str, Severity)> {
         ("VirtualService", vs(&format!("{{{ROUTE}, headers: {{request: {{remove: [Host]}}}}}}")), Code::InvalidHeader, "spec.http[0].headers.request.remove[0]", E),
         ("VirtualService", vs(&format!("{{{ROUTE}, rewrite: {{authority: a}}, headers: {{request: {{set: {{':authority': b}}}}}}}}")), Code::InvalidHeader, "spec.http[0]", E),
         ("VirtualService", vs(&format!("{{{ROUTE}, headers: {{request: {{add: {{x-pct: '100%'}}}}}}}}")), Code::InvalidHeader, "spec.http[0].headers.request.add.x-pct", E),
+        ("VirtualService", vs(&format!("{{{ROUTE}, headers: {{request: {{add: {{x-var: '%(x)%'}}}}}}}}")), Code::InvalidHeader, "spec.http[0].headers.request.add.x-var", E),
+        ("VirtualService", vs(&format!("{{{ROUTE}, headers: {{request: {{add: {{x-var: '%req(x)%'}}}}}}}}")), Code::InvalidHeader, "spec.http[0].headers.request.add.x-var", E),
         ("VirtualService", vs("{match: [{uri: {prefix: /a}}], redirect: {uri: /b, prefixRewrite: /c}}"), Code::InvalidRedirect, "spec.http[0].redirect", E),
         ("VirtualService", vs("{match: [{uri: {exact: /a}}], redirect: {prefixRewrite: /c}}"), Code::InvalidRedirect, "spec.http[0].redirect.prefixRewrite", E),
         ("VirtualService", vs("{redirect: {uri: /b, redirectCode: 200}}"), Code::InvalidRedirect, "spec.http[0].redirect.redirectCode", E),
