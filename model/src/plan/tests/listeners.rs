@@ -3,6 +3,28 @@
 use super::*;
 
 #[test]
+fn a_redirecting_server_redirects_every_host_its_virtual_services_bring() {
+    // Server host `*`: the virtual host is the VirtualService's a.example.com, and it redirects.
+    let gw = GW.replace(
+        "    hosts: ['*']\n",
+        "    hosts: ['*']\n    tls: {httpsRedirect: true}\n",
+    );
+    let route = "[{route: [{destination: {host: a.example.com, port: {number: 80}}}]}]";
+    let p = plan(&format!("{gw}{}", vs("apps", "a", "[a.example.com]", route)));
+    let t = p.route_table("http.80").expect("http.80");
+    let a = t
+        .virtual_hosts
+        .iter()
+        .find(|v| v.domains.iter().any(|d| d == "a.example.com"))
+        .expect("a.example.com");
+    assert!(a.require_tls);
+    // Without httpsRedirect, the same host is served in plaintext.
+    let p = plan(&format!("{GW}{}", vs("apps", "a", "[a.example.com]", route)));
+    let t = p.route_table("http.80").expect("http.80");
+    assert!(t.virtual_hosts.iter().all(|v| !v.require_tls));
+}
+
+#[test]
 fn https_redirect_and_sni_filter_chains() {
     let yaml = "\
 apiVersion: networking.istio.io/v1

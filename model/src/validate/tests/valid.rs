@@ -58,6 +58,8 @@ fn valid_documents_draw_no_error() {
         doc("VirtualService", "{hosts: [a.example.com], exportTo: ['*'], http: [{rewrite: {authority: b.example.com}, route: [{destination: {host: a.example.com}}]}]}"),
         // A unix socket endpoint behind a service of one port.
         doc("ServiceEntry", "{hosts: [local.example.com], resolution: STATIC, endpoints: [{address: 'unix:///run/app.sock'}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
+        // An abort with a gRPC status by its name.
+        doc("VirtualService", "{hosts: [a.example.com], http: [{fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}}, route: [{destination: {host: a.example.com}}]}]}"),
         // `~` (exported nowhere) is a ServiceEntry's to use.
         doc("ServiceEntry", "{hosts: [api.example.com], exportTo: ['~'], ports: [{number: 443, name: tls, protocol: TLS}]}"),
         // A server on a unix socket has port 0; a destination sets its authority once.
