@@ -415,4 +415,65 @@ mod tests {
         assert!(client("GRPC").is_h2());
         assert!(!client("HTTP").is_h2());
     }
+
+    /// A TLS upstream (SIMPLE, any certificate accepted) listening on `listener`'s port.
+    fn tls_client(port: u16) -> Client {
+        let resolver =
+            crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every);
+        let c = crate::breaker::tests::service_cluster(
+            "HTTP",
+            "STATIC",
+            &format!("[{{address: 127.0.0.1, ports: {{web: {port}}}}}]"),
+            "{tls: {mode: SIMPLE, insecureSkipVerify: true}}",
+        );
+        let origination = crate::origination::for_cluster(&c, None);
+        let client = Client::new(&c, &origination, false, &resolver, &Connections::default());
+        assert!(matches!(client, Client::Tls(_)), "{client:?}");
+        client
+    }
+
+    async fn send(client: &Client) -> Result<http::Response<Body>, SendError> {
+        let req = http::Request::new(crate::replay::RequestBody::empty().attempt());
+        client.send(0, String::new, "web.example.com", "/", req).await
+    }
+
+    /// Envoy's flags tell the two apart: no connection is UF (retried on `connect-failure`), a
+    /// connection that ends without a response is UC (retried on `reset`).
+    #[tokio::test]
+    async fn a_tls_upstream_refusing_the_connection_is_a_connect_failure_and_one_closing_it_a_reset() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let refused = send(&tls_client(closed)).await;
+        assert!(matches!(refused, Err(SendError::Connect(_))), "{refused:?}");
+
+        // A server that completes the handshake, reads the request and closes without answering.
+        let cert = rcgen::generate_simple_self_signed(vec!["web.example.com".to_string()])
+            .unwrap_or_else(|e| panic!("cert: {e}"));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(vec![cert.cert.der().clone()], key)
+            })
+            .unwrap_or_else(|e| panic!("server config: {e}"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            while let Ok((tcp, _)) = listener.accept().await {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 1024];
+                    let _ = tls.read(&mut buf).await;
+                }
+            }
+        });
+        let reset = send(&tls_client(port)).await;
+        assert!(matches!(reset, Err(SendError::Reset(_))), "{reset:?}");
+    }
 }
