@@ -62,36 +62,27 @@ fn a_service_without_endpoints_is_reached_by_its_name_only_when_resolved_by_dns(
 #[test]
 fn a_destination_without_a_port_takes_the_listeners_and_is_warned_when_its_service_lacks_it() {
     let lacks = |d: &Diagnostic| d.message.contains("has no port and its service has several");
+    // The cluster a route to `host` without a port gets at listener 80, and how many warnings
+    // say the service lacks that port.
+    let planned = |svc: &str, host: &str| {
+        let route = format!("[{{route: [{{destination: {{host: {host}}}}}]}}]");
+        let (p, diags) = plan_for(&format!("{GW}{svc}{}", vs("apps", "web", "['*']", &route)), None);
+        let cluster = clusters_of(&routes(&p, "http.80", "*")[0])[0].0.clone();
+        (cluster, diags.iter().filter(|d| lacks(d)).count())
+    };
+    let cluster = |port: u32| format!("outbound|{port}||web.apps.svc.cluster.local");
     // web.apps has ports 80 and 443: at listener 80 the destination is port 80, silently.
-    let route = "[{route: [{destination: {host: web}}]}]";
-    let (p, diags) = plan_for(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", route)), None);
-    assert_eq!(
-        clusters_of(&routes(&p, "http.80", "*")[0])[0].0,
-        "outbound|80||web.apps.svc.cluster.local"
-    );
-    assert!(!diags.iter().any(lacks), "{diags:#?}");
+    assert_eq!(planned(SVC, "web"), (cluster(80), 0));
     // Ports 8080 and 9090 only: still the listener's port, as Istio does, with a warning.
     let other = SVC
         .replace("number: 80,", "number: 8080,")
         .replace("number: 443,", "number: 9090,");
-    let (p, diags) = plan_for(&format!("{GW}{other}{}", vs("apps", "web", "['*']", route)), None);
-    assert_eq!(
-        clusters_of(&routes(&p, "http.80", "*")[0])[0].0,
-        "outbound|80||web.apps.svc.cluster.local"
-    );
-    assert_eq!(diags.iter().filter(|d| lacks(d)).count(), 1, "{diags:#?}");
+    assert_eq!(planned(&other, "web"), (cluster(80), 1));
     // A single port is the destination's port whatever the listener's (GetDestinationCluster).
     let single = SVC
         .replace(", {number: 443, name: https, protocol: HTTPS}", "")
         .replace("number: 80,", "number: 8080,");
-    let (p, diags) = plan_for(&format!("{GW}{single}{}", vs("apps", "web", "['*']", route)), None);
-    assert_eq!(
-        clusters_of(&routes(&p, "http.80", "*")[0])[0].0,
-        "outbound|8080||web.apps.svc.cluster.local"
-    );
-    assert!(!diags.iter().any(lacks), "{diags:#?}");
+    assert_eq!(planned(&single, "web"), (cluster(8080), 0));
     // A host outside the registry has no ports to choose from: no such warning.
-    let route = "[{route: [{destination: {host: elsewhere.example.com}}]}]";
-    let (_, diags) = plan_for(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", route)), None);
-    assert!(!diags.iter().any(lacks), "{diags:#?}");
+    assert_eq!(planned(SVC, "elsewhere.example.com").1, 0);
 }
