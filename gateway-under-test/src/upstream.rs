@@ -416,7 +416,7 @@ mod tests {
         assert!(!client("HTTP").is_h2());
     }
 
-    /// A TLS upstream (SIMPLE, any certificate accepted) listening on `listener`'s port.
+    /// A client originating TLS (SIMPLE, any certificate accepted) to one endpoint, 127.0.0.1:`port`.
     fn tls_client(port: u16) -> Client {
         let resolver =
             crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every);
