@@ -343,16 +343,18 @@ impl Dial {
 mod tests {
     use super::*;
 
+    /// A resolver that refreshes every second and takes every address.
+    fn resolver() -> crate::dns::Resolver {
+        crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every)
+    }
+
     fn destinations() -> Destinations {
         Destinations {
             builder: hyper_util::client::legacy::Client::builder(TokioExecutor::new()),
             idle: None,
             max_requests: None,
             timeout: Duration::from_secs(1),
-            resolver: crate::dns::Resolver::new(
-                crate::dns::Cache::new(Duration::from_secs(1)),
-                crate::dns::Take::Every,
-            ),
+            resolver: resolver(),
             origination: None,
             connections: Connections::default(),
             clients: Arc::default(),
@@ -405,8 +407,7 @@ mod tests {
 
     #[test]
     fn http2_and_grpc_clusters_get_h2_connections() {
-        let resolver =
-            crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every);
+        let resolver = resolver();
         let client = |protocol: &str| {
             let c = crate::breaker::tests::cluster(protocol, "{}");
             Client::new(&c, &Ok(None), false, &resolver, &Connections::default())
@@ -418,8 +419,7 @@ mod tests {
 
     /// A client originating TLS (SIMPLE, any certificate accepted) to one endpoint, 127.0.0.1:`port`.
     fn tls_client(port: u16) -> Client {
-        let resolver =
-            crate::dns::Resolver::new(crate::dns::Cache::new(Duration::from_secs(1)), crate::dns::Take::Every);
+        let resolver = resolver();
         let c = crate::breaker::tests::service_cluster(
             "HTTP",
             "STATIC",
