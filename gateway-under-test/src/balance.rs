@@ -61,13 +61,13 @@ fn weighted_index(c: &UpstreamCluster) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
 
     /// A cluster of `endpoints` (ServiceEntry endpoint YAML) with `policy` as its trafficPolicy.
-    fn cluster(resolution: &str, endpoints: &str, policy: &str) -> UpstreamCluster {
+    pub(crate) fn cluster(resolution: &str, endpoints: &str, policy: &str) -> UpstreamCluster {
         let c = crate::breaker::tests::service_cluster("HTTP", resolution, endpoints, policy);
         let identity = crate::telemetry::Identity::from_labels(&Default::default(), None);
         let telemetry = crate::telemetry::Telemetry::new(identity);

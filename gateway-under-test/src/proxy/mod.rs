@@ -255,4 +255,4 @@ fn request_id_bytes() -> [u8; 36] {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

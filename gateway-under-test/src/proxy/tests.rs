@@ -1,7 +1,7 @@
 use super::*;
 use crate::limits::BodyLimits;
 
-fn downstream() -> Downstream {
+pub(crate) fn downstream() -> Downstream {
     let limits = <crate::Args as clap::Parser>::try_parse_from(["meshgate", "-c", "."])
         .map(|a| a.limits)
         .unwrap_or_else(|e| panic!("{e}"));

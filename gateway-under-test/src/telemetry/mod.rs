@@ -359,4 +359,4 @@ impl Telemetry {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

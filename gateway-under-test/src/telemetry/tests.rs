@@ -15,7 +15,7 @@ fn scrape(t: Telemetry) -> String {
     scrape_shared(&std::sync::Arc::new(t))
 }
 
-fn scrape_shared(t: &std::sync::Arc<Telemetry>) -> String {
+pub(crate) fn scrape_shared(t: &std::sync::Arc<Telemetry>) -> String {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(t.clone()));
     let mut o = String::new();

@@ -542,19 +542,4 @@ fn spawn_mirror(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_backoff_is_envoys_fully_jittered_exponential_range() {
-        let ms = |n: u64| Duration::from_millis(n);
-        // Istio's 25 ms base: [0, 25), [0, 75), [0, 175), then capped at 10x the base.
-        assert_eq!(backoff_cap(ms(25), 1), ms(25));
-        assert_eq!(backoff_cap(ms(25), 2), ms(75));
-        assert_eq!(backoff_cap(ms(25), 3), ms(175));
-        assert_eq!(backoff_cap(ms(25), 4), ms(250));
-        assert_eq!(backoff_cap(ms(25), 40), ms(250));
-        // A zero base still waits a little, never panics.
-        assert_eq!(backoff_cap(Duration::ZERO, 1), ms(1));
-    }
-}
+mod tests;
