@@ -394,12 +394,45 @@ def write(d, name, text):
     return path
 
 
-def measure(ports, rounds, seconds, path="/", headers=()):
-    """Throughput of each proxy (rounds alternate the order), then p50/p99 at half the slowest one's."""
-    rps = alternating(ports, rounds, lambda port: wrk(port, seconds, path, headers))
+def cpu_split(pid):
+    """User and system CPU seconds so far of a process and its children (nginx's workers are its
+    children; the other proxies are one process)."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    user = system = 0
+    for p in pids:
+        with open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return user / hz, system / hz
+
+
+def measure(ports, procs, rounds, seconds, path="/", headers=()):
+    """Throughput of each proxy (rounds alternate the order), with the proxy's own user and
+    system CPU per request over those runs; then p50/p99 at half the slowest one's rate."""
+    names = {port: name for name, port in ports.items()}
+    cpu = {name: [0.0, 0.0, 0.0] for name in ports}  # user s, system s, requests
+
+    def run(port):
+        name = names[port]
+        before = cpu_split(procs[name].pid)
+        r = wrk(port, seconds, path, headers)
+        after = cpu_split(procs[name].pid)
+        for i in range(2):
+            cpu[name][i] += after[i] - before[i]
+        cpu[name][2] += r * seconds
+        return r
+
+    rps = alternating(ports, rounds, run)
     rate = int(min(statistics.median(v) for v in rps.values()) * 0.5)
     lat = alternating(ports, rounds, lambda port: p99_at(port, rate, seconds, path, headers))
-    return rps, rate, lat
+    per_request = {name: (u * 1e6 / n, s * 1e6 / n) for name, (u, s, n) in cpu.items()}
+    return rps, rate, lat, per_request
 
 
 def alternating(ports, rounds, run):
@@ -412,7 +445,9 @@ def alternating(ports, rounds, run):
     return out
 
 
-def report(title, ports, procs, rps, rate, lat, direct, against):
+def report(title, ports, procs, measured, direct, against):
+    """`measured`: what `measure` returned."""
+    rps, rate, lat, cpu = measured
     print(f"== {title}")
     med = {k: statistics.median(v) for k, v in rps.items()}
     p99 = {k: statistics.median(x[0] for x in lat[k]) for k in ports}
@@ -421,12 +456,14 @@ def report(title, ports, procs, rps, rate, lat, direct, against):
         r = rps[name]
         bound = "backend-bound" if med[name] >= direct * 0.8 else "proxy-bound"
         print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f}, {bound})   "
-              f"p99 at {rate} rps: {p99[name] / 1000:.2f} ms   peak RSS {rss[name]} KiB")
+              f"p99 at {rate} rps: {p99[name] / 1000:.2f} ms   peak RSS {rss[name]} KiB   "
+              f"CPU per request: user {cpu[name][0]:.1f} us, system {cpu[name][1]:.1f} us")
     for peer in against:
         if peer in ports:
             print(f"  meshgate / {peer}: throughput {med['meshgate'] / med[peer]:.2f}x, "
                   f"p99 at a fixed rate {p99['meshgate'] / p99[peer]:.2f}x (lower is better), "
-                  f"peak RSS {rss['meshgate'] / rss[peer]:.2f}x")
+                  f"peak RSS {rss['meshgate'] / rss[peer]:.2f}x, CPU per request: user "
+                  f"{cpu['meshgate'][0] / cpu[peer][0]:.2f}x, system {cpu['meshgate'][1] / cpu[peer][1]:.2f}x")
 
 
 def main():
@@ -483,8 +520,8 @@ def main():
         procs["envoy"] = envoy_proc(eboot)
         for port in ports.values():
             wait_port(port)
-        rps, rate, lat = measure(ports, args.rounds, args.seconds)
-        report("one route", ports, procs, rps, rate, lat, direct, ["haproxy", "nginx", "envoy"])
+        report("one route", ports, procs, measure(ports, procs, args.rounds, args.seconds), direct,
+               ["haproxy", "nginx", "envoy"])
         for port in h2c_ports.values():
             wait_port(port)
         h2c = alternating(h2c_ports, args.rounds, lambda port: h2load(port, args.seconds))
@@ -512,9 +549,9 @@ def main():
         procs["envoy"] = envoy_proc(sboot)
         for port in ports.values():
             wait_port(port)
-        rps, rate, lat = measure(ports, args.rounds, args.seconds, SHAPED_PATH, SHAPED_HEADERS)
         report("istio-shaped: 10 VirtualServices, 50 regex + header routes, the benchmarked one last",
-               ports, procs, rps, rate, lat, direct, ["envoy"])
+               ports, procs, measure(ports, procs, args.rounds, args.seconds, SHAPED_PATH, SHAPED_HEADERS),
+               direct, ["envoy"])
     finally:
         for proc in list(procs.values()) + [backend]:
             proc.terminate()
