@@ -326,7 +326,12 @@ async fn upstream(script: &[Answer]) -> (u16, Seen) {
                         let Answer(status, grpc, wait) = next.unwrap_or(Answer(200, None, 0));
                         tokio::time::sleep(Duration::from_millis(wait)).await;
                         let grpc = grpc.map(|g| format!("grpc-status: {g}\r\n")).unwrap_or_default();
-                        let resp = format!("HTTP/1.1 {status} X\r\n{grpc}content-length: 2\r\n\r\nok");
+                        let resp = if status == 101 {
+                            "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+                                .into()
+                        } else {
+                            format!("HTTP/1.1 {status} X\r\n{grpc}content-length: 2\r\n\r\nok")
+                        };
                         if s.write_all(resp.as_bytes()).await.is_err() {
                             return;
                         }
@@ -496,4 +501,37 @@ async fn each_attempt_is_counted_with_its_time_in_milliseconds() {
     // The 503 took 60 ms and more: the time is in milliseconds, not seconds.
     let sum = line("envoy_cluster_upstream_rq_time_sum");
     assert!((55.0..1_000.0).contains(&sum), "{sum} ms in {scrape}");
+}
+
+#[tokio::test]
+async fn the_route_timeout_answers_504_ut_and_zero_turns_it_off() {
+    let (port, _) = upstream(&[Answer(200, None, 1_000)]).await;
+    let (compiled, down) = gateway(port, FIVE_XX, "    timeout: 0.2s\n");
+    let (status, _, out) = get(&compiled, &down, "/a").await;
+    assert_eq!((status, out.flags.as_str()), (504, "UT"));
+    // Istio: a timeout of 0 disables it; the slow answer arrives.
+    let (port, _) = upstream(&[Answer(200, None, 300)]).await;
+    let (compiled, down) = gateway(port, FIVE_XX, "    timeout: 0s\n");
+    assert_eq!(get(&compiled, &down, "/a").await.0, 200);
+}
+
+#[tokio::test]
+async fn an_upgrade_to_an_http1_upstream_goes_as_it_came_and_its_101_comes_back() {
+    let (port, seen) = upstream(&[Answer(101, None, 0)]).await;
+    let (compiled, down) = gateway(port, FIVE_XX, "");
+    let req = Request::builder()
+        .uri("/ws")
+        .header("host", "web.example.com")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("a request");
+    let (resp, _) = crate::proxy::handle(compiled.clone(), &down, req).await;
+    assert_eq!(resp.status(), 101);
+    // The hop-by-hop headers an upgrade needs reach the upstream.
+    let head = seen.lock().expect("seen")[0].to_ascii_lowercase();
+    assert!(
+        head.contains("upgrade: websocket") && head.contains("connection: upgrade"),
+        "{head}"
+    );
 }
