@@ -350,6 +350,11 @@ async fn upstream(script: &[Answer]) -> (u16, Seen) {
 /// A gateway on port 80 whose only route goes to the upstream on `port` with `retries` (the
 /// VirtualService's `retries`, YAML) and `extra` route fields.
 fn gateway(port: u16, retries: &str, extra: &str) -> (Arc<Compiled>, Downstream) {
+    gateway_with(port, retries, extra, "")
+}
+
+/// `gateway`, with `more` (YAML documents) added to the config.
+fn gateway_with(port: u16, retries: &str, extra: &str, more: &str) -> (Arc<Compiled>, Downstream) {
     let yaml = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\n\
          spec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n\
@@ -358,7 +363,7 @@ fn gateway(port: u16, retries: &str, extra: &str) -> (Arc<Compiled>, Downstream)
          endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n\
          ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web, namespace: default}}\n\
          spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - name: web\n    retries: {retries}\n{extra}    \
-         route: [{{destination: {{host: web.example.com}}}}]\n"
+         route: [{{destination: {{host: web.example.com}}}}]\n{more}"
     );
     let down = crate::proxy::tests::downstream();
     let compiled = crate::compile::from_yaml(&yaml, false, |_| {}, &down.telemetry);
@@ -534,4 +539,24 @@ async fn an_upgrade_to_an_http1_upstream_goes_as_it_came_and_its_101_comes_back(
         head.contains("upgrade: websocket") && head.contains("connection: upgrade"),
         "{head}"
     );
+}
+
+#[tokio::test]
+async fn with_maxretries_retries_in_flight_a_failed_request_is_not_retried() {
+    let fail = Answer(503, None, 0);
+    let (port, seen) = upstream(&[fail, fail]).await;
+    let rule =
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: default}\n\
+                spec:\n  host: web.example.com\n  trafficPolicy: {connectionPool: {http: {maxRetries: 1}}}\n";
+    let (compiled, down) = gateway_with(port, FIVE_XX, "", rule);
+    let cluster = compiled.clusters.values().next().expect("the cluster");
+    // Another request's retry holds the one slot: this one's 503 is its answer.
+    assert!(cluster.breakers.start_retry());
+    assert_eq!(get(&compiled, &down, "/a").await.0, 503);
+    assert_eq!(seen.lock().expect("seen").len(), 1);
+    // The slot free again: the retry goes, and gives the slot back when it ends.
+    cluster.breakers.end_retry();
+    assert_eq!(get(&compiled, &down, "/a").await.0, 200);
+    assert_eq!(seen.lock().expect("seen").len(), 3);
+    assert!(cluster.breakers.start_retry());
 }
