@@ -90,10 +90,8 @@ def p99_at(port, rate, seconds, path="/", headers=()):
 
 
 def cpu_seconds(pid):
-    """User + system CPU time of a process so far, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process (and its children) so far, from /proc."""
+    return sum(cpu_split(pid))
 
 
 def per_cpu(proc, run):

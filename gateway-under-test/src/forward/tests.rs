@@ -365,13 +365,7 @@ fn gateway_with(port: u16, retries: &str, extra: &str, more: &str) -> (Arc<Compi
          spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  - name: web\n    retries: {retries}\n{extra}    \
          route: [{{destination: {{host: web.example.com}}}}]\n{more}"
     );
-    let down = crate::proxy::tests::downstream();
-    let compiled = crate::compile::from_yaml(&yaml, false, |_| {}, &down.telemetry);
-    let table = compiled.listeners[&80].chains.iter().find_map(|c| match &c.action {
-        mesh_model::plan::ChainAction::Http { route_table } => Some(route_table.clone()),
-        _ => None,
-    });
-    (Arc::new(compiled), Downstream { table, ..down })
+    crate::proxy::tests::compiled_gateway(&yaml, 80, "http")
 }
 
 /// A GET of `uri` through the gateway: the response's status, its `grpc-status`, and the outcome.

@@ -194,7 +194,12 @@ spec:
 
 /// The config compiled, and a downstream on the route table of `port`'s plaintext chain.
 fn gateway(port: u32, scheme: &'static str) -> (Arc<Compiled>, Downstream) {
-    let compiled = crate::compile::from_yaml(CONFIG, false, |_| {}, &downstream().telemetry);
+    compiled_gateway(CONFIG, port, scheme)
+}
+
+/// `yaml` compiled for a gateway, and a downstream on the route table of `port`'s plaintext chain.
+pub(crate) fn compiled_gateway(yaml: &str, port: u32, scheme: &'static str) -> (Arc<Compiled>, Downstream) {
+    let compiled = crate::compile::from_yaml(yaml, false, |_| {}, &downstream().telemetry);
     let table = compiled.listeners[&port].chains.iter().find_map(|c| match &c.action {
         mesh_model::plan::ChainAction::Http { route_table } => Some(route_table.clone()),
         _ => None,
