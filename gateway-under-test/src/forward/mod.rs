@@ -447,11 +447,13 @@ async fn one_attempt(
     let i = crate::balance::pick(a.cluster, a.hash, exclude).ok_or(Failure::NoHealthyUpstream)?;
     tried.push(i);
     out.upstream_host = a.cluster.address(i, a.destination);
-    let admission = a.cluster.breakers.admit().await.inspect_err(|f| {
-        if *f == Failure::Overflow {
-            a.telemetry.upstream(&a.cluster.cluster.name, Upstream::Overflow);
-        }
-    })?;
+    // The breakers refuse only with an overflow.
+    let admission = a
+        .cluster
+        .breakers
+        .admit()
+        .await
+        .inspect_err(|_| a.telemetry.upstream(&a.cluster.cluster.name, Upstream::Overflow))?;
     a.cluster.active[i].fetch_add(1, Ordering::Relaxed);
     let sent = Instant::now();
     let call = send(a, i);

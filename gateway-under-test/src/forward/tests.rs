@@ -554,3 +554,58 @@ async fn with_maxretries_retries_in_flight_a_failed_request_is_not_retried() {
     assert_eq!(seen.lock().expect("seen").len(), 3);
     assert!(cluster.breakers.start_retry());
 }
+
+#[tokio::test]
+async fn a_request_the_breaker_refuses_is_503_uo_and_counted_as_an_overflow() {
+    let (port, seen) = upstream(&[]).await;
+    let rule =
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: default}\n\
+                spec:\n  host: web.example.com\n  trafficPolicy: {connectionPool: {http: {http2MaxRequests: 1}}}\n";
+    let (compiled, down) = gateway_with(port, FIVE_XX, "", rule);
+    let cluster = compiled.clusters.values().next().expect("the cluster");
+    // Another request holds the one request slot.
+    let held = cluster.breakers.admit().await.expect("the slot");
+    let (status, _, out) = get(&compiled, &down, "/a").await;
+    assert_eq!((status, out.flags.as_str()), (503, "UO"));
+    assert!(seen.lock().expect("seen").is_empty(), "refused before it was sent");
+    let overflow = || {
+        let scrape = crate::telemetry::tests::scrape_shared(&down.telemetry);
+        scrape
+            .lines()
+            .find(|l| l.starts_with("envoy_cluster_upstream_rq_pending_overflow") && l.contains("web.example.com"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("the overflow counter in {scrape}"))
+    };
+    assert_eq!(overflow(), 1.0);
+    // The slot free again: the request goes, and is no overflow.
+    drop(held);
+    assert_eq!(get(&compiled, &down, "/a").await.0, 200);
+    assert_eq!(overflow(), 1.0);
+}
+
+#[tokio::test]
+async fn a_mirror_gets_a_copy_with_the_requests_own_authority_and_the_client_the_main_answer() {
+    let (port, seen) = upstream(&[]).await;
+    let (mirror_port, mirrored) = upstream(&[Answer(500, None, 0)]).await;
+    let mirror_entry = format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: mirror, namespace: default}}\n\
+         spec:\n  hosts: [mirror.example.com]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  \
+         endpoints: [{{address: 127.0.0.1, ports: {{http: {mirror_port}}}}}]\n"
+    );
+    let extra = "    mirror: {host: mirror.example.com}\n";
+    let (compiled, down) = gateway_with(port, FIVE_XX, extra, &mirror_entry);
+    // The mirror's 500 is not the client's answer, and is not retried.
+    assert_eq!(get(&compiled, &down, "/copy?x=1").await.0, 200);
+    assert_eq!(seen.lock().expect("seen").len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mirrored.lock().expect("mirrored").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let copies = mirrored.lock().expect("mirrored").clone();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let head = copies[0].to_ascii_lowercase();
+    assert!(head.starts_with("get /copy?x=1 http/1.1\r\n"), "{head}");
+    // Istio turns off Envoy's `-shadow` suffix (`DISABLE_SHADOW_HOST_SUFFIX`, true by default).
+    assert!(head.lines().any(|l| l == "host: web.example.com"), "{head}");
+}

@@ -245,7 +245,15 @@ pub fn route(plan: &Plan, r: &Route, cx: TableContext) -> Value {
                 let mirrors: Vec<Value> = r
                     .mirrors
                     .iter()
-                    .map(|m| json!({"cluster": m.cluster, "runtime_fraction": {"default_value": fraction(m.percentage)}, "trace_sampled": false}))
+                    // Istio's `DISABLE_SHADOW_HOST_SUFFIX` (true by default): the copy keeps its authority.
+                    .map(|m| {
+                        json!({
+                            "cluster": m.cluster,
+                            "runtime_fraction": {"default_value": fraction(m.percentage)},
+                            "trace_sampled": false,
+                            "disable_shadow_host_suffix_append": true,
+                        })
+                    })
                     .collect();
                 action.insert("request_mirror_policies".into(), json!(mirrors));
             }

@@ -352,7 +352,7 @@ fn mirrors_and_cors() {
     let r = only_route(&b);
     assert_eq!(
         r["route"]["request_mirror_policies"],
-        json!([{"cluster": R2, "runtime_fraction": {"default_value": {"numerator": 250000, "denominator": "MILLION"}}, "trace_sampled": false}])
+        json!([{"cluster": R2, "runtime_fraction": {"default_value": {"numerator": 250000, "denominator": "MILLION"}}, "trace_sampled": false, "disable_shadow_host_suffix_append": true}])
     );
     assert_eq!(
         r["typed_per_filter_config"]["envoy.filters.http.cors"],
