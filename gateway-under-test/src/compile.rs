@@ -100,6 +100,8 @@ pub struct CompiledRoute {
     pub matcher: Matcher,
     /// `uriRegexRewrite` compiled, with `\1` turned into `${1}`.
     pub regex_rewrite: Option<(Regex, String)>,
+    /// `corsPolicy.allowOrigins` compiled once (a regex is never built per request).
+    pub cors_origins: Vec<StrMatch>,
 }
 
 #[derive(Debug)]
@@ -248,10 +250,15 @@ fn route(r: &Route) -> Result<CompiledRoute, String> {
         },
         _ => None,
     };
+    let cors_origins = r.cors.as_ref().map_or(&[][..], |c| &c.allow_origins[..]);
     Ok(CompiledRoute {
         route: r.clone(),
         matcher: matcher(&r.matcher)?,
         regex_rewrite,
+        cors_origins: cors_origins
+            .iter()
+            .filter_map(|m| str_match(m, false).transpose())
+            .collect::<Result<_, _>>()?,
     })
 }
 

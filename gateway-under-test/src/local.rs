@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use mesh_model::api::virtual_service::CorsPolicy;
 use mesh_model::plan::{RedirectPlan, RedirectPort, Route, RouteAction};
 
-use crate::compile::CompiledRoute;
+use crate::compile::{CompiledRoute, StrMatch};
 use crate::context::{full, Body, Downstream, Outcome};
 use crate::errors::{reply, Failure};
 use crate::matching::{authority, request_host};
@@ -133,13 +133,10 @@ pub(crate) fn redirect_location<B>(rd: &RedirectPlan, req: &Request<B>, down: &D
     format!("{scheme}://{host}{port}{new_path}{query}")
 }
 
-pub(crate) fn origin_allowed(c: &CorsPolicy, origin: &str) -> bool {
-    c.allow_origins.iter().any(|m| match (&m.exact, &m.prefix, &m.regex) {
-        (Some(e), _, _) => e == origin || e == "*",
-        (_, Some(p), _) => origin.starts_with(p.as_str()),
-        (_, _, Some(r)) => regex::Regex::new(&format!("^(?:{r})$")).is_ok_and(|re| re.is_match(origin)),
-        _ => false,
-    })
+/// Envoy's CORS filter: an origin is allowed when one of the route's matchers matches it, or
+/// matches `*` (so `exact: "*"`, or a regex `.*`, allows every origin).
+pub(crate) fn origin_allowed(origins: &[StrMatch], origin: &str) -> bool {
+    origins.iter().any(|m| m.matches("*") || m.matches(origin))
 }
 
 pub(crate) fn is_preflight<B>(req: &Request<B>) -> bool {
@@ -178,5 +175,43 @@ pub(crate) fn cors_headers(c: &CorsPolicy, origin: &str, h: &mut HeaderMap) {
     }
     if c.allow_credentials == Some(true) {
         set(h, names::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(s: &str) -> StrMatch {
+        StrMatch::Exact(s.into())
+    }
+
+    #[test]
+    fn an_origin_is_allowed_by_a_matcher_of_it_or_of_a_star_as_envoy_allows_it() {
+        let regex = |r: &str| StrMatch::Regex(regex::Regex::new(&format!("^(?:{r})$")).expect("a regex"));
+        let some = [
+            exact("https://a.example"),
+            StrMatch::Prefix("http://p.".into()),
+            regex(r"https://[a-z]+\.b\.example"),
+        ];
+        for allowed in ["https://a.example", "http://p.example", "https://x.b.example"] {
+            assert!(origin_allowed(&some, allowed), "{allowed}");
+        }
+        for refused in [
+            "https://a.example.evil",
+            "https://p.example",
+            "https://x.b.example.evil",
+            "*",
+        ] {
+            assert!(!origin_allowed(&some, refused), "{refused}");
+        }
+        // A matcher that matches `*` allows every origin, whatever else it matches.
+        assert!(origin_allowed(
+            &[exact("https://a.example"), exact("*")],
+            "https://z.example"
+        ));
+        assert!(origin_allowed(&[regex(".*")], "https://z.example"));
+        assert!(origin_allowed(&[regex(r"\*|https://q\.example")], "https://z.example"));
+        assert!(!origin_allowed(&[], "https://a.example"));
     }
 }

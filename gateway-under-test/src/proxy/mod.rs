@@ -144,7 +144,7 @@ impl<'a> Cors<'a> {
     fn of<B>(route: &'a CompiledRoute, req: &Request<B>) -> Option<Cors<'a>> {
         let policy = route.route.cors.as_ref()?;
         let origin = req.headers().get(names::ORIGIN)?.to_str().ok()?;
-        origin_allowed(policy, origin).then(|| Cors {
+        origin_allowed(&route.cors_origins, origin).then(|| Cors {
             policy,
             origin: origin.to_string(),
         })

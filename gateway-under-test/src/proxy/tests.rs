@@ -175,7 +175,7 @@ spec:
   - name: cors
     match: [{uri: {prefix: /cors}}]
     corsPolicy:
-      allowOrigins: [{exact: 'https://a.example'}]
+      allowOrigins: [{exact: 'https://a.example'}, {regex: 'https://[a-z]+\\.r\\.example'}]
       allowMethods: [GET, PUT]
       exposeHeaders: [x-trace]
     route: [{destination: {host: reviews.example.com, subset: v9}}]
@@ -338,6 +338,21 @@ async fn cors_preflights_are_answered_and_other_answers_carry_the_cors_headers()
     assert_eq!(r.status(), 503);
     assert_eq!(header(&r, "access-control-allow-origin"), Some("https://a.example"));
     assert_eq!(header(&r, "access-control-expose-headers"), Some("x-trace"));
+    // The route's regex, compiled with its config, allows a whole origin and no more.
+    let (r, _, _) = handled(
+        "GET",
+        "http://web.example.com/cors",
+        &[("origin", "https://x.r.example")],
+    )
+    .await;
+    assert_eq!(header(&r, "access-control-allow-origin"), Some("https://x.r.example"));
+    let (r, _, _) = handled(
+        "GET",
+        "http://web.example.com/cors",
+        &[("origin", "https://x.r.example.evil")],
+    )
+    .await;
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
     // Another origin gets none, and its preflight goes on as an ordinary request.
     let other = ("origin", "https://b.example");
     let (r, _, _) = handled("GET", "http://web.example.com/cors", &[other]).await;
