@@ -97,7 +97,7 @@ pub(crate) fn redirect_location<B>(rd: &RedirectPlan, req: &Request<B>, down: &D
     let scheme = rd.scheme.clone().unwrap_or_else(|| down.scheme.to_string());
     let sent = authority(req);
     let sent_port = sent.rsplit_once(':').and_then(|(_, p)| p.parse::<u32>().ok());
-    let host = rd.host.clone().unwrap_or_else(|| request_host(req));
+    let host = rd.host.clone().unwrap_or_else(|| request_host(req).into_owned());
     let default_port = if scheme == "https" { 443 } else { 80 };
     let port = match rd.port {
         RedirectPort::Keep => {

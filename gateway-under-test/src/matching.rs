@@ -19,14 +19,20 @@ pub fn authority<B>(req: &Request<B>) -> &str {
 }
 
 /// Lowercase host without the port: gateways ignore the port in host matching.
-pub fn request_host<B>(req: &Request<B>) -> String {
-    let a = authority(req).to_ascii_lowercase();
-    if let Some(rest) = a.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("").to_string();
-    }
-    match a.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
-        _ => a,
+pub fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
+    let a = authority(req);
+    let host = match a.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => match a.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h,
+            _ => a,
+        },
+    };
+    // Most clients send it lowercase already: no copy then.
+    if host.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 
@@ -135,13 +141,14 @@ mod tests {
             .header("host", host)
             .body(())
             .unwrap_or_else(|e| panic!("{e}"));
-        request_host(&req)
+        request_host(&req).into_owned()
     }
 
     #[test]
     fn the_request_host_is_lowercase_without_a_numeric_port() {
         assert_eq!(host_of("Example.COM:8080"), "example.com");
         assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of("WEB.Example"), "web.example");
         assert_eq!(host_of("[::1]:80"), "::1");
         // As Envoy strips it: only a number after the last colon is a port.
         assert_eq!(host_of("example.com:http"), "example.com:http");

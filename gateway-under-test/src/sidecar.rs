@@ -75,7 +75,7 @@ pub async fn handle<B: Inbound>(
     let captured = down.original_dst.as_deref();
     let (host, port) = match captured {
         Some(_) => (
-            Some(crate::matching::request_host(&req)).filter(|h| !h.is_empty()),
+            Some(crate::matching::request_host(&req).into_owned()).filter(|h| !h.is_empty()),
             u16::try_from(down.port).unwrap_or(80),
         ),
         None => (

@@ -487,7 +487,7 @@ async fn one_attempt(
 
 async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failure> {
     let mut headers = a.headers.clone();
-    for hop in &names::HOP_BY_HOP {
+    for hop in hop_by_hop_in(a.headers) {
         headers.remove(hop);
     }
     let mut req = Request::new(a.body.attempt());
@@ -502,6 +502,21 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
         Err(SendError::Uri(why)) => Err(Failure::BadRequest(why)),
         Err(SendError::Reset(why)) => Err(Failure::Reset(why)),
     }
+}
+
+/// The hop-by-hop headers `h` carries: one pass over its names (most requests carry only
+/// `host` of them) instead of a hashed lookup for each of the six.
+fn hop_by_hop_in(h: &HeaderMap) -> impl Iterator<Item = &'static HeaderName> {
+    let mut carried = [false; names::HOP_BY_HOP.len()];
+    for name in h.keys() {
+        if let Some(i) = names::HOP_BY_HOP.iter().position(|hop| hop == name) {
+            carried[i] = true;
+        }
+    }
+    names::HOP_BY_HOP
+        .iter()
+        .zip(carried)
+        .filter_map(|(hop, c)| c.then_some(hop))
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

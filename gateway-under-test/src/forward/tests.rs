@@ -23,6 +23,22 @@ fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
 }
 
 #[test]
+fn the_hop_by_hop_headers_a_request_carries_are_the_ones_named_for_removal() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("host", "a.example"),
+        ("x-kept", "1"),
+        ("upgrade", "websocket"),
+        ("keep-alive", "5"),
+    ] {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let named: Vec<&str> = hop_by_hop_in(&h).map(HeaderName::as_str).collect();
+    assert_eq!(named, ["keep-alive", "upgrade", "host"]);
+    assert_eq!(hop_by_hop_in(&HeaderMap::new()).count(), 0);
+}
+
+#[test]
 fn header_operations_remove_then_set_then_add_as_envoy_does() {
     let mut h = HeaderMap::new();
     for (k, v) in [
@@ -374,6 +390,8 @@ async fn get(compiled: &Arc<Compiled>, down: &Downstream, uri: &str) -> (u16, Op
         .uri(uri)
         .header("host", "web.example.com")
         .header("connection", "keep-alive")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
         .body(http_body_util::Empty::<Bytes>::new())
         .expect("a request");
     let (resp, out) = crate::proxy::handle(compiled.clone(), down, req).await;
@@ -478,7 +496,10 @@ async fn the_upstream_gets_the_rewritten_request_and_the_answer_its_header_opera
         "{head}"
     );
     // Hop-by-hop headers stop at the gateway.
-    assert!(!head.contains("connection: keep-alive"), "{head}");
+    for hop in ["connection:", "keep-alive:", "proxy-connection:"] {
+        assert!(!head.contains(hop), "{hop} {head}");
+    }
+    assert_eq!(head.matches("host:").count(), 1, "{head}");
 }
 
 #[tokio::test]
