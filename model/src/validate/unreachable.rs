@@ -51,10 +51,15 @@ impl Rule {
     }
 
     fn label(&self, i: usize) -> String {
-        match &self.name {
-            Some(n) if !n.is_empty() => format!("`{n}`"),
-            _ => format!("#{i}"),
-        }
+        label(self.name.as_deref(), i)
+    }
+}
+
+/// How a message names rule `i`: by its name, or by number when it has none (or an empty one).
+fn label(name: Option<&str>, i: usize) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!("`{n}`"),
+        _ => format!("#{i}"),
     }
 }
 
@@ -212,18 +217,15 @@ fn overlapping_prefixes(s: &mut Sink, rules: &[HttpRoute], first_seen: &[(usize,
             if later.prefix == earlier.prefix || !earlier.covers(later) {
                 continue;
             }
-            let label = |i: usize| match &rules[i].name {
-                Some(n) if !n.is_empty() => format!("`{n}`"),
-                _ => format!("#{i}"),
-            };
+            let rule = |i: usize| label(rules[i].name.as_deref(), i);
             let msg = format!(
                 "match #{} (prefix `{}`) of http rule {} is never used: match #{} (prefix `{}`) of rule {} takes its requests first",
                 later.index,
                 later.prefix,
-                label(later.rule),
+                rule(later.rule),
                 earlier.index,
                 earlier.prefix,
-                label(earlier.rule)
+                rule(earlier.rule)
             );
             s.warn(
                 Code::IneffectiveMatch,

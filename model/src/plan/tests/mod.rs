@@ -559,6 +559,29 @@ cluster outbound|443||web.apps.svc.cluster.local [Static, LeastRequest, tls Disa
 }
 
 #[test]
+fn the_plan_as_text_marks_exact_prefix_and_regex_matches() {
+    let http = "[{match: [{uri: {regex: '/v[0-9]+'}}, {uri: {exact: /e}, method: {prefix: P}}], \
+                route: [{destination: {host: web, port: {number: 80}}}]}]";
+    let text = text::render(&plan(&format!("{GW}{SVC}{}", vs("apps", "web", "['*']", http))));
+    assert!(text.contains("apps/web/0: uri ~/v[0-9]+ ->"), "{text}");
+    assert!(text.contains("apps/web/0: uri =/e, method ^P ->"), "{text}");
+}
+
+#[test]
+fn gateway_references_resolve_to_namespace_and_name_as_istio_resolves_them() {
+    for (reference, want) in [
+        ("mesh", "mesh"),
+        ("gw", "apps/gw"),
+        ("./gw", "apps/gw"),
+        ("istio-system/gw", "istio-system/gw"),
+        ("gw.istio-system.svc.cluster.local", "istio-system/gw"),
+        ("gw.istio-system.svc", "istio-system/gw"),
+    ] {
+        assert_eq!(resolve_gateway_ref(reference, "apps"), want, "{reference}");
+    }
+}
+
+#[test]
 fn the_plan_as_text_shows_retries_only_where_a_route_sets_its_own() {
     let http = |retries: &str| format!("[{{{retries}route: [{{destination: {{host: web, port: {{number: 80}}}}}}]}}]");
     let text = |retries: &str| {

@@ -515,6 +515,59 @@ fn client_tls_settings_are_questioned_as_ignored_only_when_tls_is_off() {
 }
 
 #[test]
+fn a_credential_name_is_refused_beside_any_one_of_the_file_fields() {
+    // Istio: credentialName excludes clientCertificate, privateKey, caCertificates and caCrl,
+    // each alone; ISTIO_MUTUAL excludes them too.
+    let refused = |tls: &str| {
+        let spec = format!("{{host: a.example.com, trafficPolicy: {{tls: {tls}}}}}");
+        check(&doc("DestinationRule", &spec))
+            .into_iter()
+            .filter(|d| d.code == Code::ClientTls && d.is_error())
+            .map(|d| d.field.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    for file in [
+        "clientCertificate: /c",
+        "privateKey: /k",
+        "caCertificates: /ca",
+        "caCrl: /crl",
+    ] {
+        assert_eq!(
+            refused(&format!("{{mode: SIMPLE, credentialName: c, {file}}}")),
+            ["spec.trafficPolicy.tls.credentialName"],
+            "{file}"
+        );
+        assert_eq!(
+            refused(&format!("{{mode: ISTIO_MUTUAL, {file}}}")),
+            ["spec.trafficPolicy.tls"],
+            "{file}"
+        );
+    }
+    assert_eq!(refused("{mode: SIMPLE, credentialName: c}"), Vec::<String>::new());
+}
+
+#[test]
+fn dynamic_dns_inside_the_mesh_is_refused_behind_a_waypoint() {
+    let errors = |waypoint: &str, location: &str| {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+             metadata: {{name: t, namespace: ns, labels: {{istio.io/use-waypoint: {waypoint}}}}}\n\
+             spec: {{hosts: ['*.example.com'], resolution: DYNAMIC_DNS, location: {location}, \
+             ports: [{{number: 443, name: tls, protocol: TLS}}]}}\n"
+        );
+        check(&yaml)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.field.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    // Istio's TestValidateServiceEntries case 59.
+    assert_eq!(errors("my-waypoint", "MESH_INTERNAL"), ["spec.location"]);
+    assert_eq!(errors("None", "MESH_INTERNAL"), Vec::<String>::new());
+    assert_eq!(errors("my-waypoint", "MESH_EXTERNAL"), Vec::<String>::new());
+}
+
+#[test]
 fn old_tls_versions_are_questioned_only_without_cipher_suites() {
     let version_warnings = |tls: &str| {
         let spec =

@@ -56,6 +56,11 @@ fn valid_documents_draw_no_error() {
         // `*` alone exports everywhere; the authority set once, by rewrite.
         doc("DestinationRule", "{host: a.example.com, exportTo: ['*'], trafficPolicy: {loadBalancer: {simple: RANDOM}}}"),
         doc("VirtualService", "{hosts: [a.example.com], exportTo: ['*'], http: [{rewrite: {authority: b.example.com}, route: [{destination: {host: a.example.com}}]}]}"),
+        // The shortest duration Istio takes is one millisecond.
+        doc("VirtualService", "{hosts: [a.example.com], http: [{timeout: 1ms, route: [{destination: {host: a.example.com}}]}]}"),
+        // A rewrite of the uri alone, or by regex alone.
+        doc("VirtualService", "{hosts: [a.example.com], http: [{rewrite: {uri: /v2}, route: [{destination: {host: a.example.com}}]}]}"),
+        doc("VirtualService", "{hosts: [a.example.com], http: [{rewrite: {uriRegexRewrite: {match: '^/v1(/.*)', rewrite: '/v2\\1'}}, route: [{destination: {host: a.example.com}}]}]}"),
         // A unix socket endpoint behind a service of one port.
         doc("ServiceEntry", "{hosts: [local.example.com], resolution: STATIC, endpoints: [{address: 'unix:///run/app.sock'}], ports: [{number: 80, name: http, protocol: HTTP}]}"),
         // An abort with a gRPC status by its name.
