@@ -144,6 +144,61 @@ mod tests {
         request_host(&req).into_owned()
     }
 
+    fn on_headers(headers: Vec<HeaderMatcher>) -> Matcher {
+        Matcher {
+            uri: None,
+            ignore_uri_case: false,
+            scheme: None,
+            method: None,
+            authority: None,
+            headers,
+            query: Vec::new(),
+        }
+    }
+
+    fn header(name: &str, value: Option<StrMatch>, invert: bool) -> HeaderMatcher {
+        HeaderMatcher {
+            name: name.into(),
+            key: http::HeaderName::from_bytes(name.as_bytes()).ok(),
+            value,
+            invert,
+            treat_missing_as_empty: false,
+        }
+    }
+
+    #[test]
+    fn header_matches_read_every_value_joined_and_the_pseudo_headers_as_envoy_does() {
+        let down = crate::proxy::tests::downstream();
+        let req = Request::post("http://api.example:8080/p?q=1")
+            .header("end-user", "jason")
+            .header("x-tag", "a")
+            .header("x-tag", "b")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let exact = |v: &str| Some(StrMatch::Exact(v.into()));
+        let takes = |h: HeaderMatcher| matches(&on_headers(vec![h]), &req, &down);
+        assert!(takes(header("end-user", exact("jason"), false)));
+        assert!(!takes(header("end-user", exact("jasonx"), false)));
+        // Presence, and its inversion (`withoutHeaders`).
+        assert!(takes(header("end-user", None, false)));
+        assert!(!takes(header("end-user", None, true)));
+        assert!(takes(header("x-absent", None, true)));
+        assert!(!takes(header("x-absent", None, false)));
+        // A repeated header is every value joined by `,`.
+        assert!(takes(header("x-tag", exact("a,b"), false)));
+        assert!(!takes(header("x-tag", exact("a"), false)));
+        // Pseudo-headers.
+        assert!(takes(header(":method", exact("POST"), false)));
+        assert!(takes(header(":authority", exact("api.example:8080"), false)));
+        assert!(takes(header(":scheme", exact("https"), false)));
+        assert!(takes(header(":path", exact("/p?q=1"), false)));
+        // A missing header compared as empty, when asked to.
+        let mut empty = header("x-absent", exact(""), false);
+        assert!(!takes(header("x-absent", exact(""), false)));
+        empty.treat_missing_as_empty = true;
+        assert!(takes(empty));
+    }
+
     #[test]
     fn the_request_host_is_lowercase_without_a_numeric_port() {
         assert_eq!(host_of("Example.COM:8080"), "example.com");
