@@ -200,6 +200,86 @@ mod tests {
     }
 
     #[test]
+    fn every_condition_of_a_match_must_hold_uri_scheme_method_authority_and_query() {
+        let down = crate::proxy::tests::downstream();
+        let req = Request::post("http://api.example:8080/v1/items?q=1&flag&x=2")
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let exact = |v: &str| Some(StrMatch::Exact(v.into()));
+        let regex = |r: &str| {
+            Some(StrMatch::Regex(
+                regex::Regex::new(&format!("^(?:{r})$")).expect("a regex"),
+            ))
+        };
+        let takes = |m: Matcher| matches(&m, &req, &down);
+        let any = || on_headers(Vec::new());
+        assert!(takes(any()));
+        for (uri, hit) in [
+            (Some(StrMatch::Prefix("/v1".into())), true),
+            (Some(StrMatch::Prefix("/v2".into())), false),
+            (regex("/v[0-9]+/items"), true),
+            (regex("/v[0-9]+"), false),
+        ] {
+            let text = format!("{uri:?}");
+            assert_eq!(takes(Matcher { uri, ..any() }), hit, "{text}");
+        }
+        for (v, hit) in [("https", true), ("http", false)] {
+            assert_eq!(
+                takes(Matcher {
+                    scheme: exact(v),
+                    ..any()
+                }),
+                hit,
+                "scheme {v}"
+            );
+        }
+        for (v, hit) in [("POST", true), ("GET", false)] {
+            assert_eq!(
+                takes(Matcher {
+                    method: exact(v),
+                    ..any()
+                }),
+                hit,
+                "method {v}"
+            );
+        }
+        for (v, hit) in [("api.example:8080", true), ("api.example", false)] {
+            assert_eq!(
+                takes(Matcher {
+                    authority: exact(v),
+                    ..any()
+                }),
+                hit,
+                "authority {v}"
+            );
+        }
+        // Query parameters: each by name, a value matched, or present with any value.
+        let query = |q: Vec<(&str, Option<StrMatch>)>| Matcher {
+            query: q.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ..any()
+        };
+        assert!(takes(query(vec![("q", exact("1")), ("x", exact("2"))])));
+        assert!(takes(query(vec![("flag", None)])));
+        assert!(takes(query(vec![("flag", exact(""))])));
+        assert!(!takes(query(vec![("q", exact("2"))])));
+        assert!(!takes(query(vec![("q", exact("1")), ("x", exact("3"))])));
+        assert!(!takes(query(vec![("missing", None)])));
+        // A regex uri is tried last, and still decides.
+        let m = Matcher {
+            uri: regex("/v[0-9]+/items"),
+            method: exact("POST"),
+            ..any()
+        };
+        assert!(takes(m));
+        let m = Matcher {
+            uri: regex("/nope"),
+            method: exact("POST"),
+            ..any()
+        };
+        assert!(!takes(m));
+    }
+
+    #[test]
     fn the_request_host_is_lowercase_without_a_numeric_port() {
         assert_eq!(host_of("Example.COM:8080"), "example.com");
         assert_eq!(host_of("example.com"), "example.com");
