@@ -176,7 +176,7 @@ impl UpstreamCluster {
 }
 
 /// Anchored, whole-string RE2 semantics.
-fn full_regex(re: &str, case_insensitive: bool) -> Result<Regex, String> {
+pub(crate) fn full_regex(re: &str, case_insensitive: bool) -> Result<Regex, String> {
     let flags = if case_insensitive { "(?i)" } else { "" };
     Regex::new(&format!("^{flags}(?:{re})$")).map_err(|e| format!("regex `{re}`: {e}"))
 }

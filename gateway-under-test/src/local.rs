@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn an_origin_is_allowed_by_a_matcher_of_it_or_of_a_star_as_envoy_allows_it() {
-        let regex = |r: &str| StrMatch::Regex(regex::Regex::new(&format!("^(?:{r})$")).expect("a regex"));
+        let regex = |r: &str| StrMatch::Regex(crate::compile::full_regex(r, false).expect("a regex"));
         let some = [
             exact("https://a.example"),
             StrMatch::Prefix("http://p.".into()),

@@ -206,11 +206,7 @@ mod tests {
             .body(())
             .unwrap_or_else(|e| panic!("{e}"));
         let exact = |v: &str| Some(StrMatch::Exact(v.into()));
-        let regex = |r: &str| {
-            Some(StrMatch::Regex(
-                regex::Regex::new(&format!("^(?:{r})$")).expect("a regex"),
-            ))
-        };
+        let regex = |r: &str| Some(StrMatch::Regex(crate::compile::full_regex(r, false).expect("a regex")));
         let takes = |m: Matcher| matches(&m, &req, &down);
         let any = || on_headers(Vec::new());
         assert!(takes(any()));

@@ -189,24 +189,21 @@ pub fn prepare_downstream_headers(h: &mut HeaderMap, down: &Downstream) {
         h.remove(&k);
     }
     // A sidecar's outbound side does not append (Istio: `use_remote_address` is false there).
-    let xff = match h.get(&names::X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        _ if down.outbound => None,
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 41);
+    if !down.outbound {
+        let prev = h
+            .get(&names::X_FORWARDED_FOR)
+            .map(HeaderValue::as_bytes)
+            .filter(|p| !p.is_empty());
+        let mut v = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+        if let Some(prev) = prev {
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
-            push_ip(&mut v, down.peer.ip());
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
         }
-        _ => {
-            let mut v = Vec::with_capacity(39);
-            push_ip(&mut v, down.peer.ip());
-            // The value takes the buffer as it is: no second allocation and copy.
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+        push_ip(&mut v, down.peer.ip());
+        // The value takes the buffer as it is: no second allocation and copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(v)) {
+            h.insert(names::X_FORWARDED_FOR, v);
         }
-    };
-    if let Some(v) = xff {
-        h.insert(names::X_FORWARDED_FOR, v);
     }
     h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(down.scheme));
     if !h.contains_key(&names::X_REQUEST_ID) {
