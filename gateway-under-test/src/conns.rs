@@ -37,6 +37,14 @@ struct Conn {
     /// make room.
     asked_to_close: AtomicBool,
     close: Notify,
+    /// Milliseconds since the registry's epoch at the first byte of a request head still being
+    /// read (0: none is), for the request-headers timeout.
+    head_since_ms: AtomicU64,
+    /// The head took longer than the request-headers timeout: the connection answers 408 and
+    /// closes.
+    head_timed_out: AtomicBool,
+    /// The connection's reader waiting for the rest of a head, woken when it timed out.
+    head_reader: Mutex<Option<std::task::Waker>>,
 }
 
 impl Conn {
@@ -198,14 +206,45 @@ impl Conns {
         n
     }
 
-    /// Closes connections idle past `idle`, looking ten times per idle period (at most once a
-    /// second), until the gateway stops.
-    pub async fn sweep(self: Arc<Self>, idle: Duration) {
-        let every = (idle / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    /// Ends every connection whose request head has been arriving for `timeout` or longer
+    /// (Envoy's `request_headers_timeout`: from the head's first byte to its last): its reader,
+    /// woken, answers 408 and fails (`headwatch`); with no reader waiting, the connection is
+    /// asked to close. How many.
+    pub fn close_slow_heads(&self, timeout: Duration) -> usize {
+        let now = self.now_ms();
+        let timeout_ms = timeout.as_millis() as u64;
+        let Ok(open) = self.open.lock() else { return 0 };
+        let mut n = 0;
+        for c in open.values() {
+            let since = c.head_since_ms.load(Ordering::Relaxed);
+            if since != 0 && now.saturating_sub(since) >= timeout_ms && !c.head_timed_out.load(Ordering::Relaxed) {
+                c.head_timed_out.store(true, Ordering::Relaxed);
+                // The reader answers 408; with none waiting, the connection closes.
+                match c.head_reader.lock().ok().and_then(|mut w| w.take()) {
+                    Some(reader) => reader.wake(),
+                    None => c.close(),
+                }
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes connections idle past `idle` and drops those whose request head is slower than
+    /// `headers` (None: no such limit), looking ten times per period (at most once a second),
+    /// until the gateway stops. One sweep for every connection instead of a timer per request.
+    pub async fn sweep(self: Arc<Self>, idle: Duration, headers: Option<Duration>) {
+        let shortest = headers.map_or(idle, |h| h.min(idle));
+        let every = (shortest / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut phase = self.phase.subscribe();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => { self.close_idle_for(idle); }
+                _ = tokio::time::sleep(every) => {
+                    self.close_idle_for(idle);
+                    if let Some(h) = headers {
+                        self.close_slow_heads(h);
+                    }
+                }
                 _ = phase.wait_for(|p| *p == Phase::Stopping) => return,
             }
         }
@@ -216,6 +255,12 @@ impl ConnHandle {
     /// A request starts on this connection; it is idle again when the guard is dropped.
     pub fn request(&self, h2: bool) -> InFlight<'_> {
         self.conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        // The head has arrived whole: its reader no longer waits for the rest.
+        if self.conn.head_since_ms.swap(0, Ordering::Relaxed) != 0 {
+            if let Ok(mut w) = self.conn.head_reader.lock() {
+                w.take();
+            }
+        }
         let nth = self.conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if h2 {
             self.conn.h2.store(true, Ordering::Relaxed);
@@ -231,6 +276,37 @@ impl ConnHandle {
     /// Asks the connection to close once its requests end (HTTP/2: GOAWAY now).
     pub fn close(&self) {
         self.conn.close();
+    }
+
+    /// Whether the request head now arriving took longer than the request-headers timeout.
+    pub fn head_timed_out(&self) -> bool {
+        self.conn.head_timed_out.load(Ordering::Relaxed)
+    }
+
+    /// The reader waits for more of a head: `waker` is woken if the head times out first. Only
+    /// while a head is arriving (a keep-alive connection waiting for its next request is not
+    /// timed).
+    pub fn wait_for_head(&self, waker: &std::task::Waker) {
+        if self.conn.head_since_ms.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Ok(mut w) = self.conn.head_reader.lock() {
+            match w.as_ref() {
+                Some(old) if old.will_wake(waker) => {}
+                _ => *w = Some(waker.clone()),
+            }
+        }
+    }
+
+    /// Bytes arrived on an HTTP/1.1 connection: with no request in flight, they begin a request
+    /// head, and the request-headers timeout runs from the first of them. (An upgraded
+    /// connection has left the registry with hyper's connection: its frames are never timed.)
+    pub fn bytes_arrived(&self) {
+        let c = &self.conn;
+        if c.in_flight.load(Ordering::Acquire) == 0 && c.head_since_ms.load(Ordering::Relaxed) == 0 {
+            // 0 means none: a head that starts at the epoch's first millisecond counts from 1.
+            c.head_since_ms.store(self.conns.now_ms().max(1), Ordering::Relaxed);
+        }
     }
 
     fn touch(&self) {
@@ -358,6 +434,85 @@ mod tests {
         assert_eq!(conns.close_idle_for(Duration::ZERO), 1, "idle once its request ended");
         drop(busy);
         assert!(conns.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_head_slower_than_the_timeout_is_ended_and_a_waiting_connection_is_not() {
+        let conns = Conns::new(10);
+        let mut slow = conns.register().expect("room");
+        let waiting = conns.register().expect("room");
+        let (slow_handle, waiting_handle) = (slow.handle(), waiting.handle());
+        // A request came and went on the waiting connection; nothing has arrived since.
+        drop(waiting_handle.request(false));
+        slow_handle.bytes_arrived();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_slow_heads(Duration::from_secs(60)), 0, "not yet");
+        // More bytes of the same head do not restart its clock.
+        slow_handle.bytes_arrived();
+        assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 1);
+        assert!(slow_handle.head_timed_out());
+        assert!(!waiting_handle.head_timed_out());
+        // With no reader waiting for the rest of the head, the connection is asked to close.
+        tokio::time::timeout(SOON, slow.closing())
+            .await
+            .expect("asked to close");
+        assert_eq!(conns.close_slow_heads(Duration::ZERO), 0, "once");
+    }
+
+    /// Counts its wakes.
+    struct Count(AtomicU32);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_head_wakes_its_waiting_reader_instead_of_closing() {
+        let conns = Conns::new(10);
+        let mut c = conns.register().expect("room");
+        let h = c.handle();
+        let count = Arc::new(Count(AtomicU32::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        // No head arriving: nothing to wait for.
+        h.wait_for_head(&waker);
+        assert!(c.conn.head_reader.lock().unwrap().is_none());
+        h.bytes_arrived();
+        h.wait_for_head(&waker);
+        assert_eq!(conns.close_slow_heads(Duration::ZERO), 1);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "the reader answers the 408");
+        assert!(
+            tokio::time::timeout(SOON, c.closing()).await.is_err(),
+            "not asked to close"
+        );
+        // A head that arrives whole lets its reader go.
+        let d = conns.register().expect("room");
+        let dh = d.handle();
+        dh.bytes_arrived();
+        dh.wait_for_head(&waker);
+        drop(dh.request(false));
+        assert!(d.conn.head_reader.lock().unwrap().is_none());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_head_that_arrives_whole_stops_its_clock_and_a_request_in_flight_starts_none() {
+        let conns = Conns::new(10);
+        let c = conns.register().expect("room");
+        let h = c.handle();
+        h.bytes_arrived();
+        let request = h.request(false);
+        // The body of the request in flight is no head.
+        h.bytes_arrived();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 0);
+        drop(request);
+        // The next head's first byte, a moment ago: within the timeout.
+        h.bytes_arrived();
+        assert_eq!(conns.close_slow_heads(Duration::from_secs(60)), 0);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 1);
     }
 
     #[tokio::test]

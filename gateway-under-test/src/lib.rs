@@ -16,6 +16,7 @@ pub mod errors;
 pub mod forward;
 pub mod h1pool;
 pub mod h2pool;
+pub mod headwatch;
 pub mod l4;
 pub mod limits;
 pub mod local;
@@ -361,7 +362,12 @@ pub async fn run(args: Args) -> u8 {
         let log_format = logformat::Format::new(&args.access_log_encoding, &args.access_log_format)
             .map_err(|e| format!("--access-log-format/--access-log-encoding: {e}"))?;
         let state = State::new(compiled, (access_log, log_format), args.limits.clone(), telemetry);
-        tokio::spawn(state.conns.clone().sweep(args.limits.idle_timeout));
+        tokio::spawn(
+            state
+                .conns
+                .clone()
+                .sweep(args.limits.idle_timeout, args.limits.headers_timeout()),
+        );
         let (stop, _) = watch::channel(false);
         let listeners = Arc::new(Listeners {
             state: state.clone(),

@@ -13,9 +13,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Limits {
-    /// Time a client has to send a request's headers, from the connection's start or the end of
-    /// its previous request (Envoy's `request_headers_timeout`; nginx `client_header_timeout` is
-    /// 60 s). Past it the connection is closed (HTTP/1.1: 408).
+    /// Time an HTTP/1.1 client has to send a request's headers, from their first byte to their
+    /// last (Envoy's `request_headers_timeout`; nginx `client_header_timeout` is 60 s). Past it
+    /// the connection is closed. A connection waiting for its next request is the idle
+    /// timeout's. 0: no limit.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub request_headers_timeout: Duration,
     /// Time for a whole request body to arrive (Envoy's `request_timeout`, 300 s in Envoy's edge
@@ -77,6 +78,11 @@ impl Limits {
         self.max_connections
             .unwrap_or_else(|| open_file_limit().map_or(usize::MAX, |n| n / 2))
             .max(1)
+    }
+
+    /// The request-headers timeout in force (None: 0, no limit).
+    pub fn headers_timeout(&self) -> Option<Duration> {
+        Some(self.request_headers_timeout).filter(|t| !t.is_zero())
     }
 
     pub fn max_request_body(&self) -> usize {
@@ -261,6 +267,9 @@ mod tests {
     fn the_connection_limit_is_the_flag_or_half_the_open_files() {
         let mut l = defaults();
         assert_eq!(l.request_headers_timeout, Duration::from_secs(10));
+        assert_eq!(l.headers_timeout(), Some(Duration::from_secs(10)));
+        l.request_headers_timeout = Duration::ZERO;
+        assert_eq!(l.headers_timeout(), None, "0 is no limit");
         assert_eq!(l.max_request_body(), 16 << 20);
         l.max_connections = Some(7);
         assert_eq!(l.connection_limit(), 7);

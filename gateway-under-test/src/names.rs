@@ -32,6 +32,12 @@ pub static HOP_BY_HOP: [HeaderName; 6] = [
     HOST,
 ];
 
+/// The hop-by-hop headers of an upstream's response (RFC 9110 7.6.1): they describe the
+/// upstream connection, so none reaches the client (Envoy removes them; an upstream's
+/// `Connection: close` does not close the client's connection).
+pub static RESPONSE_HOP_BY_HOP: [HeaderName; 5] =
+    [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE];
+
 #[cfg(test)]
 mod tests {
     use super::*;

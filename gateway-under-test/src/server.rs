@@ -186,6 +186,7 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let down = Arc::new(down);
+    let io = crate::headwatch::HeadWatch::new(io, registered.handle());
     let conn_state = Arc::new(registered.handle());
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -198,7 +199,9 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_headers_timeout)
+        // The request-headers timeout runs from a head's first byte (`headwatch`), not from the
+        // end of the previous response: an idle keep-alive connection is the idle timeout's.
+        .header_read_timeout(None)
         // hyper's smallest read buffer is 8 KiB.
         .max_buf_size(headers_bytes.max(8192))
         .max_headers(limits.max_headers_count);

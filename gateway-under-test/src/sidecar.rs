@@ -149,7 +149,10 @@ async fn passthrough<B: Inbound>(req: Request<B>, to: &str, out: &mut Outcome) -
     up.headers_mut().remove(crate::names::PROXY_CONNECTION);
     out.upstream_host = to.to_string();
     match passthrough_client().request(up).await {
-        Ok(resp) => resp.map(|b| b.map_err(Into::into).boxed_unsync()),
+        Ok(mut resp) => {
+            crate::forward::strip_response_hop_by_hop(&mut resp);
+            resp.map(|b| b.map_err(Into::into).boxed_unsync())
+        }
         Err(e) => crate::errors::rescue(
             &crate::errors::Failure::ConnectFailure(e.to_string()),
             false,

@@ -86,12 +86,84 @@ fn a_slowloris_client_is_closed_at_the_headers_timeout_while_others_are_served()
             }
         })
     };
+    // Half a head and then nothing: the sweep wakes its reader to answer.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
     assert_eq!(get(addr, "/", &[]).status, 200, "others are served meanwhile");
+    let got = read_until_closed(&mut stalled, Duration::from_secs(4)).expect("closed");
+    assert_eq!(status_of(&got), Some(408), "{got:?}");
     let got = read_until_closed(&mut slow, Duration::from_secs(4)).expect("closed");
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(900), "closed too early: {waited:?}");
-    assert!(got.is_empty() || status_of(&got) == Some(408), "{got:?}");
+    // Envoy's local reply, then the close.
+    assert_eq!(status_of(&got), Some(408), "{got:?}");
+    assert!(got.ends_with("request header timeout"), "{got:?}");
+    assert!(waited < Duration::from_millis(2500), "closed too late: {waited:?}");
     writer.join().unwrap();
+}
+
+/// Reads one response (its head, then Content-Length bytes of body) from a keep-alive connection.
+fn read_response(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .expect("a content-length");
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = s.read(&mut buf).expect("the rest of the response");
+        assert!(n > 0, "closed mid-response: {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_keep_alive_connection_waiting_for_its_next_request_outlives_the_headers_timeout() {
+    // Envoy's request_headers_timeout runs from a head's first byte; the wait between requests
+    // is the idle timeout's (1 h by default).
+    let e = echo("web", "v1");
+    let g = gate_with(&config(&e), &[80], &["--request-headers-timeout", "500ms"]);
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    // A connection that has sent nothing yet is not timed either.
+    std::thread::sleep(Duration::from_millis(1200));
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n").unwrap();
+        let got = read_response(&mut s);
+        assert_eq!(status_of(&got), Some(200), "{got:?}");
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+}
+
+#[test]
+fn an_upstream_closing_its_connection_leaves_the_clients_open() {
+    // `Connection: close` and `Keep-Alive` describe the upstream's connection: Envoy drops them
+    // from the response, and the client's connection stays open.
+    let e = echo("web", "v1");
+    let g = gate(&config(&e), &[80]);
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /?headers=connection:close,keep-alive:timeout=5 HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+            .unwrap();
+        let got = read_response(&mut s).to_ascii_lowercase();
+        assert_eq!(status_of(&got), Some(200), "{got:?}");
+        let head = got.split("\r\n\r\n").next().unwrap_or_default();
+        assert!(
+            !head.contains("connection:") && !head.contains("keep-alive:"),
+            "{head:?}"
+        );
+    }
 }
 
 #[test]

@@ -201,9 +201,11 @@ fn hash_cookie_with_ttl_is_generated_and_sticks() {
 #[test]
 fn websocket_upgrades_pass_through() {
     let e = echo("web", "v1");
-    let g = gate(
+    // The upgraded connection's bytes are frames, not request heads: no headers timeout for them.
+    let g = gate_with(
         &yaml(&ep(e.http[0].port()), "    loadBalancer: {simple: ROUND_ROBIN}\n"),
         &[80],
+        &["--request-headers-timeout", "300ms"],
     );
     let mut s = std::net::TcpStream::connect(g.port(80)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -223,7 +225,10 @@ fn websocket_upgrades_pass_through() {
     assert!(head.contains("upgrade: websocket"), "{head}");
     // A masked text frame "hi"; the echo sends the same bytes back through the gateway.
     let frame = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
-    s.write_all(&frame).unwrap();
+    // Half a frame, then the rest well past the headers timeout.
+    s.write_all(&frame[..3]).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    s.write_all(&frame[3..]).unwrap();
     let mut back = [0u8; 8];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, frame);

@@ -80,7 +80,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(
-        t.contains("suite http-routing against reference: 26 passed, 0 failed"),
+        t.contains("suite http-routing against reference: 27 passed, 0 failed"),
         "{t}"
     );
     assert!(
@@ -125,7 +125,7 @@ fn built_in_suites_pass_against_the_reference_gateway_and_write_reports() {
     assert!(log.contains("outbound|80||api.example.com"), "{log}");
     let junit = std::fs::read_to_string(out_dir.join("junit.xml")).unwrap();
     assert!(
-        junit.contains("name=\"http-routing\" package=\"reference\" tests=\"26\" failures=\"0\" errors=\"0\""),
+        junit.contains("name=\"http-routing\" package=\"reference\" tests=\"27\" failures=\"0\" errors=\"0\""),
         "{junit}"
     );
 }

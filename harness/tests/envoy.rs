@@ -124,7 +124,7 @@ fn built_in_suites_pass_on_envoy_and_meshgate_in_one_report() {
     assert_eq!(o.status.code(), Some(0), "{t}");
     for target in ["reference", "envoy"] {
         for (suite, n) in [
-            ("http-routing", 26),
+            ("http-routing", 27),
             ("weighted-splits", 7),
             ("tcp-routing", 3),
             ("grpc-routing", 8),

@@ -487,7 +487,7 @@ async fn one_attempt(
 
 async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failure> {
     let mut headers = a.headers.clone();
-    for hop in hop_by_hop_in(a.headers) {
+    for hop in carried(a.headers, &names::HOP_BY_HOP) {
         headers.remove(hop);
     }
     let mut req = Request::new(a.body.attempt());
@@ -496,7 +496,10 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
     let address = || a.cluster.address(endpoint, a.destination);
     let sent = a.cluster.client.get().send(endpoint, address, a.authority, a.path, req);
     match sent.await {
-        Ok(resp) => Ok(resp),
+        Ok(mut resp) => {
+            strip_response_hop_by_hop(&mut resp);
+            Ok(resp)
+        }
         Err(SendError::Broken(reason) | SendError::Connect(reason)) => Err(Failure::ConnectFailure(reason)),
         Err(SendError::NoEndpoint) => Err(Failure::NoHealthyUpstream),
         Err(SendError::Uri(why)) => Err(Failure::BadRequest(why)),
@@ -504,19 +507,28 @@ async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failur
     }
 }
 
-/// The hop-by-hop headers `h` carries: one pass over its names (most requests carry only
-/// `host` of them) instead of a hashed lookup for each of the six.
-fn hop_by_hop_in(h: &HeaderMap) -> impl Iterator<Item = &'static HeaderName> {
-    let mut carried = [false; names::HOP_BY_HOP.len()];
+/// Removes the hop-by-hop headers of an upstream's HTTP/1 response (HTTP/2 has none: the h2
+/// crate refuses a response that carries them).
+pub(crate) fn strip_response_hop_by_hop<B>(resp: &mut Response<B>) {
+    if resp.version() == http::Version::HTTP_2 {
+        return;
+    }
+    let h = resp.headers_mut();
+    for hop in carried(h, &names::RESPONSE_HOP_BY_HOP) {
+        h.remove(hop);
+    }
+}
+
+/// Which of `names` `h` carries: one pass over its names (most messages carry one of the
+/// hop-by-hop headers or none) instead of a hashed lookup for each.
+fn carried<'a, const N: usize>(h: &HeaderMap, names: &'a [HeaderName; N]) -> impl Iterator<Item = &'a HeaderName> {
+    let mut carried = [false; N];
     for name in h.keys() {
-        if let Some(i) = names::HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(i) = names.iter().position(|n| n == name) {
             carried[i] = true;
         }
     }
-    names::HOP_BY_HOP
-        .iter()
-        .zip(carried)
-        .filter_map(|(hop, c)| c.then_some(hop))
+    names.iter().zip(carried).filter_map(|(n, c)| c.then_some(n))
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

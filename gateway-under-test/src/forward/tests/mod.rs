@@ -28,9 +28,37 @@ fn the_hop_by_hop_headers_a_request_carries_are_the_ones_named_for_removal() {
     ] {
         h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
     }
-    let named: Vec<&str> = hop_by_hop_in(&h).map(HeaderName::as_str).collect();
+    let named: Vec<&str> = carried(&h, &names::HOP_BY_HOP).map(HeaderName::as_str).collect();
     assert_eq!(named, ["keep-alive", "upgrade", "host"]);
-    assert_eq!(hop_by_hop_in(&HeaderMap::new()).count(), 0);
+    assert_eq!(carried(&HeaderMap::new(), &names::HOP_BY_HOP).count(), 0);
+}
+
+#[test]
+fn an_upstream_response_loses_its_hop_by_hop_headers_and_keeps_the_rest() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("connection", "close"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("content-type", "text/plain"),
+        ("x-kept", "1"),
+    ] {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let mut resp = Response::new(());
+    *resp.headers_mut() = h.clone();
+    strip_response_hop_by_hop(&mut resp);
+    let mut left: Vec<&str> = resp.headers().keys().map(HeaderName::as_str).collect();
+    left.sort_unstable();
+    assert_eq!(left, ["content-type", "x-kept"]);
+    // An HTTP/2 response is left as it is: the h2 crate refuses one with these headers.
+    let mut h2 = Response::new(());
+    *h2.version_mut() = http::Version::HTTP_2;
+    *h2.headers_mut() = h;
+    strip_response_hop_by_hop(&mut h2);
+    assert_eq!(h2.headers().len(), 7);
 }
 
 #[test]
