@@ -139,6 +139,82 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for HeadWatch<IO> {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::conns::{Conns, Registered};
+
+    /// A watched server side (buffered, so a flush is what sends) and its client, on loopback.
+    async fn pair(conns: &Arc<Conns>) -> (HeadWatch<BufWriter<TcpStream>>, TcpStream, Registered) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let registered = conns.register().expect("room");
+        (HeadWatch::new(BufWriter::new(server), registered.handle()), client, registered)
+    }
+
+    async fn read_some(r: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), r.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
+    #[tokio::test]
+    async fn an_http1_head_starts_the_clock_and_a_timed_out_one_gets_408_and_a_failed_read() {
+        let conns = Conns::new(4);
+        let (mut watched, mut client, _registered) = pair(&conns).await;
+        client.write_all(b"GET / HT").await.unwrap();
+        assert_eq!(read_some(&mut watched).await, b"GET / HT");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 1);
+        let mut buf = [0u8; 16];
+        let err = watched.read(&mut buf).await.expect_err("the read fails");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let mut answer = Vec::new();
+        while answer.len() < TIMED_OUT.len() {
+            answer.extend(read_some(&mut client).await);
+        }
+        assert_eq!(answer, TIMED_OUT);
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408 "));
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_is_never_timed() {
+        let conns = Conns::new(4);
+        let (mut watched, mut client, _registered) = pair(&conns).await;
+        client.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+        assert_eq!(read_some(&mut watched).await.len(), 24);
+        client.write_all(b"more frames").await.unwrap();
+        assert_eq!(read_some(&mut watched).await, b"more frames");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_flushes_and_the_shutdown_reach_the_connection() {
+        let conns = Conns::new(4);
+        let (mut watched, mut client, _registered) = pair(&conns).await;
+        assert!(watched.is_write_vectored(), "as the socket under it");
+        watched.write_all(b"hello").await.unwrap();
+        watched.flush().await.unwrap();
+        assert_eq!(read_some(&mut client).await, b"hello");
+        let n = watched
+            .write_vectored(&[io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")])
+            .await
+            .unwrap();
+        assert!(n > 0);
+        watched.flush().await.unwrap();
+        assert_eq!(read_some(&mut client).await, &b"abcd"[..n]);
+        watched.shutdown().await.unwrap();
+        assert!(read_some(&mut client).await.is_empty(), "end of stream");
+    }
+
     #[test]
     fn the_preface_is_told_from_a_request_however_its_bytes_arrive() {
         assert_eq!(sniff(0, b"PRI * HTTP/2.0\r\n"), Protocol::Http2);
