@@ -153,7 +153,11 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let registered = conns.register().expect("room");
-        (HeadWatch::new(BufWriter::new(server), registered.handle()), client, registered)
+        (
+            HeadWatch::new(BufWriter::new(server), registered.handle()),
+            client,
+            registered,
+        )
     }
 
     async fn read_some(r: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
