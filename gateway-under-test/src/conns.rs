@@ -291,10 +291,7 @@ impl ConnHandle {
             return;
         }
         if let Ok(mut w) = self.conn.head_reader.lock() {
-            match w.as_ref() {
-                Some(old) if old.will_wake(waker) => {}
-                _ => *w = Some(waker.clone()),
-            }
+            *w = Some(waker.clone());
         }
     }
 
@@ -459,6 +456,47 @@ mod tests {
         assert_eq!(conns.close_slow_heads(Duration::ZERO), 0, "once");
     }
 
+    #[tokio::test]
+    async fn the_sweep_looks_ten_times_per_timeout_and_ends_at_the_stop() {
+        let conns = Conns::new(10);
+        let mut slow = conns.register().expect("room");
+        slow.handle().bytes_arrived();
+        let sweep = tokio::spawn(
+            conns
+                .clone()
+                .sweep(Duration::from_secs(3600), Some(Duration::from_millis(100))),
+        );
+        let start = Instant::now();
+        tokio::time::timeout(Duration::from_secs(3), slow.closing())
+            .await
+            .expect("the slow head is ended");
+        let took = start.elapsed();
+        // A look every 10 ms: ended soon after 100 ms (a look a second would take a second).
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_millis(700),
+            "{took:?}"
+        );
+        // Idle connections, with no headers timeout: looked at every 20 ms for a 200 ms idle.
+        let idle_sweep = tokio::spawn(conns.clone().sweep(Duration::from_millis(200), None));
+        let mut idle = conns.register().expect("room");
+        let start = Instant::now();
+        tokio::time::timeout(Duration::from_secs(3), idle.closing())
+            .await
+            .expect("the idle connection is asked to close");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_millis(800),
+            "{took:?}"
+        );
+        conns.set_phase(Phase::Stopping);
+        for s in [sweep, idle_sweep] {
+            tokio::time::timeout(SOON, s)
+                .await
+                .expect("the sweep ends at the stop")
+                .unwrap();
+        }
+    }
+
     /// Counts its wakes.
     struct Count(AtomicU32);
 
@@ -479,9 +517,13 @@ mod tests {
         h.wait_for_head(&waker);
         assert!(c.conn.head_reader.lock().unwrap().is_none());
         h.bytes_arrived();
+        // The reader's latest waker is the one woken.
+        let earlier = Arc::new(Count(AtomicU32::new(0)));
+        h.wait_for_head(&std::task::Waker::from(earlier.clone()));
         h.wait_for_head(&waker);
         assert_eq!(conns.close_slow_heads(Duration::ZERO), 1);
         assert_eq!(count.0.load(Ordering::Relaxed), 1, "the reader answers the 408");
+        assert_eq!(earlier.0.load(Ordering::Relaxed), 0);
         assert!(
             tokio::time::timeout(SOON, c.closing()).await.is_err(),
             "not asked to close"

@@ -77,8 +77,12 @@ fn sniff(seen: usize, bytes: &[u8]) -> Protocol {
 impl<IO: AsyncWrite + Unpin> HeadWatch<IO> {
     /// Writes the 408, then fails the read: hyper closes the connection.
     fn refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.refused < TIMED_OUT.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &TIMED_OUT[self.refused..]) {
+        loop {
+            let rest = &TIMED_OUT[self.refused..];
+            if rest.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, rest) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
                 Poll::Ready(Ok(n)) => self.refused += n,
                 Poll::Pending => return Poll::Pending,
@@ -175,10 +179,17 @@ mod tests {
         let (mut watched, mut client, _registered) = pair(&conns).await;
         client.write_all(b"GET / HT").await.unwrap();
         assert_eq!(read_some(&mut watched).await, b"GET / HT");
+        // The reader waits for the rest of the head; the sweep wakes it to answer.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            watched.read(&mut buf).await.expect_err("the read fails")
+        });
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 1);
-        let mut buf = [0u8; 16];
-        let err = watched.read(&mut buf).await.expect_err("the read fails");
+        let err = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("woken")
+            .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         let mut answer = Vec::new();
         while answer.len() < TIMED_OUT.len() {
@@ -198,6 +209,40 @@ mod tests {
         assert_eq!(read_some(&mut watched).await, b"more frames");
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 0);
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_stream_starts_no_head() {
+        let conns = Conns::new(4);
+        let (mut watched, mut client, _registered) = pair(&conns).await;
+        client.shutdown().await.unwrap();
+        assert!(read_some(&mut watched).await.is_empty());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(conns.close_slow_heads(Duration::from_millis(20)), 0);
+    }
+
+    /// An I/O that writes one slice at a time (the trait's default `is_write_vectored`).
+    struct OneSlice;
+
+    impl AsyncWrite for OneSlice {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_are_offered_as_the_io_under_it_offers_them() {
+        let conns = Conns::new(4);
+        let registered = conns.register().expect("room");
+        assert!(!HeadWatch::new(OneSlice, registered.handle()).is_write_vectored());
     }
 
     #[tokio::test]
