@@ -456,6 +456,20 @@ mod tests {
         assert_eq!(conns.close_slow_heads(Duration::ZERO), 0, "once");
     }
 
+    /// Waits for `c` to be asked to close: at `from_ms` milliseconds at the earliest, before
+    /// `below_ms`.
+    async fn asked_to_close_within(c: &mut Registered, from_ms: u64, below_ms: u64) {
+        let start = Instant::now();
+        tokio::time::timeout(Duration::from_secs(3), c.closing())
+            .await
+            .expect("asked to close");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(from_ms) && took < Duration::from_millis(below_ms),
+            "{took:?}"
+        );
+    }
+
     #[tokio::test]
     async fn the_sweep_looks_ten_times_per_timeout_and_ends_at_the_stop() {
         let conns = Conns::new(10);
@@ -466,28 +480,12 @@ mod tests {
                 .clone()
                 .sweep(Duration::from_secs(3600), Some(Duration::from_millis(100))),
         );
-        let start = Instant::now();
-        tokio::time::timeout(Duration::from_secs(3), slow.closing())
-            .await
-            .expect("the slow head is ended");
-        let took = start.elapsed();
         // A look every 10 ms: ended soon after 100 ms (a look a second would take a second).
-        assert!(
-            took >= Duration::from_millis(100) && took < Duration::from_millis(700),
-            "{took:?}"
-        );
+        asked_to_close_within(&mut slow, 100, 700).await;
         // Idle connections, with no headers timeout: looked at every 20 ms for a 200 ms idle.
         let idle_sweep = tokio::spawn(conns.clone().sweep(Duration::from_millis(200), None));
         let mut idle = conns.register().expect("room");
-        let start = Instant::now();
-        tokio::time::timeout(Duration::from_secs(3), idle.closing())
-            .await
-            .expect("the idle connection is asked to close");
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_millis(200) && took < Duration::from_millis(800),
-            "{took:?}"
-        );
+        asked_to_close_within(&mut idle, 200, 800).await;
         conns.set_phase(Phase::Stopping);
         for s in [sweep, idle_sweep] {
             tokio::time::timeout(SOON, s)

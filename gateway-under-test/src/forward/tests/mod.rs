@@ -19,15 +19,12 @@ fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn the_hop_by_hop_headers_a_request_carries_are_the_ones_named_for_removal() {
-    let mut h = HeaderMap::new();
-    for (k, v) in [
+    let h = headers(&[
         ("host", "a.example"),
         ("x-kept", "1"),
         ("upgrade", "websocket"),
         ("keep-alive", "5"),
-    ] {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
-    }
+    ]);
     let named: Vec<&str> = carried(&h, &names::HOP_BY_HOP).map(HeaderName::as_str).collect();
     assert_eq!(named, ["keep-alive", "upgrade", "host"]);
     assert_eq!(carried(&HeaderMap::new(), &names::HOP_BY_HOP).count(), 0);
@@ -35,8 +32,7 @@ fn the_hop_by_hop_headers_a_request_carries_are_the_ones_named_for_removal() {
 
 #[test]
 fn an_upstream_response_loses_its_hop_by_hop_headers_and_keeps_the_rest() {
-    let mut h = HeaderMap::new();
-    for (k, v) in [
+    let h = headers(&[
         ("connection", "close"),
         ("keep-alive", "timeout=5"),
         ("proxy-connection", "keep-alive"),
@@ -44,9 +40,7 @@ fn an_upstream_response_loses_its_hop_by_hop_headers_and_keeps_the_rest() {
         ("upgrade", "h2c"),
         ("content-type", "text/plain"),
         ("x-kept", "1"),
-    ] {
-        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
-    }
+    ]);
     let mut resp = Response::new(());
     *resp.headers_mut() = h.clone();
     strip_response_hop_by_hop(&mut resp);
