@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use atomic_waker::AtomicWaker;
+use tokio::sync::watch;
 
 /// The gateway's phase, as connections follow it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum Phase {
     Serving,
     /// SIGTERM: listeners still accept; HTTP/1.1 responses say `Connection: close`, HTTP/2
@@ -21,6 +23,16 @@ pub enum Phase {
     Draining,
     /// After the drain period: listeners closed; every connection closes once its requests end.
     Stopping,
+}
+
+impl Phase {
+    fn from_u8(n: u8) -> Phase {
+        match n {
+            0 => Phase::Serving,
+            1 => Phase::Draining,
+            _ => Phase::Stopping,
+        }
+    }
 }
 
 /// One open connection, as the registry and the request path see it.
@@ -36,7 +48,8 @@ struct Conn {
     /// Asked to close (limit, idle timeout, last request): closing, so never picked again to
     /// make room.
     asked_to_close: AtomicBool,
-    close: Notify,
+    /// The connection's task, woken when it is asked to close or the gateway's phase moves.
+    closer: AtomicWaker,
     /// Milliseconds since the registry's epoch at the first byte of a request head still being
     /// read (0: none is), for the request-headers timeout.
     head_since_ms: AtomicU64,
@@ -54,8 +67,8 @@ impl Conn {
 
     /// Asks the connection to close gracefully (an idle HTTP/1.1 connection closes at once).
     fn close(&self) {
-        self.asked_to_close.store(true, Ordering::Relaxed);
-        self.close.notify_one();
+        self.asked_to_close.store(true, Ordering::Release);
+        self.closer.wake();
     }
 }
 
@@ -67,6 +80,9 @@ pub struct Conns {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     phase: watch::Sender<Phase>,
+    /// The phase as a number: read on every request and every wake of a connection's task,
+    /// without the watch's lock.
+    phase_now: std::sync::atomic::AtomicU8,
     /// New connections closed at once: the limit was reached and none was idle.
     pub overflow: AtomicU64,
     /// Idle connections closed to make room for new ones.
@@ -83,7 +99,6 @@ pub struct Registered {
     conns: Arc<Conns>,
     id: u64,
     conn: Arc<Conn>,
-    phase: watch::Receiver<Phase>,
 }
 
 /// What a connection's requests hold of it: its in-flight count and the gateway's phase.
@@ -109,6 +124,7 @@ impl Conns {
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             phase: watch::channel(Phase::Serving).0,
+            phase_now: std::sync::atomic::AtomicU8::new(Phase::Serving as u8),
             overflow: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
@@ -133,18 +149,26 @@ impl Conns {
     }
 
     pub fn phase(&self) -> Phase {
-        *self.phase.borrow()
+        Phase::from_u8(self.phase_now.load(Ordering::Acquire))
     }
 
-    /// Moves the gateway to `phase` (never back).
+    /// Moves the gateway to `phase` (never back), and wakes every connection to see it.
     pub fn set_phase(&self, phase: Phase) {
-        self.phase.send_if_modified(|p| {
+        let moved = self.phase.send_if_modified(|p| {
             let later = phase > *p;
             if later {
                 *p = phase;
+                self.phase_now.store(phase as u8, Ordering::Release);
             }
             later
         });
+        if moved {
+            if let Ok(open) = self.open.lock() {
+                for c in open.values() {
+                    c.closer.wake();
+                }
+            }
+        }
     }
 
     /// Registers a new connection. At the limit the connection idle longest is asked to close
@@ -164,7 +188,6 @@ impl Conns {
             conns: self.clone(),
             id,
             conn,
-            phase: self.phase.subscribe(),
         })
     }
 
@@ -334,18 +357,28 @@ impl Registered {
     /// Resolves when this connection should close gracefully: it was asked to (limit, idle
     /// timeout), the gateway is stopping, or the gateway is draining and this is HTTP/2 (GOAWAY;
     /// an HTTP/1.1 connection instead closes after its next response).
-    pub async fn closing(&mut self) {
-        loop {
-            let phase = *self.phase.borrow_and_update();
-            let h2 = self.conn.h2.load(Ordering::Relaxed);
-            if phase == Phase::Stopping || (phase == Phase::Draining && h2) {
-                return;
+    /// Polled on every wake of the connection's task, so it reads three atomics and registers
+    /// the task's waker, without a lock.
+    pub fn closing(&mut self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.should_close() {
+                return std::task::Poll::Ready(());
             }
-            tokio::select! {
-                _ = self.conn.close.notified() => return,
-                changed = self.phase.changed() => if changed.is_err() { return },
+            self.conn.closer.register(cx.waker());
+            // Asked between the look and the registration: the wake may have gone to the old waker.
+            if self.should_close() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
             }
-        }
+        })
+    }
+
+    fn should_close(&self) -> bool {
+        let phase = self.conns.phase();
+        self.conn.asked_to_close.load(Ordering::Acquire)
+            || phase == Phase::Stopping
+            || (phase == Phase::Draining && self.conn.h2.load(Ordering::Relaxed))
     }
 }
 
@@ -493,6 +526,33 @@ mod tests {
                 .expect("the sweep ends at the stop")
                 .unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_is_woken_by_its_close_and_by_the_phase() {
+        let conns = Conns::new(10);
+        let mut asked = conns.register().expect("room");
+        let mut h1 = conns.register().expect("room");
+        let asked_handle = asked.handle();
+        let waiting = tokio::spawn(async move { asked.closing().await });
+        let stopping = tokio::spawn(async move { h1.closing().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished() && !stopping.is_finished());
+        asked_handle.close();
+        tokio::time::timeout(SOON, waiting)
+            .await
+            .expect("woken by the close")
+            .unwrap();
+        conns.set_phase(Phase::Draining);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!stopping.is_finished(), "HTTP/1.1 is not closed at the drain");
+        assert_eq!(conns.phase(), Phase::Draining);
+        conns.set_phase(Phase::Stopping);
+        tokio::time::timeout(SOON, stopping)
+            .await
+            .expect("woken by the stop")
+            .unwrap();
+        assert_eq!(conns.phase(), Phase::Stopping);
     }
 
     /// Counts its wakes.
