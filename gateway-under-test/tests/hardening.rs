@@ -25,27 +25,6 @@ fn config(e: &EchoThread) -> String {
     )
 }
 
-/// Reads until the peer closes (Ok with what came) or `limit` passes (Err).
-fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<String, String> {
-    let start = Instant::now();
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < limit {
-        match s.read(&mut buf) {
-            Ok(0) => return Ok(String::from_utf8_lossy(&got).into_owned()),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            // A reset is a close too.
-            Err(_) => return Ok(String::from_utf8_lossy(&got).into_owned()),
-        }
-    }
-    Err(format!(
-        "still open after {limit:?}; got {:?}",
-        String::from_utf8_lossy(&got)
-    ))
-}
-
 /// Connects, sends `sent`, and asserts the gateway closes the connection, no sooner than `at_least`.
 fn assert_closed_after(addr: SocketAddr, sent: &[u8], at_least: Duration) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -60,10 +39,6 @@ fn terminate(g: &Gate) {
     let pid = g.child.id().to_string();
     let status = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     assert!(status.unwrap().success(), "kill -TERM {pid}");
-}
-
-fn status_of(response: &str) -> Option<u16> {
-    response.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]
@@ -100,33 +75,6 @@ fn a_slowloris_client_is_closed_at_the_headers_timeout_while_others_are_served()
     assert!(got.ends_with("request header timeout"), "{got:?}");
     assert!(waited < Duration::from_millis(2500), "closed too late: {waited:?}");
     writer.join().unwrap();
-}
-
-/// Reads one response (its head, then Content-Length bytes of body) from a keep-alive connection.
-fn read_response(s: &mut TcpStream) -> String {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse::<usize>().ok())
-                .expect("a content-length");
-            if got.len() >= end + 4 + length {
-                return text;
-            }
-        }
-        let n = s.read(&mut buf).expect("the rest of the response");
-        assert!(n > 0, "closed mid-response: {text:?}");
-        got.extend_from_slice(&buf[..n]);
-    }
 }
 
 #[test]

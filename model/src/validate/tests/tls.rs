@@ -2,16 +2,28 @@
 
 use super::*;
 
+/// The findings on a DestinationRule whose traffic policy has these client `tls` settings.
+fn client_tls_findings(tls: &str) -> Vec<Diagnostic> {
+    check(&doc(
+        "DestinationRule",
+        &format!("{{host: a.example.com, trafficPolicy: {{tls: {tls}}}}}"),
+    ))
+}
+
+/// How many findings a Gateway's HTTPS server with these `tls` settings draws at a field ending
+/// in `field`.
+fn gateway_tls_findings(tls: &str, field: &str) -> usize {
+    let spec =
+        format!("{{servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], tls: {tls}}}]}}");
+    check(&doc("Gateway", &spec))
+        .into_iter()
+        .filter(|d| d.field.as_deref().is_some_and(|f| f.ends_with(field)))
+        .count()
+}
+
 #[test]
 fn subject_alt_names_are_questioned_only_without_mutual() {
-    let san_warnings = |tls: &str| {
-        let spec =
-            format!("{{servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], tls: {tls}}}]}}");
-        check(&doc("Gateway", &spec))
-            .into_iter()
-            .filter(|d| d.field.as_deref().is_some_and(|f| f.ends_with("subjectAltNames")))
-            .count()
-    };
+    let san_warnings = |tls: &str| gateway_tls_findings(tls, "subjectAltNames");
     assert_eq!(
         san_warnings("{mode: MUTUAL, credentialName: c, subjectAltNames: [client]}"),
         0
@@ -65,8 +77,7 @@ fn gateway_tls_messages_name_the_mode() {
 #[test]
 fn client_tls_settings_are_questioned_as_ignored_only_when_tls_is_off() {
     let ignored = |tls: &str| {
-        let spec = format!("{{host: a.example.com, trafficPolicy: {{tls: {tls}}}}}");
-        check(&doc("DestinationRule", &spec))
+        client_tls_findings(tls)
             .into_iter()
             .filter(|d| d.code == Code::ClientTls && d.message.contains("ignored"))
             .count()
@@ -82,8 +93,7 @@ fn a_credential_name_is_refused_beside_any_one_of_the_file_fields() {
     // Istio: credentialName excludes clientCertificate, privateKey, caCertificates and caCrl,
     // each alone; ISTIO_MUTUAL excludes them too.
     let refused = |tls: &str| {
-        let spec = format!("{{host: a.example.com, trafficPolicy: {{tls: {tls}}}}}");
-        check(&doc("DestinationRule", &spec))
+        client_tls_findings(tls)
             .into_iter()
             .filter(|d| d.code == Code::ClientTls && d.is_error())
             .map(|d| d.field.unwrap_or_default())
@@ -111,14 +121,7 @@ fn a_credential_name_is_refused_beside_any_one_of_the_file_fields() {
 
 #[test]
 fn old_tls_versions_are_questioned_only_without_cipher_suites() {
-    let version_warnings = |tls: &str| {
-        let spec =
-            format!("{{servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: ['*'], tls: {tls}}}]}}");
-        check(&doc("Gateway", &spec))
-            .into_iter()
-            .filter(|d| d.field.as_deref().is_some_and(|f| f.ends_with("minProtocolVersion")))
-            .count()
-    };
+    let version_warnings = |tls: &str| gateway_tls_findings(tls, "minProtocolVersion");
     assert_eq!(
         version_warnings("{mode: SIMPLE, credentialName: c, minProtocolVersion: TLSV1_2}"),
         0
