@@ -65,6 +65,7 @@ pub(crate) async fn upgrade<B>(
         Ok(resp) => resp,
         Err(H1Error::Connect(why)) => return fail(Failure::ConnectFailure(why), false, out),
         Err(H1Error::Http(e)) => return fail(Failure::Reset(error_chain(&e)), false, out),
+        Err(H1Error::Wire(why)) => return fail(Failure::Reset(why), false, out),
     };
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         let upstream = hyper::upgrade::on(&mut resp);

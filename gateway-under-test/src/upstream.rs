@@ -209,6 +209,7 @@ impl From<crate::h1pool::H1Error> for SendError {
         match e {
             crate::h1pool::H1Error::Connect(why) => SendError::Connect(why),
             crate::h1pool::H1Error::Http(e) => SendError::Reset(crate::forward::error_chain(&e)),
+            crate::h1pool::H1Error::Wire(why) => SendError::Reset(why),
         }
     }
 }
