@@ -18,6 +18,11 @@ pinned to CPU 1, access logs off. Rounds alternate the proxies; medians, spreads
 the ratios against each peer are printed.
 
   ci/bench/install-peers.sh && python3 ci/bench/gateway.py [--rounds 3] [--seconds 5]
+      [--baseline /tmp/meshgate-before]
+
+--baseline runs another meshgate binary (an earlier build) as one more proxy in the one-route and
+istio-shaped rows, in the same alternating rounds, so a change is judged against its own base in
+one run rather than across runs of a noisy machine.
 """
 
 import argparse
@@ -468,6 +473,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--baseline", help="another meshgate binary, measured beside this build")
     args = p.parse_args()
     for tool in ["nginx", "haproxy", "wrk", "h2load", "openssl", "taskset"]:
         if not shutil.which(tool):
@@ -488,6 +494,7 @@ def main():
         print(f"backend direct: {direct:.0f} rps (wrk -t1 -c32 {args.seconds}s; proxies: one worker on CPU 1)")
         # One route.
         ports = {name: free_port() for name in ["meshgate", "nginx", "haproxy", "envoy"]}
+        baseline = ["baseline"] if args.baseline else []
         # h2c (prior knowledge): meshgate and Envoy detect it on the same port; nginx and HAProxy
         # take it on a port of its own.
         h2c_ports = dict(ports, nginx=free_port(), haproxy=free_port())
@@ -502,12 +509,18 @@ def main():
         write(gdir, "config.yaml", GATEWAY.format(backend_port=backend_port) + ONE_ROUTE)
         eboot = write(gdir, "envoy.json", json.dumps(envoy_minimal(ports["envoy"], backend_port)))
 
-        def meshgate_on(config_dir, plan_port, port):
-            return start([MESHGATE, "-c", config_dir, "--labels", "app=bench", "--port-map", f"{plan_port}=127.0.0.1:{port}",
+        def meshgate_on(config_dir, plan_port, port, binary=MESHGATE):
+            return start([binary, "-c", config_dir, "--labels", "app=bench", "--port-map", f"{plan_port}=127.0.0.1:{port}",
                           "--admin", "127.0.0.1:0", "--access-log", "off", "--workers", "1"], "1")
 
         def meshgate(config_dir, port):
             return meshgate_on(config_dir, 80, port)
+
+        def with_baseline(config_dir):
+            """The baseline build on a port of its own, added to `ports` and `procs`."""
+            for name in baseline:
+                ports[name] = free_port()
+                procs[name] = meshgate_on(config_dir, 80, ports[name], args.baseline)
 
         def envoy_proc(bootstrap):
             return start([envoy, "-c", bootstrap, "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"], "1")
@@ -518,8 +531,16 @@ def main():
         procs["envoy"] = envoy_proc(eboot)
         for port in ports.values():
             wait_port(port)
+        with_baseline(gdir)
+        for port in ports.values():
+            wait_port(port)
         report("one route", ports, procs, measure(ports, procs, args.rounds, args.seconds), direct,
-               ["haproxy", "nginx", "envoy"])
+               ["haproxy", "nginx", "envoy"] + baseline)
+        for name in baseline:
+            ports.pop(name)
+            proc = procs.pop(name)
+            proc.terminate()
+            proc.wait()
         for port in h2c_ports.values():
             wait_port(port)
         h2c = alternating(h2c_ports, args.rounds, lambda port: h2load(port, args.seconds))
@@ -545,11 +566,12 @@ def main():
         dirs.append(os.path.dirname(sboot))
         procs["meshgate"] = meshgate(sdir, ports["meshgate"])
         procs["envoy"] = envoy_proc(sboot)
+        with_baseline(sdir)
         for port in ports.values():
             wait_port(port)
         report("istio-shaped: 10 VirtualServices, 50 regex + header routes, the benchmarked one last",
                ports, procs, measure(ports, procs, args.rounds, args.seconds, SHAPED_PATH, SHAPED_HEADERS),
-               direct, ["envoy"])
+               direct, ["envoy"] + baseline)
     finally:
         for proc in list(procs.values()) + [backend]:
             proc.terminate()
