@@ -157,10 +157,13 @@ impl H1Pool {
         address: String,
         mut req: http::Request<AttemptBody>,
     ) -> Result<http::Response<Returning>, H1Error> {
-        match wire::Outgoing::whole(&mut req) {
-            Some(out) => self.send_wire(address, &out).await,
-            None => self.send_hyper(address, req).await,
-        }
+        // The rarer path and the dials are boxed, so the future of a request in flight is the
+        // common path's size (1.1 KiB, not 2 KiB).
+        let Some(out) = wire::Outgoing::whole(&mut req) else {
+            return Box::pin(self.send_hyper(address, req)).await;
+        };
+        drop(req);
+        self.send_wire(address, &out).await
     }
 
     async fn send_wire(&self, address: String, out: &wire::Outgoing) -> Result<http::Response<Returning>, H1Error> {
@@ -168,11 +171,11 @@ impl H1Pool {
         let reused = taken.is_some();
         let mut conn = match taken {
             Some(c) => c,
-            None => self.dial_wire(&address).await?,
+            None => Box::pin(self.dial_wire(&address)).await?,
         };
         let head = match conn.exchange(out).await {
             Err(wire::Failed::Unsent(_)) if reused => {
-                conn = self.dial_wire(&address).await?;
+                conn = Box::pin(self.dial_wire(&address)).await?;
                 conn.exchange(out).await
             }
             head => head,
@@ -306,7 +309,8 @@ impl Shared {
         self.reap();
     }
 
-    fn give_back_wire(self: &Arc<Self>, address: String, conn: wire::Conn) {
+    fn give_back_wire(self: &Arc<Self>, address: String, mut conn: wire::Conn) {
+        conn.park();
         park(&mut self.parked().wire, address, conn);
         self.reap();
     }

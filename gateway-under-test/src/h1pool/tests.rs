@@ -253,17 +253,46 @@ async fn a_connection_idle_past_the_timeout_is_closed() {
 
 #[tokio::test]
 async fn the_reaper_keeps_an_open_connection_used_within_the_timeout() {
-    let (address, accepted) = upstream().await;
-    let (pool, connections) = pool(Some(Duration::from_secs(1)), true);
-    // The reaper starts with the first connection given back and looks every second.
-    read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    read(pool.send(address.clone(), get("/a")).await.unwrap()).await;
-    // At its first look (1 s) the connection had been idle for 0.5 s: it stays.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(pool.idle(&address), 1, "kept: used within the timeout");
-    assert_eq!(connections.active(), 1);
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    for req in BOTH {
+        let (address, accepted) = upstream().await;
+        let (pool, connections) = pool(Some(Duration::from_secs(1)), true);
+        // The reaper starts with the first connection given back and looks every second.
+        read(pool.send(address.clone(), req("/a")).await.unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        read(pool.send(address.clone(), req("/a")).await.unwrap()).await;
+        // At its first look (1 s) the connection had been idle for 0.5 s: it stays.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(pool.idle(&address), 1, "kept: used within the timeout");
+        assert_eq!(connections.active(), 1);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closes_is_let_go_within_a_second() {
+    // An upstream that closes each connection 100 ms after it was accepted.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                let _ = req.into_body().collect().await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(tokio::time::timeout(Duration::from_millis(100), conn));
+        }
+    });
+    for req in BOTH {
+        // No idle timeout: only the close lets the connection go.
+        let (pool, connections) = pool(None, true);
+        assert_eq!(read(pool.send(address.clone(), req("/a")).await.unwrap()).await, "ok");
+        assert_eq!(pool.idle(&address), 1);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert_eq!(pool.idle(&address), 0, "swept once seen closed");
+        assert_eq!(connections.active(), 0);
+    }
 }
 
 #[tokio::test]
@@ -433,4 +462,35 @@ async fn idle_connections_per_address_are_bounded() {
         }
         assert_eq!(pool.idle(&address), MAX_IDLE_PER_ADDRESS);
     }
+}
+
+#[tokio::test]
+async fn a_body_that_fails_closes_its_connection_at_once_and_never_ends_cleanly() {
+    // An upstream whose chunked body breaks off with a bad chunk, the connection left open.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = stream.read(&mut head).await;
+        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n";
+        let _ = stream.write_all(answer).await;
+        std::future::pending::<()>().await;
+    });
+    let (pool, connections) = pool(None, true);
+    let mut body = pool.send(address.clone(), get("/a")).await.unwrap().into_body();
+    assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "ok");
+    assert!(body.frame().await.unwrap().is_err(), "the bad chunk");
+    assert_eq!(
+        connections.active(),
+        0,
+        "closed at the error, not when the body is dropped"
+    );
+    assert!(
+        body.frame().await.unwrap().is_err(),
+        "asked again, still an error, not an end"
+    );
+    assert!(!body.is_end_stream());
+    assert_eq!(pool.idle(&address), 0);
 }

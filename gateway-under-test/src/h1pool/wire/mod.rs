@@ -28,6 +28,10 @@ const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 /// A body up to this size is copied behind its head, so both go in one write.
 const COALESCE: usize = 8 * 1024;
+/// The largest body this path sends. The request is written whole before the response is read,
+/// so an upstream that answers early and reads no more must still take it all: this much fits
+/// in the sockets' buffers. A larger body goes by hyper, which reads while it writes.
+const MAX_BODY: usize = 64 * 1024;
 
 const CLOSED_EARLY: &str = "connection closed before message completed";
 const TOO_LARGE: &str = "response head too large";
@@ -68,13 +72,16 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// The request in HTTP/1.1 framing, when this path can send it: its body whole (not still
-    /// arriving), no upgrade (`Connection`) and no `Transfer-Encoding` (hop-by-hop: the proxy
-    /// has removed both from what it forwards), not CONNECT, and any `Content-Length` it
-    /// carries true to its body. Other requests go through hyper's client.
+    /// arriving) and at most `MAX_BODY`, no upgrade (`Connection`) and no `Transfer-Encoding`
+    /// (hop-by-hop: the proxy has removed both from what it forwards), not CONNECT, and any
+    /// `Content-Length` it carries true to its body. Other requests go through hyper's client.
     pub fn whole(req: &mut http::Request<crate::replay::AttemptBody>) -> Option<Outgoing> {
         let crate::replay::AttemptBody::Whole(body) = req.body() else {
             return None;
         };
+        if body.as_ref().is_some_and(|b| b.len() > MAX_BODY) {
+            return None;
+        }
         let h = req.headers();
         if req.method() == Method::CONNECT
             || h.contains_key(http::header::CONNECTION)
@@ -165,6 +172,12 @@ impl Conn {
     #[cfg(test)]
     pub async fn close_write(&mut self) {
         let _ = self.io.shutdown().await;
+    }
+
+    /// Lets go of the read buffer of a connection going idle: it is given back empty, so an
+    /// idle connection holds no memory of its own (the next exchange starts a new buffer).
+    pub fn park(&mut self) {
+        self.buf = BytesMut::new();
     }
 
     /// Whether the connection holds no bytes past the last message: one that does is not reused.

@@ -100,7 +100,8 @@ async fn a_chunked_body_is_decoded_with_its_extensions_and_trailers() {
         &[
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3;ext=1\r\nabc\r\n",
             b"a\r\n0123456789\r",
-            b"\n0\r\ngrpc-status: 0\r\n\r\n",
+            b"\n0\r\ngrpc-sta",
+            b"tus: 0\r\n\r\n",
         ],
         false,
     )
@@ -125,6 +126,26 @@ async fn a_chunked_body_without_trailers_ends_without_a_trailers_frame() {
     let (head, body, conn) = get(&[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"]).await;
     assert_eq!(body.unwrap(), "ok");
     assert!(head.reader.ended() && conn.drained());
+    assert_eq!(head.reader.size_hint().exact(), Some(0), "nothing is left once ended");
+}
+
+#[tokio::test]
+async fn bytes_past_the_response_keep_its_connection_from_reuse() {
+    let (head, body, conn) = get(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA"]).await;
+    assert_eq!(body.unwrap(), "ok");
+    assert!(head.reader.ended() && head.keep_alive);
+    assert!(!conn.drained(), "EXTRA is no response to anything sent");
+}
+
+#[tokio::test]
+async fn a_head_as_large_as_the_limit_is_read() {
+    // hyper's limit, written out: the constant itself is what is checked.
+    assert_eq!(MAX_HEAD, 417_792);
+    let filler = "v".repeat(417_792 - 100);
+    let answer = format!("HTTP/1.1 200 OK\r\nx: {filler}\r\ncontent-length: 0\r\n\r\n");
+    let (head, body, _) = get(&[answer.as_bytes()]).await;
+    assert_eq!(head.response.headers()["x"].len(), filler.len());
+    assert_eq!(body.unwrap(), "");
 }
 
 #[tokio::test]
@@ -293,11 +314,16 @@ async fn a_large_body_follows_its_head() {
         TcpStream::connect(address).await.unwrap(),
         crate::telemetry::Connections::default().opened(),
     );
-    let mut big = "y".repeat(COALESCE * 4);
+    let small: &'static str = "s".repeat(8000).leak();
+    assert!(
+        outgoing(Method::PUT, Some(small)).body.is_none(),
+        "8,000 bytes go in the head's write"
+    );
+    let mut big = "y".repeat(9000);
     big.push('z');
     let big: &'static str = big.leak();
     let out = outgoing(Method::PUT, Some(big));
-    assert!(out.body.is_some(), "not copied behind the head");
+    assert!(out.body.is_some(), "9,001 bytes are not copied behind the head");
     conn.exchange(&out).await.unwrap();
     let got = peer.await.unwrap();
     let head = format!(
@@ -313,7 +339,12 @@ async fn a_write_that_sends_nothing_is_unsent() {
     let (mut conn, _) = answered(&[], false).await;
     conn.close_write().await;
     match conn.exchange(&outgoing(Method::GET, None)).await {
-        Err(Failed::Unsent(_)) => {}
+        Err(e @ Failed::Unsent(_)) => assert!(e.to_string().starts_with("connection error: "), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    let (mut conn, _) = answered(&[b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n"], false).await;
+    match conn.exchange(&outgoing(Method::GET, None)).await {
+        Err(e @ Failed::Broken(_)) => assert_eq!(e.to_string(), "invalid HTTP response: bad Content-Length"),
         other => panic!("{other:?}"),
     }
 }
@@ -377,7 +408,43 @@ fn only_whole_plain_requests_take_this_path() {
         request(Method::POST, streaming, &[]).is_none(),
         "a body still arriving goes by hyper"
     );
+    let largest: &'static str = "b".repeat(MAX_BODY).leak();
+    assert!(request(Method::POST, whole(largest), &[]).is_some());
+    let larger: &'static str = "b".repeat(MAX_BODY + 1).leak();
+    assert!(
+        request(Method::POST, whole(larger), &[]).is_none(),
+        "too large to write before reading"
+    );
     let mut absolute = http::Request::new(RequestBody::empty().attempt());
     *absolute.uri_mut() = "http://svc/".parse().unwrap();
     assert!(Outgoing::whole(&mut absolute).is_none());
+}
+
+#[tokio::test]
+async fn a_chunk_size_line_or_trailer_section_that_never_ends_stops_at_the_limit() {
+    // Exactly the limit of bytes, never completed: the reader gives up at once instead of
+    // buffering more (or waiting for more).
+    let size_line = format!("1;{}", "e".repeat(MAX_HEAD - 2));
+    let trailers = format!("0\r\nx: {}", "t".repeat(MAX_HEAD - 3));
+    for (body, why) in [
+        (size_line, "invalid chunk size line"),
+        (trailers, "invalid trailer section"),
+    ] {
+        assert_eq!(body.len(), if why.contains("size") { MAX_HEAD } else { MAX_HEAD + 3 });
+        let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        let (mut conn, _) = answered(&[head, body.as_bytes()], false).await;
+        let mut head = conn.exchange(&outgoing(Method::GET, None)).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), read_body(&mut head.reader, &mut conn));
+        assert_eq!(read.await.expect("an answer, not a wait").unwrap_err(), why);
+    }
+}
+
+#[tokio::test]
+async fn a_parked_connection_holds_no_buffer() {
+    let (head, body, mut conn) = get(&[b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
+    assert_eq!(body.unwrap(), "ok");
+    assert!(head.keep_alive && conn.drained());
+    assert!(conn.buf.capacity() > 0, "the read's room is still there");
+    conn.park();
+    assert_eq!(conn.buf.capacity(), 0);
 }
