@@ -234,24 +234,22 @@ impl H1Pool {
         take_from(parked.wire.get_mut(address), &self.shared)
     }
 
-    async fn dial_wire(&self, address: &str) -> Result<wire::Conn, H1Error> {
+    async fn connect(&self, address: &str) -> Result<tokio::net::TcpStream, H1Error> {
         let s = &self.shared;
-        let stream = s
-            .resolver
+        s.resolver
             .connect(address, s.connect_timeout)
             .await
-            .map_err(|e| H1Error::Connect(crate::forward::error_chain(&e)))?;
-        Ok(wire::Conn::new(stream, s.connections.opened()))
+            .map_err(|e| H1Error::Connect(crate::forward::error_chain(&e)))
+    }
+
+    async fn dial_wire(&self, address: &str) -> Result<wire::Conn, H1Error> {
+        let stream = self.connect(address).await?;
+        Ok(wire::Conn::new(stream, self.shared.connections.opened()))
     }
 
     async fn dial(&self, address: &str) -> Result<SendRequest<AttemptBody>, H1Error> {
-        let s = &self.shared;
-        let stream = s
-            .resolver
-            .connect(address, s.connect_timeout)
-            .await
-            .map_err(|e| H1Error::Connect(crate::forward::error_chain(&e)))?;
-        let open = s.connections.opened();
+        let stream = self.connect(address).await?;
+        let open = self.shared.connections.opened();
         let (sender, conn) = Builder::new()
             .handshake(TokioIo::new(stream))
             .await
