@@ -21,6 +21,14 @@ pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether a header value's comma-separated list (`Connection: keep-alive, Upgrade`) holds
+/// `token`, in any case.
+pub fn has_token(value: &http::HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// Hop-by-hop headers (RFC 9110 7.6.1), and Host, which goes upstream as the authority: none
 /// of them is copied onto the upstream request.
 pub static HOP_BY_HOP: [HeaderName; 6] = [

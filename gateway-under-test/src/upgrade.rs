@@ -15,8 +15,7 @@ pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
     let connection_upgrade = h
         .get_all(crate::names::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+        .any(|v| crate::names::has_token(v, "upgrade"));
     connection_upgrade && h.contains_key(crate::names::UPGRADE)
 }
 

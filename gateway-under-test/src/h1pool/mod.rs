@@ -155,11 +155,11 @@ impl H1Pool {
     pub async fn send(
         &self,
         address: String,
-        mut req: http::Request<AttemptBody>,
+        req: http::Request<AttemptBody>,
     ) -> Result<http::Response<Returning>, H1Error> {
         // The rarer path and the dials are boxed, so the future of a request in flight is the
         // common path's size (1.1 KiB, not 2 KiB).
-        let Some(out) = wire::Outgoing::whole(&mut req) else {
+        let Some(out) = wire::Outgoing::whole(&req) else {
             return Box::pin(self.send_hyper(address, req)).await;
         };
         drop(req);

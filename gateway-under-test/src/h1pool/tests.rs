@@ -318,19 +318,7 @@ async fn an_expired_connection_is_not_taken_even_before_the_reaper_runs() {
 #[tokio::test]
 async fn a_wire_connection_the_upstream_closed_while_idle_is_passed_over() {
     // An upstream that answers one request per connection, with keep-alive, then closes.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut head = [0u8; 1024];
-            let _ = stream.read(&mut head).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
-        }
-    });
+    let (address, _) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", Then::Close).await;
     let (pool, connections) = pool(None, true);
     for _ in 0..3 {
         assert_eq!(read(pool.send(address.clone(), get("/a")).await.unwrap()).await, "ok");
@@ -342,28 +330,7 @@ async fn a_wire_connection_the_upstream_closed_while_idle_is_passed_over() {
 #[tokio::test]
 async fn a_request_that_could_not_be_written_on_an_idle_connection_goes_on_a_new_one() {
     // An upstream that answers every request on a connection and never closes one.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = served.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let count = count.clone();
-            held.push(tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut head = [0u8; 1024];
-                while stream.read(&mut head).await.is_ok_and(|n| n > 0) {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await;
-                }
-                std::future::pending::<()>().await;
-            }));
-        }
-    });
+    let (address, served) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", Then::Serve).await;
     let (pool, connections) = pool(None, true);
     assert_eq!(read(pool.send(address.clone(), get("/a")).await.unwrap()).await, "ok");
     // The idle connection still looks open, but nothing can be written on it any more.
@@ -377,7 +344,6 @@ async fn a_request_that_could_not_be_written_on_an_idle_connection_goes_on_a_new
         2,
         "each request reached the upstream once"
     );
-    // A new connection that fails the same way is not tried again: the error is the answer.
 }
 
 fn take_parked(pool: &H1Pool, address: &str) -> wire::Conn {
@@ -399,33 +365,52 @@ async fn nothing_listening_is_a_connect_error() {
     }
 }
 
-/// An upstream that answers every request at once, without reading its body, and keeps
-/// the connection open.
-async fn early_answering_upstream() -> (String, Arc<AtomicUsize>) {
+/// What a raw upstream does on each connection after it accepts it.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    /// Answers the first read, then closes.
+    Close,
+    /// Answers the first read (however much of the request it holds), then keeps the connection
+    /// open without reading more.
+    Hold,
+    /// Answers every read, and keeps the connection open once the client closes its side.
+    Serve,
+}
+
+/// A raw HTTP/1.1 upstream on loopback that answers a read of the request with `answer`, as
+/// `then` says, and counts its answers.
+async fn raw_upstream(answer: &'static [u8], then: Then) -> (String, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
     tokio::spawn(async move {
-        let mut held = Vec::new();
         loop {
             let (mut stream, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut head = [0u8; 1024];
-            let _ = stream.read(&mut head).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
-            held.push(stream);
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 1024];
+                while stream.read(&mut head).await.is_ok_and(|n| n > 0) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(answer).await;
+                    if then != Then::Serve {
+                        break;
+                    }
+                }
+                if then != Then::Close {
+                    std::future::pending::<()>().await;
+                }
+            });
         }
     });
-    (address, accepted)
+    (address, answered)
 }
 
 #[tokio::test]
 async fn a_connection_still_sending_its_last_request_body_is_not_waited_for() {
-    let (address, accepted) = early_answering_upstream().await;
+    // It answers at once, without reading the body.
+    let (address, accepted) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", Then::Hold).await;
     let (pool, _) = pool(None, true);
     // A request body that never ends: the client is still sending it.
     struct Unending;
@@ -467,17 +452,8 @@ async fn idle_connections_per_address_are_bounded() {
 #[tokio::test]
 async fn a_body_that_fails_closes_its_connection_at_once_and_never_ends_cleanly() {
     // An upstream whose chunked body breaks off with a bad chunk, the connection left open.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = [0u8; 1024];
-        let _ = stream.read(&mut head).await;
-        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n";
-        let _ = stream.write_all(answer).await;
-        std::future::pending::<()>().await;
-    });
+    let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\nzz\r\n";
+    let (address, _) = raw_upstream(answer, Then::Hold).await;
     let (pool, connections) = pool(None, true);
     let mut body = pool.send(address.clone(), get("/a")).await.unwrap().into_body();
     assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "ok");

@@ -7,7 +7,7 @@
 //! the same way: 1xx skipped, HEAD/204/304 bodiless, `Transfer-Encoding` ending in `chunked`
 //! before `Content-Length` (all of whose values must agree), otherwise read to the close.
 
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -75,7 +75,7 @@ impl Outgoing {
     /// arriving) and at most `MAX_BODY`, no upgrade (`Connection`) and no `Transfer-Encoding`
     /// (hop-by-hop: the proxy has removed both from what it forwards), not CONNECT, and any
     /// `Content-Length` it carries true to its body. Other requests go through hyper's client.
-    pub fn whole(req: &mut http::Request<crate::replay::AttemptBody>) -> Option<Outgoing> {
+    pub fn whole(req: &http::Request<crate::replay::AttemptBody>) -> Option<Outgoing> {
         let crate::replay::AttemptBody::Whole(body) = req.body() else {
             return None;
         };
@@ -116,9 +116,8 @@ impl Outgoing {
             head.extend_from_slice(b"\r\n");
         }
         if let Some(n) = length {
-            head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(n.to_string().as_bytes());
-            head.extend_from_slice(b"\r\n");
+            // Written straight into the head: no string made for the number.
+            let _ = write!(head, "content-length: {n}\r\n");
         }
         head.extend_from_slice(b"\r\n");
         let body = match body {
@@ -285,11 +284,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Strin
                 .map_err(|e| format!("invalid HTTP response: {e}"))?;
             if name == http::header::CONNECTION {
                 // Once one `Connection` line asks to close, a later `keep-alive` does not undo it.
-                if saw_close || has_token(&value, "close") {
+                if saw_close || crate::names::has_token(&value, "close") {
                     saw_close = true;
                     keep_alive = false;
                 } else if !keep_alive {
-                    keep_alive = has_token(&value, "keep-alive");
+                    keep_alive = crate::names::has_token(&value, "keep-alive");
                 }
             }
             map.append(name, value);
@@ -306,12 +305,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Strin
             keep_alive,
         }));
     }
-}
-
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 enum Length {

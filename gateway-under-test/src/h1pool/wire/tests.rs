@@ -44,7 +44,7 @@ fn outgoing(method: Method, body: Option<&'static str>) -> Outgoing {
     *req.method_mut() = method;
     *req.uri_mut() = "/p?q=1".parse().unwrap();
     req.headers_mut().insert("host", HeaderValue::from_static("svc"));
-    Outgoing::whole(&mut req).unwrap()
+    Outgoing::whole(&req).unwrap()
 }
 
 /// The response to a GET, and its body read whole (or the error reading it).
@@ -356,7 +356,7 @@ fn request(method: Method, body: RequestBody, headers: &[(&'static str, &'static
     for (n, v) in headers {
         req.headers_mut().append(*n, HeaderValue::from_static(v));
     }
-    Outgoing::whole(&mut req)
+    Outgoing::whole(&req)
 }
 
 fn whole(b: &'static str) -> RequestBody {
@@ -417,7 +417,7 @@ fn only_whole_plain_requests_take_this_path() {
     );
     let mut absolute = http::Request::new(RequestBody::empty().attempt());
     *absolute.uri_mut() = "http://svc/".parse().unwrap();
-    assert!(Outgoing::whole(&mut absolute).is_none());
+    assert!(Outgoing::whole(&absolute).is_none());
 }
 
 #[tokio::test]
