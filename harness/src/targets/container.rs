@@ -4,7 +4,7 @@
 //! process target would. In a conformance suite it runs on the suite's own Docker network
 //! (`network`) with its workloads as containers beside it: it listens on the suite's port
 //! numbers at its own address, those ports are published on loopback for the client, and it is
-//! ready when its admin's `/ready` answers 200 (a testcontainers wait strategy). A load run,
+//! ready when its admin's `/ready`, published too, answers 200. A load run,
 //! whose workloads are local processes, shares the host's network instead. testcontainers
 //! removes the container when the target stops, and when it is dropped (a failed or panicking
 //! run).
@@ -16,16 +16,23 @@ use std::time::{Duration, Instant};
 
 use meshbench_report::TargetInfo;
 use testcontainers::bollard::models::{HostConfig, PortBinding};
-use testcontainers::core::wait::HttpWaitStrategy;
 use testcontainers::core::{ContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, ImageExt};
 
-use super::process::Logs;
+use super::process::{http_get_from, Logs};
 use super::{envoy, reference, Bind, StartSpec, Target, TargetError, ADMIN_PORT};
 
 /// The label every container of a meshbench run carries (`docker ps --filter label=meshbench.target`).
 pub const LABEL: &str = "meshbench.target";
+
+/// How long a started container has to answer as ready. A gateway is up in a second or two; on a
+/// busy 2-core machine starting a suite's other containers beside it, some take many times that.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// How long one readiness probe may take: a probe that hangs is abandoned and tried again, so it
+/// cannot hold up the wait until its deadline.
+const PROBE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Which gateway the container runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,12 +164,9 @@ impl Container {
             .iter()
             .map(|p| u16::try_from(*p).map_err(|_| TargetError::Failed(format!("port {p} is not a port"))))
             .collect::<Result<_, _>>()?;
-        let ready = HttpWaitStrategy::new("/ready")
-            .with_port(ContainerPort::Tcp(ADMIN_PORT))
-            .with_expected_status_code(200u16);
         let (repo, tag) = self.gateway.image();
         let mut image = GenericImage::new(repo, tag)
-            .with_wait_for(WaitFor::http(ready))
+            .with_wait_for(WaitFor::Nothing)
             .with_exposed_port(ContainerPort::Tcp(ADMIN_PORT));
         for p in &ports {
             image = image.with_exposed_port(ContainerPort::Tcp(*p));
@@ -173,17 +177,23 @@ impl Container {
             .request(image, args, spec)
             .with_network(network)
             .with_label(super::network::LABEL, network)
-            .with_startup_timeout(Duration::from_secs(30))
             .with_host_config_modifier(move |hc| publish_on_loopback(hc, &published))
             .start()
             .await
-            .map_err(|e| {
-                let files = logs.read();
-                TargetError::Failed(format!(
-                    "the {} container did not become ready: {e}\n{files}",
-                    self.name
-                ))
-            })?;
+            .map_err(|e| TargetError::Failed(format!("cannot start the {} container: {e}", self.name)))?;
+        let admin = match running.get_host_port_ipv4(ADMIN_PORT).await {
+            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            Err(e) => {
+                let _ = running.rm().await;
+                return Err(TargetError::Failed(format!("{}: {e}", self.name)));
+            }
+        };
+        let (running, ()) = self
+            .until_ready(running, logs, || async move {
+                let (status, _) = http_get_from(None, admin, "/ready").await?;
+                (status == 200).then_some(())
+            })
+            .await?;
         let failed = |e: testcontainers::TestcontainersError| TargetError::Failed(format!("{}: {e}", self.name));
         let ip = running.get_bridge_ip_address().await.map_err(failed)?;
         let mut client = BTreeMap::new();
@@ -214,20 +224,42 @@ impl Container {
             .start()
             .await
             .map_err(|e| TargetError::Failed(format!("cannot start the {} container: {e}", self.name)))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let (running, listeners) = self.until_ready(running, logs, || probe.listeners()).await?;
+        self.running = Some(running);
+        Ok(listeners)
+    }
+
+    /// Polls `ready` (each try bounded by `PROBE_WITHIN`) until it answers, the container exits,
+    /// or `READY_WITHIN` passes. A container that fails is removed, and the error carries what it
+    /// printed and what the gateway wrote to its files.
+    async fn until_ready<T, F, Fut>(
+        &self,
+        running: ContainerAsync<GenericImage>,
+        logs: &Logs,
+        mut ready: F,
+    ) -> Result<(ContainerAsync<GenericImage>, T), TargetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if let Some(listeners) = probe.listeners().await {
-                self.running = Some(running);
-                return Ok(listeners);
+            if let Ok(Some(answer)) = tokio::time::timeout(PROBE_WITHIN, ready()).await {
+                return Ok((running, answer));
             }
             let alive = running.is_running().await.unwrap_or(false);
             if !alive || Instant::now() >= deadline {
                 let output = output_of(&running).await;
                 let _ = running.rm().await;
-                let why = if alive { "was not ready within 30 s" } else { "exited" };
+                let why = if alive {
+                    format!("was not ready within {} s", READY_WITHIN.as_secs())
+                } else {
+                    "exited".into()
+                };
                 return Err(TargetError::Failed(format!(
-                    "the {} container {why}:\n{output}",
-                    self.name
+                    "the {} container {why}:\n{output}{}",
+                    self.name,
+                    logs.read()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -297,6 +329,8 @@ impl Target for Container {
     async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
+        // The gateway appends to its access log: each run starts with an empty one, as a process's.
+        let _ = std::fs::remove_file(logs.access());
         self.logs = Some(logs.clone());
         match spec.network {
             Some(network) => self.start_on_network(spec, &logs, network).await,
