@@ -2,11 +2,14 @@
 //! measurements, and hands the aggregator one interval of measurements per second.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -195,6 +198,41 @@ impl Slot {
     }
 }
 
+/// The per-request timeout of one connection or stream: one timer, moved on for each request.
+/// tokio moves a registered timer to a later deadline with one atomic update, where
+/// `tokio::time::timeout` would add a timer to its wheel and take it out again for every request.
+struct Timeout {
+    after: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// A request that took longer than its timeout.
+#[derive(Debug)]
+struct Elapsed;
+
+impl Timeout {
+    fn new(after: Duration) -> Self {
+        Timeout {
+            after,
+            sleep: Box::pin(tokio::time::sleep(after)),
+        }
+    }
+
+    /// `request`'s output, or `Elapsed` when it takes longer than the timeout.
+    async fn within<F: Future>(&mut self, request: F) -> Result<F::Output, Elapsed> {
+        let mut sleep = self.sleep.as_mut();
+        sleep.as_mut().reset(tokio::time::Instant::now() + self.after);
+        let mut request = std::pin::pin!(request);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = request.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+        })
+        .await
+    }
+}
+
 /// Records one finished request (unless it started during the warm-up).
 fn record(
     shared: &Shared,
@@ -304,12 +342,13 @@ async fn drive_h1<S: AsyncRead + AsyncWrite + Unpin>(
     request: &[u8],
     head: bool,
 ) -> End {
+    let mut timeout = Timeout::new(shared.spec.timeout);
     loop {
         let Some(t) = slot.next(shared).await else {
             return End::Finished;
         };
         let sent = Instant::now();
-        match tokio::time::timeout(shared.spec.timeout, conn.round_trip(request, head)).await {
+        match timeout.within(conn.round_trip(request, head)).await {
             Ok(Ok(resp)) => {
                 record(shared, stats, &t, sent, Ok(http_status(resp.status)));
                 if resp.close {
@@ -408,12 +447,13 @@ async fn drive_stream(
     stats: &Stats,
     grpc: bool,
 ) -> (Slot, End) {
+    let mut timeout = Timeout::new(shared.spec.timeout);
     loop {
         let Some(t) = slot.next(shared).await else {
             return (slot, End::Finished);
         };
         let sent = Instant::now();
-        match tokio::time::timeout(shared.spec.timeout, h2::round_trip(&mut send, prepared)).await {
+        match timeout.within(h2::round_trip(&mut send, prepared)).await {
             Ok(Ok(out)) => {
                 let result = match (grpc, out.grpc_status) {
                     (true, Some(0)) => ("grpc-0".to_string(), None),
@@ -447,6 +487,7 @@ async fn tcp_connection(shared: Arc<Shared>, index: u32, stats: Stats) {
                 End::Reconnect => continue,
             },
         };
+        let mut timeout = Timeout::new(shared.spec.timeout);
         loop {
             let Some(t) = slot.next(&shared).await else { return };
             let sent = Instant::now();
@@ -454,7 +495,7 @@ async fn tcp_connection(shared: Arc<Shared>, index: u32, stats: Stats) {
                 conn.write_all(&message).await?;
                 conn.read_exact(&mut reply).await.map(|_| ())
             };
-            match tokio::time::timeout(shared.spec.timeout, exchange).await {
+            match timeout.within(exchange).await {
                 Ok(Ok(())) => record(&shared, &stats, &t, sent, Ok(("tcp-ok".into(), None))),
                 Ok(Err(e)) => {
                     record(&shared, &stats, &t, sent, Err(h1::io_class(e)));
@@ -474,17 +515,65 @@ async fn handshake_slot(shared: Arc<Shared>, index: u32, stats: Stats) {
     let request = h1::serialize(&shared.spec.request, true);
     let head = shared.spec.request.method == "HEAD";
     let mut slot = Slot::new(&shared, index);
+    let mut timeout = Timeout::new(shared.spec.timeout);
     while let Some(t) = slot.next(&shared).await {
         let sent = Instant::now();
         let once = async {
             let tls = connect_tls(&shared).await?;
             h1::Conn::new(tls).round_trip(&request, head).await
         };
-        let result = match tokio::time::timeout(shared.spec.timeout, once).await {
+        let result = match timeout.within(once).await {
             Ok(Ok(resp)) => Ok(http_status(resp.status)),
             Ok(Err(class)) => Err(class),
             Err(_) => Err(ErrorClass::Timeout),
         };
         record(&shared, &stats, &t, sent, result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resolves after `ms` milliseconds (of tokio's clock, paused in these tests).
+    async fn after(ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_within_the_timeout_gives_its_output() {
+        let mut timeout = Timeout::new(Duration::from_millis(100));
+        assert_eq!(timeout.within(after(99)).await.ok(), Some(99));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_timeout_is_cut_off_at_it() {
+        let mut timeout = Timeout::new(Duration::from_millis(100));
+        let start = tokio::time::Instant::now();
+        assert!(timeout.within(std::future::pending::<()>()).await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_gets_the_whole_timeout_from_when_it_starts() {
+        let mut timeout = Timeout::new(Duration::from_millis(100));
+        // Three requests of 80 ms each: 240 ms in all, each within its own 100 ms.
+        for _ in 0..3 {
+            assert_eq!(timeout.within(after(80)).await.ok(), Some(80));
+        }
+        // A pause between requests does not count against the next one.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(timeout.within(after(99)).await.ok(), Some(99));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_timeout_the_next_request_gets_a_whole_one_again() {
+        let mut timeout = Timeout::new(Duration::from_millis(100));
+        assert!(timeout.within(std::future::pending::<()>()).await.is_err());
+        assert_eq!(timeout.within(after(99)).await.ok(), Some(99));
+        let start = tokio::time::Instant::now();
+        assert!(timeout.within(after(101)).await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
     }
 }

@@ -110,13 +110,16 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
 
 /// One request on one stream: send, read the response, drain the body, read trailers.
 pub async fn round_trip(send: &mut SendRequest<Bytes>, p: &Prepared) -> Result<Outcome, ErrorClass> {
-    let mut ready = send.clone().ready().await.map_err(|e| h2_class(&e))?;
+    // Polled in place: `ready()` would take a clone of the handle, and h2 counts each clone
+    // under the connection's lock.
+    std::future::poll_fn(|cx| send.poll_ready(cx))
+        .await
+        .map_err(|e| h2_class(&e))?;
     let end = p.body.is_empty();
-    let (response, mut stream) = ready.send_request(p.request(), end).map_err(|e| h2_class(&e))?;
+    let (response, mut stream) = send.send_request(p.request(), end).map_err(|e| h2_class(&e))?;
     if !end {
         stream.send_data(p.body.clone(), true).map_err(|e| h2_class(&e))?;
     }
-    *send = ready;
     let response = response.await.map_err(|e| h2_class(&e))?;
     let status = response.status().as_u16();
     let mut grpc = if p.grpc { grpc_status(response.headers()) } else { None };
