@@ -23,6 +23,7 @@ pub mod local;
 pub mod logformat;
 pub mod logging;
 pub mod matching;
+pub mod memory;
 pub mod names;
 pub mod origination;
 pub mod proxy;

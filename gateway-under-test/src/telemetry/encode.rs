@@ -230,6 +230,15 @@ impl Collector for Telemetry {
             None,
             MetricType::Gauge,
         )?)?;
+        if let Some(bytes) = crate::memory::allocated() {
+            let allocated = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+            allocated.encode(e.encode_descriptor(
+                "envoy_server_memory_allocated",
+                "Bytes allocated and not yet freed",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
         Ok(())
     }
 }

@@ -285,3 +285,17 @@ fn label_values_are_escaped() {
     assert_eq!(escape("plain"), "plain");
     assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
 }
+
+#[test]
+fn the_bytes_the_allocator_holds_are_envoys_memory_allocated_when_the_binary_counts_them() {
+    // The test binary's allocator does not count: no gauge until a reader is set. The reader is
+    // process-wide, set once; no other test reads this gauge.
+    let before = scrape(telemetry());
+    assert!(!before.contains("envoy_server_memory_allocated"), "{before}");
+    crate::memory::count_with(|| 123_456);
+    let o = scrape(telemetry());
+    assert!(
+        o.contains("# TYPE envoy_server_memory_allocated gauge\nenvoy_server_memory_allocated 123456\n"),
+        "{o}"
+    );
+}
