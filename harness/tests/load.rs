@@ -150,6 +150,24 @@ fn grpc_unary_reads_status_from_trailers() {
 }
 
 #[test]
+fn grpc_unary_reads_a_trailers_only_status_from_the_headers() {
+    let addr = grpc_server();
+    let r = load(&[
+        &format!("grpc://{addr}/proto.EchoTestService/Missing"),
+        "-b",
+        "hi",
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "-t",
+        "1",
+    ]);
+    assert_eq!((r.requests, code(&r, "grpc-12")), (20, 20));
+    assert_eq!((r.errors, r.error_classes.get("grpc-12").copied()), (20, Some(20)));
+}
+
+#[test]
 fn tcp_request_response() {
     let addr = tcp_echo_server();
     let r = load(&[

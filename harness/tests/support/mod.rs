@@ -106,9 +106,19 @@ pub fn grpc_server() -> SocketAddr {
                     let i = n.fetch_add(1, Ordering::Relaxed);
                     async move {
                         assert_eq!(req.headers()["content-type"], "application/grpc");
+                        let path = req.uri().path().to_string();
                         let body = req.into_body().collect().await.expect("body").to_bytes();
                         assert_eq!(&body[..5], &[0, 0, 0, 0, 4]);
                         assert_eq!(&body[5..], &[0x0a, 2, b'h', b'i']);
+                        if path.ends_with("/Missing") {
+                            // Trailers-only, as gRPC answers a method it does not have: the
+                            // status in the one HEADERS frame, which ends the stream.
+                            let mut resp = Response::new(Frames::new(Vec::new()));
+                            resp.headers_mut()
+                                .insert("content-type", "application/grpc".parse().expect("value"));
+                            resp.headers_mut().insert("grpc-status", "12".parse().expect("value"));
+                            return Ok::<_, Infallible>(resp);
+                        }
                         let mut trailers = hyper::HeaderMap::new();
                         trailers.insert(
                             "grpc-status",
