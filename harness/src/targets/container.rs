@@ -329,8 +329,7 @@ impl Target for Container {
     async fn start(&mut self, spec: &StartSpec<'_>) -> Result<BTreeMap<u32, SocketAddr>, TargetError> {
         self.stop().await;
         let logs = Logs::for_config(spec.config_dir);
-        // The gateway appends to its access log: each run starts with an empty one, as a process's.
-        let _ = std::fs::remove_file(logs.access());
+        logs.clear_access();
         self.logs = Some(logs.clone());
         match spec.network {
             Some(network) => self.start_on_network(spec, &logs, network).await,

@@ -40,6 +40,12 @@ impl Logs {
         self.stem.with_extension("access.log")
     }
 
+    /// Empties the access log before a run: a gateway appends to it, and a run's error should
+    /// show that run's requests only.
+    pub fn clear_access(&self) {
+        let _ = std::fs::remove_file(self.access());
+    }
+
     /// The stderr and the access log, as one text.
     pub fn read(&self) -> String {
         let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
@@ -50,8 +56,7 @@ impl Logs {
 impl Process {
     /// Starts `cmd` with stderr to the log; stdout is dropped.
     pub fn spawn(name: &str, mut cmd: tokio::process::Command, logs: &Logs) -> Result<Process, TargetError> {
-        // A gateway appends to its access log: start each run with an empty one.
-        let _ = std::fs::remove_file(logs.access());
+        logs.clear_access();
         let stderr = std::fs::File::create(logs.stderr())
             .map_err(|e| TargetError::Failed(format!("cannot create {}: {e}", logs.stderr().display())))?;
         let child = cmd
