@@ -123,18 +123,28 @@ impl Client {
         matches!(self, Client::H2(_))
     }
 
-    /// Sends `req` (method, headers and body set; no Host) to endpoint `endpoint`. HTTP/1.1
-    /// dials the URI's authority, `address` (and carries `authority` as Host); h2 and TLS carry
-    /// `authority` in the URI (`:authority`, the TLS server name) while their connector dials
-    /// the endpoint, or for an original-destination cluster `address`.
+    /// Sends `out` to endpoint `endpoint`. HTTP/1.1 dials `address` and carries `authority` as
+    /// Host; h2 and TLS carry `authority` in the URI (`:authority`, the TLS server name) while
+    /// their connector dials the endpoint, or for an original-destination cluster `address`.
+    /// A whole HTTP/1.1 request is written from `out`'s borrowed parts; the other paths take a
+    /// request of their own (`Outbound::request`).
     pub async fn send(
         &self,
         endpoint: usize,
         address: impl FnOnce() -> String,
-        authority: &str,
-        path: &str,
-        mut req: http::Request<crate::replay::AttemptBody>,
+        out: Outbound<'_>,
     ) -> Result<http::Response<Body>, SendError> {
+        if let Client::H1(pool) = self {
+            let (method, path, authority) = (out.method, out.path, out.authority);
+            if let Some(wire) = crate::h1pool::Outgoing::forwarded(method, path, authority, out.headers, &out.body) {
+                let sent = pool.send_wire(address(), &wire).await;
+                return sent
+                    .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+                    .map_err(SendError::from);
+            }
+        }
+        let (authority, path) = (out.authority, out.path);
+        let mut req = out.request();
         // Made from its parts: no string formatted and parsed again per request.
         let uri = |scheme: http::uri::Scheme, host: &str| {
             let bad =
@@ -186,6 +196,35 @@ impl Client {
             Err(e) if e.is_connect() => Err(SendError::Connect(crate::forward::error_chain(&e))),
             Err(e) => Err(SendError::Reset(crate::forward::error_chain(&e))),
         }
+    }
+}
+
+/// What one attempt sends upstream, borrowed from the routed request so the common path copies
+/// nothing but bytes onto the wire. `headers` are the request's after the route's operations,
+/// hop-by-hop headers and the client's Host still among them: no path sends those on.
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    pub method: &'a http::Method,
+    /// Host, `:authority`, or the TLS server name.
+    pub authority: &'a str,
+    /// The request target after any rewrite.
+    pub path: &'a str,
+    pub headers: &'a http::HeaderMap,
+    pub body: crate::replay::AttemptBody,
+}
+
+impl Outbound<'_> {
+    /// A request of its own (no URI yet) for hyper's and h2's clients: the headers copied
+    /// without the hop-by-hop ones.
+    fn request(self) -> http::Request<crate::replay::AttemptBody> {
+        let mut headers = self.headers.clone();
+        for hop in crate::forward::carried(self.headers, &crate::names::HOP_BY_HOP) {
+            headers.remove(hop);
+        }
+        let mut req = http::Request::new(self.body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = headers;
+        req
     }
 }
 
@@ -434,8 +473,14 @@ mod tests {
     }
 
     async fn send(client: &Client) -> Result<http::Response<Body>, SendError> {
-        let req = http::Request::new(crate::replay::RequestBody::empty().attempt());
-        client.send(0, String::new, "web.example.com", "/", req).await
+        let out = Outbound {
+            method: &http::Method::GET,
+            authority: "web.example.com",
+            path: "/",
+            headers: &http::HeaderMap::new(),
+            body: crate::replay::RequestBody::empty().attempt(),
+        };
+        client.send(0, String::new, out).await
     }
 
     /// Envoy's flags tell the two apart: no connection is UF (retried on `connect-failure`), a

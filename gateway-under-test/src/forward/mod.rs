@@ -19,7 +19,7 @@ use crate::local::chance;
 use crate::names;
 use crate::replay::RequestBody;
 use crate::telemetry::{Telemetry, Upstream};
-use crate::upstream::SendError;
+use crate::upstream::{Outbound, SendError};
 
 /// Envoy's header operations on a request or response: remove, then set, then add.
 pub fn apply_ops(h: &mut HeaderMap, ops: Option<&HeaderOperations>) {
@@ -486,15 +486,15 @@ async fn one_attempt(
 }
 
 async fn send(a: &Attempt<'_>, endpoint: usize) -> Result<Response<Body>, Failure> {
-    let mut headers = a.headers.clone();
-    for hop in carried(a.headers, &names::HOP_BY_HOP) {
-        headers.remove(hop);
-    }
-    let mut req = Request::new(a.body.attempt());
-    *req.method_mut() = a.method.clone();
-    *req.headers_mut() = headers;
+    let out = Outbound {
+        method: a.method,
+        authority: a.authority,
+        path: a.path,
+        headers: a.headers,
+        body: a.body.attempt(),
+    };
     let address = || a.cluster.address(endpoint, a.destination);
-    let sent = a.cluster.client.get().send(endpoint, address, a.authority, a.path, req);
+    let sent = a.cluster.client.get().send(endpoint, address, out);
     match sent.await {
         Ok(mut resp) => {
             strip_response_hop_by_hop(&mut resp);
@@ -521,7 +521,10 @@ pub(crate) fn strip_response_hop_by_hop<B>(resp: &mut Response<B>) {
 
 /// Which of `names` `h` carries: one pass over its names (most messages carry one of the
 /// hop-by-hop headers or none) instead of a hashed lookup for each.
-fn carried<'a, const N: usize>(h: &HeaderMap, names: &'a [HeaderName; N]) -> impl Iterator<Item = &'a HeaderName> {
+pub(crate) fn carried<'a, const N: usize>(
+    h: &HeaderMap,
+    names: &'a [HeaderName; N],
+) -> impl Iterator<Item = &'a HeaderName> {
     let mut carried = [false; N];
     for name in h.keys() {
         if let Some(i) = names.iter().position(|n| n == name) {

@@ -10,6 +10,8 @@
 
 mod wire;
 
+pub(crate) use wire::Outgoing;
+
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -166,7 +168,13 @@ impl H1Pool {
         self.send_wire(address, &out).await
     }
 
-    async fn send_wire(&self, address: String, out: &wire::Outgoing) -> Result<http::Response<Returning>, H1Error> {
+    /// Sends `out` on an idle connection to `address`, or a new one; once more on a new one when
+    /// a reused connection had closed before one byte of it was written.
+    pub(crate) async fn send_wire(
+        &self,
+        address: String,
+        out: &Outgoing,
+    ) -> Result<http::Response<Returning>, H1Error> {
         let taken = self.take_wire(&address);
         let reused = taken.is_some();
         let mut conn = match taken {

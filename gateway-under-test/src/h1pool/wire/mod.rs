@@ -17,6 +17,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::replay::AttemptBody;
 use crate::telemetry::Open;
 
 /// The most header lines a response head (or its trailers) may carry: hyper's default.
@@ -75,18 +76,49 @@ impl Outgoing {
     /// arriving) and at most `MAX_BODY`, no upgrade (`Connection`) and no `Transfer-Encoding`
     /// (hop-by-hop: the proxy has removed both from what it forwards), not CONNECT, and any
     /// `Content-Length` it carries true to its body. Other requests go through hyper's client.
-    pub fn whole(req: &http::Request<crate::replay::AttemptBody>) -> Option<Outgoing> {
-        let crate::replay::AttemptBody::Whole(body) = req.body() else {
-            return None;
-        };
-        if body.as_ref().is_some_and(|b| b.len() > MAX_BODY) {
+    pub fn whole(req: &http::Request<AttemptBody>) -> Option<Outgoing> {
+        let h = req.headers();
+        if h.contains_key(http::header::CONNECTION) || h.contains_key(http::header::TRANSFER_ENCODING) {
             return None;
         }
-        let h = req.headers();
-        if req.method() == Method::CONNECT
-            || h.contains_key(http::header::CONNECTION)
-            || h.contains_key(http::header::TRANSFER_ENCODING)
-        {
+        let uri = req.uri();
+        let target = match (uri.scheme(), uri.path_and_query()) {
+            (None, Some(pq)) => pq.as_str(),
+            _ => return None,
+        };
+        Outgoing::new(req.method(), target, None, h, &[], req.body())
+    }
+
+    /// A request as the proxy forwards it, written from the routed request's own parts (no
+    /// header map copied per attempt): `host` is `authority`, first, and the hop-by-hop headers
+    /// of `headers` are left out. None when this path cannot send it (as `whole`), or when
+    /// `path` or `authority` need the checks of hyper's path (`origin_form`, `field_value`).
+    pub fn forwarded(
+        method: &Method,
+        path: &str,
+        authority: &str,
+        headers: &HeaderMap,
+        body: &AttemptBody,
+    ) -> Option<Outgoing> {
+        if !origin_form(path) || !field_value(authority) {
+            return None;
+        }
+        Outgoing::new(method, path, Some(authority), headers, &crate::names::HOP_BY_HOP, body)
+    }
+
+    /// `method target`, `host` when given, the headers not named in `skip`, and the body.
+    fn new(
+        method: &Method,
+        target: &str,
+        host: Option<&str>,
+        h: &HeaderMap,
+        skip: &[HeaderName],
+        body: &AttemptBody,
+    ) -> Option<Outgoing> {
+        let AttemptBody::Whole(body) = body else {
+            return None;
+        };
+        if body.as_ref().is_some_and(|b| b.len() > MAX_BODY) || method == Method::CONNECT {
             return None;
         }
         // hyper's rule: a body sent whole carries its length unless the request already does.
@@ -97,19 +129,21 @@ impl Outgoing {
             (Some(b), Length::None) => Some(b.len()),
             _ => None,
         };
-        let body = body.clone();
-        let uri = req.uri();
-        let target = match (uri.scheme(), uri.path_and_query()) {
-            (None, Some(pq)) => pq.as_str(),
-            _ => return None,
-        };
         let coalesce = body.as_ref().filter(|b| b.len() <= COALESCE).map_or(0, Bytes::len);
         let mut head = Vec::with_capacity(64 + target.len() + h.len() * 32 + coalesce);
-        head.extend_from_slice(req.method().as_str().as_bytes());
+        head.extend_from_slice(method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(target.as_bytes());
         head.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(host) = host {
+            head.extend_from_slice(b"host: ");
+            head.extend_from_slice(host.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
         for (name, value) in h {
+            if skip.contains(name) {
+                continue;
+            }
             head.extend_from_slice(name.as_str().as_bytes());
             head.extend_from_slice(b": ");
             head.extend_from_slice(value.as_bytes());
@@ -122,17 +156,34 @@ impl Outgoing {
         head.extend_from_slice(b"\r\n");
         let body = match body {
             Some(b) if coalesce > 0 => {
-                head.extend_from_slice(&b);
+                head.extend_from_slice(b);
                 None
             }
-            b => b.filter(|b| !b.is_empty()),
+            b => b.clone().filter(|b| !b.is_empty()),
         };
         Some(Outgoing {
             head,
             body,
-            method: req.method().clone(),
+            method: method.clone(),
         })
     }
+}
+
+/// Whether `path` goes on the request line as it is: it starts with `/` and holds only the
+/// printable ASCII that `http`'s URI parser keeps unchanged in a path and its query (no `#`,
+/// which would start a fragment, no `<`, `>` or `` ` ``). Anything else takes hyper's path,
+/// which parses it (and refuses it with 400 when it is no URI).
+fn origin_form(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() < usize::from(u16::MAX)
+        && path
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && !matches!(b, b'#' | b'<' | b'>' | b'`'))
+}
+
+/// Whether `s` is a header value as `HeaderValue::from_str` takes one: no control bytes but tab.
+fn field_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// A response head read off the wire, with how its body is framed.

@@ -448,3 +448,73 @@ async fn a_parked_connection_holds_no_buffer() {
     conn.park();
     assert_eq!(conn.buf.capacity(), 0);
 }
+
+/// The head `forwarded` writes, as text (None: hyper's path takes the request).
+fn forwarded(
+    path: &str,
+    authority: &str,
+    headers: &[(&'static str, &'static str)],
+    body: RequestBody,
+) -> Option<String> {
+    let mut h = HeaderMap::new();
+    for (n, v) in headers {
+        h.append(*n, HeaderValue::from_static(v));
+    }
+    Outgoing::forwarded(&Method::POST, path, authority, &h, &body.attempt()).map(|o| String::from_utf8(o.head).unwrap())
+}
+
+#[test]
+fn a_forwarded_request_carries_its_authority_as_host_first_and_no_hop_by_hop_header() {
+    let hop_by_hop = [
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("host", "client.example"),
+    ];
+    let mut headers = vec![("x-a", "1")];
+    headers.extend(hop_by_hop);
+    headers.push(("x-b", "2"));
+    assert_eq!(
+        forwarded("/p?q=1", "svc:8080", &headers, whole("ab")).as_deref(),
+        Some("POST /p?q=1 HTTP/1.1\r\nhost: svc:8080\r\nx-a: 1\r\nx-b: 2\r\ncontent-length: 2\r\n\r\nab")
+    );
+    assert_eq!(
+        forwarded("/", "svc", &[("content-length", "0")], RequestBody::empty()).as_deref(),
+        Some("POST / HTTP/1.1\r\nhost: svc\r\ncontent-length: 0\r\n\r\n"),
+        "the Content-Length rules are the ones of `whole`"
+    );
+    assert_eq!(
+        forwarded("/", "svc", &[("content-length", "1")], RequestBody::empty()),
+        None
+    );
+}
+
+#[test]
+fn a_path_or_authority_that_needs_parsing_goes_by_hyper() {
+    let sent = |path: &str, authority: &str| forwarded(path, authority, &[], RequestBody::empty()).is_some();
+    assert!(sent("/!~\"{}|^?a=b", "svc"), "printable ASCII but the four");
+    for path in [
+        "",
+        "*",
+        "p",
+        "http://svc/",
+        "/a b",
+        "/a#f",
+        "/<",
+        "/>",
+        "/`",
+        "/\x7f",
+        "/\u{e9}",
+    ] {
+        assert!(!sent(path, "svc"), "{path:?}");
+    }
+    let longest = format!("/{}", "a".repeat(usize::from(u16::MAX) - 2));
+    assert!(sent(&longest, "svc"), "http's longest URI");
+    assert!(!sent(&format!("{longest}a"), "svc"));
+    assert!(sent("/", "a b\tc"), "space and tab are in a field value");
+    for authority in ["a\x1fb", "a\x7fb", "a\r\nb"] {
+        assert!(!sent("/", authority), "{authority:?}");
+    }
+}
