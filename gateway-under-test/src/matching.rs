@@ -23,8 +23,10 @@ pub fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
     let a = authority(req);
     let host = match a.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => match a.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h,
+        // A byte search: `rsplit_once` goes through the generic char searcher, which cost more
+        // than the rest of the host's handling.
+        None => match a.bytes().rposition(|c| c == b':') {
+            Some(i) if a.as_bytes()[i + 1..].iter().all(u8::is_ascii_digit) => &a[..i],
             _ => a,
         },
     };

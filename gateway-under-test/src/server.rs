@@ -252,7 +252,8 @@ async fn one_request(
         let mut out = Outcome::new();
         (crate::errors::fail(f, grpc, &mut out), out)
     } else if down.outbound {
-        crate::sidecar::handle(state.clone(), compiled, &down, req).await
+        // Boxed: a sidecar's path is as large as the gateway's, and only one of them runs here.
+        Box::pin(crate::sidecar::handle(state.clone(), compiled, &down, req)).await
     } else {
         proxy::handle(compiled, &down, req).await
     };

@@ -123,7 +123,8 @@ pub(crate) async fn forward<B: Inbound>(
         Err(f) => return fail(f, grpc, out),
     };
     if crate::upgrade::is_upgrade(req.headers()) && !peer.cluster.client.get().is_h2() {
-        return crate::upgrade::upgrade(peer.cluster, r, req, out).await;
+        // Boxed: rare, and as large as the rest of the request path's future.
+        return Box::pin(crate::upgrade::upgrade(peer.cluster, r, req, out)).await;
     }
     upstream_request(compiled, r, &peer, req, down, grpc, out).await
 }

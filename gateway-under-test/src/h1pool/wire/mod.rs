@@ -371,11 +371,9 @@ fn content_length(h: &HeaderMap) -> Length {
         let Ok(v) = value.to_str() else {
             return Length::Invalid;
         };
-        for item in v.split(',') {
-            let item = item.trim();
-            let n = match item.parse::<u64>() {
-                Ok(n) if item.bytes().all(|b| b.is_ascii_digit()) => n,
-                _ => return Length::Invalid,
+        for item in v.as_bytes().split(|&b| b == b',') {
+            let Some(n) = digits(item.trim_ascii()) else {
+                return Length::Invalid;
             };
             match length {
                 Length::Is(m) if m != n => return Length::Invalid,
@@ -384,6 +382,18 @@ fn content_length(h: &HeaderMap) -> Length {
         }
     }
     length
+}
+
+/// A decimal number of at least one digit and nothing else, that fits in a `u64`.
+fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 /// How the body of a response to `method` is framed (RFC 9112 §6.3, as hyper's client reads it).

@@ -518,3 +518,40 @@ fn a_path_or_authority_that_needs_parsing_goes_by_hyper() {
         assert!(!sent("/", authority), "{authority:?}");
     }
 }
+
+#[test]
+fn a_content_length_is_digits_only_and_every_value_agrees() {
+    let length = |values: &[&'static str]| {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(http::header::CONTENT_LENGTH, HeaderValue::from_static(v));
+        }
+        match content_length(&h) {
+            Length::None => None,
+            Length::Is(n) => Some(Some(n)),
+            Length::Invalid => Some(None),
+        }
+    };
+    assert_eq!(length(&[]), None);
+    assert_eq!(length(&["0"]), Some(Some(0)));
+    assert_eq!(length(&["907"]), Some(Some(907)));
+    assert_eq!(length(&[" 7 , 7", "7\t"]), Some(Some(7)));
+    assert_eq!(length(&["18446744073709551615"]), Some(Some(u64::MAX)));
+    for bad in [
+        &["18446744073709551616"][..],
+        &["+5"],
+        &["-5"],
+        &[""],
+        &["5,"],
+        &["1a"],
+        &["a1"],
+        &["5 5"],
+        &["2, 3"],
+        &["2", "3"],
+    ] {
+        assert_eq!(length(bad), Some(None), "{bad:?}");
+    }
+    let mut h = HeaderMap::new();
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from_bytes(b"5\xff").unwrap());
+    assert!(matches!(content_length(&h), Length::Invalid), "not text");
+}
