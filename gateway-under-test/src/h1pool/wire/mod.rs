@@ -86,7 +86,7 @@ impl Outgoing {
             (None, Some(pq)) => pq.as_str(),
             _ => return None,
         };
-        Outgoing::new(req.method(), target, None, h, &[], req.body())
+        Outgoing::framed(req.method(), target, None, h, &[], req.body())
     }
 
     /// A request as the proxy forwards it, written from the routed request's own parts (no
@@ -103,11 +103,11 @@ impl Outgoing {
         if !origin_form(path) || !field_value(authority) {
             return None;
         }
-        Outgoing::new(method, path, Some(authority), headers, &crate::names::HOP_BY_HOP, body)
+        Outgoing::framed(method, path, Some(authority), headers, &crate::names::HOP_BY_HOP, body)
     }
 
     /// `method target`, `host` when given, the headers not named in `skip`, and the body.
-    fn new(
+    fn framed(
         method: &Method,
         target: &str,
         host: Option<&str>,
