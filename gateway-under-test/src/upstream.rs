@@ -135,8 +135,8 @@ impl Client {
         out: Outbound<'_>,
     ) -> Result<http::Response<Body>, SendError> {
         if let Client::H1(pool) = self {
-            let (method, path, authority) = (out.method, out.path, out.authority);
-            if let Some(wire) = crate::h1pool::Outgoing::forwarded(method, path, authority, out.headers, &out.body) {
+            let wire = crate::h1pool::Outgoing::forwarded(out.method, out.path, out.authority, out.headers, &out.body);
+            if let Some(wire) = wire {
                 let sent = pool.send_wire(address(), &wire).await;
                 return sent
                     .map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
