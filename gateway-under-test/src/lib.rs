@@ -15,6 +15,7 @@ pub mod dns;
 pub mod errors;
 pub mod forward;
 pub mod h1pool;
+pub mod h1serve;
 pub mod h2pool;
 pub mod headwatch;
 pub mod l4;

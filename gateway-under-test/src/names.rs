@@ -30,6 +30,19 @@ pub fn has_token(value: &http::HeaderValue, token: &str) -> bool {
     })
 }
 
+/// A decimal number of at least one digit and nothing else, that fits in a `u64`: a
+/// `Content-Length` value.
+pub fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
+}
+
 /// Hop-by-hop headers (RFC 9110 7.6.1), and Host, which goes upstream as the authority: none
 /// of them is copied onto the upstream request.
 pub static HOP_BY_HOP: [HeaderName; 6] = [

@@ -14,8 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::conns::{ConnHandle, Phase, Registered};
-use crate::context::{Downstream, Outcome};
+use crate::context::{Downstream, Inbound, Outcome};
 use crate::errors::Failure;
+use crate::headwatch::HeadWatch;
 use crate::logging::{Finish, Logged, RequestLine};
 use crate::proxy;
 use crate::state::State;
@@ -181,12 +182,27 @@ where
 
 /// HTTP/1.1 and h2c (or h2 after ALPN) on one connection, within the gateway's limits: the
 /// request-headers timeout, header size and count (431 above them), h2's header list size.
-pub async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, mut registered: Registered)
+/// HTTP/1.1 requests go by `h1serve`, which hands the connection to hyper (`serve_hyper`) for
+/// h2 and for what it does not take.
+pub async fn serve_http<IO>(io: IO, down: Downstream, state: Arc<State>, registered: Registered)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let down = Arc::new(down);
     let io = crate::headwatch::HeadWatch::new(io, registered.handle());
+    crate::h1serve::serve(io, down, state, registered).await;
+}
+
+/// hyper serves the rest of a connection, from the bytes already read from it (`prefix`).
+pub async fn serve_hyper<IO>(
+    io: HeadWatch<IO>,
+    prefix: Vec<u8>,
+    down: Arc<Downstream>,
+    state: Arc<State>,
+    mut registered: Registered,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = tls::Rewind::new(prefix, io);
     let conn_state = Arc::new(registered.handle());
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -226,11 +242,13 @@ where
     }
 }
 
-async fn one_request(
+/// One request, whichever path read it: routed and answered, its response body logged when it
+/// ends.
+pub(crate) async fn one_request<B: Inbound>(
     state: &Arc<State>,
     down: Arc<Downstream>,
     conn: &ConnHandle,
-    mut req: Request<hyper::body::Incoming>,
+    mut req: Request<B>,
 ) -> Response<Logged> {
     let start = Instant::now();
     let h2 = req.version() == http::Version::HTTP_2;

@@ -17,6 +17,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::names::digits;
 use crate::replay::AttemptBody;
 use crate::telemetry::Open;
 
@@ -382,18 +383,6 @@ fn content_length(h: &HeaderMap) -> Length {
         }
     }
     length
-}
-
-/// A decimal number of at least one digit and nothing else, that fits in a `u64`.
-fn digits(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit()
-            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
-            .flatten()
-    })
 }
 
 /// How the body of a response to `method` is framed (RFC 9112 §6.3, as hyper's client reads it).

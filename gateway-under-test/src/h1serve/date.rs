@@ -1,0 +1,38 @@
+//! The `date` header's value (RFC 9110 §6.6.1), formatted once a second per thread, as hyper
+//! keeps it.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+const LENGTH: usize = 29;
+
+struct Cached {
+    second: u64,
+    text: [u8; LENGTH],
+}
+
+thread_local! {
+    static CACHED: RefCell<Cached> = const { RefCell::new(Cached { second: u64::MAX, text: [0; LENGTH] }) };
+}
+
+/// Appends the current date to `out`.
+pub fn extend(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.second != second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == LENGTH {
+                cached.text.copy_from_slice(text.as_bytes());
+                cached.second = second;
+            } else {
+                // A year past 9999: written as it comes, not cached.
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&cached.text);
+    });
+}

@@ -1,0 +1,227 @@
+//! Downstream HTTP/1.1 served in the connection's own task, as HAProxy and nginx serve it: a
+//! request head parsed from the read buffer, the request run by `server::one_request`, the
+//! response written from the same task, head and body in one write when they fit. The client
+//! is watched for going away while its request runs (the request is dropped then, as hyper
+//! drops it), and pipelined requests are read from the same buffer.
+//!
+//! This path takes what a load test sends and most clients do: a request whose body, if any,
+//! has a `Content-Length` and has arrived whole with its head. Anything else is handed to hyper
+//! with the bytes read so far, and hyper serves the rest of the connection: h2 (its preface),
+//! upgrades, CONNECT, HEAD, `Expect`, chunked or still-arriving bodies, HTTP/1.0, and heads it
+//! refuses, which it answers as it always has.
+
+pub mod codec;
+pub mod date;
+#[cfg(test)]
+mod tests;
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{Buf, BytesMut};
+use http::Response;
+use hyper::body::Body as _;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::conns::Registered;
+use crate::context::Downstream;
+use crate::headwatch::HeadWatch;
+use crate::logging::Logged;
+use crate::state::State;
+use codec::{BodyLength, Framing, Parsed};
+
+/// Each read asks for at least this much room.
+const MIN_READ: usize = 8 * 1024;
+/// Response bytes are gathered up to this much before they are written.
+const GATHER: usize = 64 * 1024;
+
+/// HTTP/2's connection preface begins with these bytes; an HTTP/1.1 request never does.
+const PREFACE: &[u8] = b"PRI ";
+
+/// Serves a downstream connection's HTTP/1.1 requests until it closes, or hands it to hyper.
+pub async fn serve<IO>(mut io: HeadWatch<IO>, down: Downstream, state: Arc<State>, mut registered: Registered)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let down = Arc::new(down);
+    let conn = registered.handle();
+    // hyper's read buffer limit (it answers a larger head with 431).
+    let max_head = state.limits.max_request_headers_kb.saturating_mul(1024).max(8192);
+    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let mut out = Vec::new();
+    loop {
+        let layout = loop {
+            if !buf.is_empty() {
+                let parsed = if buf.starts_with(&PREFACE[..buf.len().min(PREFACE.len())]) {
+                    // An h2 preface, or too few bytes yet to tell.
+                    if buf.len() < PREFACE.len() {
+                        Parsed::Partial
+                    } else {
+                        Parsed::Handoff
+                    }
+                } else {
+                    codec::parse(&buf)
+                };
+                match parsed {
+                    Parsed::Whole(layout) => break layout,
+                    Parsed::Partial if buf.len() < max_head => {}
+                    Parsed::Partial | Parsed::Handoff => {
+                        return crate::server::serve_hyper(io, buf.to_vec(), down, state, registered).await;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < MIN_READ / 8 {
+                buf.reserve(MIN_READ);
+            }
+            let read = tokio::select! {
+                biased;
+                _ = registered.closing(), if buf.is_empty() => return shut(&mut io).await,
+                read = io.read_buf(&mut buf) => read,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                return;
+            }
+        };
+        let head = buf.split_to(layout.head_len).freeze();
+        let body = buf.split_to(layout.body_len).freeze();
+        let close = layout.close;
+        let Some(req) = codec::request(&head, body.clone(), layout) else {
+            let mut prefix = [&head[..], &body[..], &buf[..]].concat();
+            prefix.shrink_to_fit();
+            return crate::server::serve_hyper(io, prefix, down, state, registered).await;
+        };
+        drop(head);
+        let request = crate::server::one_request(&state, down.clone(), &conn, req);
+        let Some(resp) = watching(&mut io, &mut buf, max_head, request).await else {
+            return;
+        };
+        out.clear();
+        let kept = respond(&mut io, &mut buf, max_head, &mut out, resp).await;
+        if !kept || close {
+            return shut(&mut io).await;
+        }
+    }
+}
+
+/// Runs `fut` while reading what the client sends meanwhile into `buf` (up to `cap` bytes):
+/// None if the client closes or fails first, and `fut` is dropped.
+async fn watching<IO, F>(io: &mut HeadWatch<IO>, buf: &mut BytesMut, cap: usize, fut: F) -> Option<F::Output>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    F: Future,
+{
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if buf.capacity() - buf.len() < MIN_READ / 8 {
+            buf.reserve(MIN_READ);
+        }
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            read = io.read_buf(buf), if buf.len() < cap => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the response: its head, then its body frames as they come, gathered into writes of
+/// up to `GATHER` bytes. False: the connection cannot carry another request (the response was
+/// cut short, or its framing is broken, or the client has gone).
+async fn respond<IO>(
+    io: &mut HeadWatch<IO>,
+    buf: &mut BytesMut,
+    cap: usize,
+    out: &mut Vec<u8>,
+    resp: Response<Logged>,
+) -> bool
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let (parts, mut body) = resp.into_parts();
+    let length = if body.is_end_stream() {
+        BodyLength::Empty
+    } else {
+        body.size_hint().exact().map_or(BodyLength::Unknown, BodyLength::Known)
+    };
+    let Some(head) = codec::encode_head(parts.status, &parts.headers, length, out) else {
+        out.clear();
+        out.extend_from_slice(codec::REFUSED);
+        let _ = io.write_all(out).await;
+        return false;
+    };
+    drop(parts);
+    let mut left = match head.framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let whole = loop {
+        if head.framing == Framing::Nothing || body.is_end_stream() {
+            break true;
+        }
+        let polled = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // Nothing more yet: what is gathered goes now, and the client is watched while
+                // the body waits.
+                if io.write_all(out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+                match watching(io, buf, cap, poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await {
+                    Some(frame) => frame,
+                    None => return false,
+                }
+            }
+        };
+        let data = match frame {
+            None => break true,
+            Some(Err(_)) => break false,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: HTTP/1.1 clients get none (hyper sends them only when asked by `TE`,
+                // which this path hands to hyper).
+                Err(_) => continue,
+            },
+        };
+        if head.framing == Framing::Chunked {
+            if !data.is_empty() {
+                codec::chunk_size(out, data.len());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            let Some(rest) = left.checked_sub(data.len() as u64) else {
+                // More than its length said: the connection cannot be trusted to frame another.
+                break false;
+            };
+            left = rest;
+            out.extend_from_slice(data.chunk());
+        }
+        if out.len() >= GATHER {
+            if io.write_all(out).await.is_err() {
+                return false;
+            }
+            out.clear();
+        }
+    };
+    if whole && head.framing == Framing::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    // The request is logged before its last bytes go, as hyper logs it: whoever reads the
+    // response whole finds its line in the access log.
+    drop(body);
+    let written = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    out.clear();
+    written && whole && left == 0 && !head.close
+}
+
+/// Ends the connection: the write side is shut (TLS: close_notify) before it is dropped.
+async fn shut<IO: AsyncWrite + Unpin>(io: &mut IO) {
+    let _ = io.shutdown().await;
+}
