@@ -15,6 +15,9 @@ use crate::names::{digits, has_token};
 /// (`max_headers_count`) answers them.
 pub const MAX_HEADERS: usize = 100;
 
+/// Headers the gateway may add to a request before it goes upstream, room kept for them.
+const ADDED: usize = 6;
+
 /// What the bytes read so far hold.
 #[derive(Debug)]
 pub enum Parsed {
@@ -106,7 +109,9 @@ pub fn parse(buf: &[u8]) -> Parsed {
 /// `http` refuses (hyper serves it instead).
 pub fn request(head: &Bytes, body: Bytes, layout: Layout) -> Option<Request<Full<Bytes>>> {
     let uri = Uri::from_maybe_shared(head.slice(layout.target)).ok()?;
-    let mut headers = HeaderMap::with_capacity(layout.headers.len());
+    // Room for what the gateway adds (`x-forwarded-for`, `x-forwarded-proto`, `x-request-id`,
+    // a route's own): the map is not regrown on the way.
+    let mut headers = HeaderMap::with_capacity(layout.headers.len() + ADDED);
     for (name, value) in layout.headers {
         headers.append(name, HeaderValue::from_maybe_shared(head.slice(value)).ok()?);
     }

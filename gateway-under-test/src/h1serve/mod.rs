@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::Response;
 use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -93,12 +93,13 @@ where
             return crate::server::serve_hyper(io, prefix, down, state, registered).await;
         };
         drop(head);
-        let request = crate::server::one_request(&state, down.clone(), &conn, req);
+        // Pinned where it is made: the request's future is kilobytes, not moved again.
+        let request = std::pin::pin!(crate::server::one_request(&state, down.clone(), &conn, req));
         let Some(resp) = watching(&mut io, &mut buf, max_head, request).await else {
             return;
         };
-        out.clear();
         let kept = respond(&mut io, &mut buf, max_head, &mut out, resp).await;
+        trim(&mut out);
         if !kept || close {
             return shut(&mut io).await;
         }
@@ -107,12 +108,11 @@ where
 
 /// Runs `fut` while reading what the client sends meanwhile into `buf` (up to `cap` bytes):
 /// None if the client closes or fails first, and `fut` is dropped.
-async fn watching<IO, F>(io: &mut HeadWatch<IO>, buf: &mut BytesMut, cap: usize, fut: F) -> Option<F::Output>
+async fn watching<IO, F>(io: &mut HeadWatch<IO>, buf: &mut BytesMut, cap: usize, mut fut: F) -> Option<F::Output>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
-    F: Future,
+    F: Future + Unpin,
 {
-    let mut fut = std::pin::pin!(fut);
     loop {
         if buf.capacity() - buf.len() < MIN_READ / 8 {
             buf.reserve(MIN_READ);
@@ -190,18 +190,28 @@ where
             },
         };
         if head.framing == Framing::Chunked {
-            if !data.is_empty() {
-                codec::chunk_size(out, data.len());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
+            if data.is_empty() {
+                continue;
             }
+            codec::chunk_size(out, data.len());
         } else {
             let Some(rest) = left.checked_sub(data.len() as u64) else {
                 // More than its length said: the connection cannot be trusted to frame another.
                 break false;
             };
             left = rest;
-            out.extend_from_slice(data.chunk());
+        }
+        // A large frame goes as it is, after what is gathered; a small one is gathered.
+        if data.len() >= GATHER / 4 {
+            if io.write_all(out).await.is_err() || io.write_all(&data).await.is_err() {
+                return false;
+            }
+            out.clear();
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if head.framing == Framing::Chunked {
+            out.extend_from_slice(b"\r\n");
         }
         if out.len() >= GATHER {
             if io.write_all(out).await.is_err() {
@@ -219,6 +229,13 @@ where
     let written = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
     out.clear();
     written && whole && left == 0 && !head.close
+}
+
+/// An idle connection keeps a small write buffer, whatever it last sent.
+fn trim(out: &mut Vec<u8>) {
+    if out.capacity() > GATHER / 4 {
+        *out = Vec::new();
+    }
 }
 
 /// Ends the connection: the write side is shut (TLS: close_notify) before it is dropped.

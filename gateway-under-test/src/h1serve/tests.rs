@@ -258,3 +258,13 @@ fn chunk_sizes_are_hex() {
     codec::chunk_size(&mut out, 16);
     assert_eq!(out, b"FF\r\n10\r\n");
 }
+
+#[test]
+fn a_connection_keeps_a_small_write_buffer_only() {
+    let mut out = Vec::with_capacity(super::GATHER / 4);
+    super::trim(&mut out);
+    assert_eq!(out.capacity(), super::GATHER / 4);
+    out.reserve(super::GATHER / 4 + 1);
+    super::trim(&mut out);
+    assert_eq!(out.capacity(), 0);
+}

@@ -328,7 +328,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Strin
             fields.push((name, value, value + h.value.len()));
         }
         let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(fields.len());
+        // Room for what the gateway adds (`server`, `x-envoy-upstream-service-time`, a route's
+        // own): the map is not regrown on the way.
+        let mut map = HeaderMap::with_capacity(fields.len() + 4);
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
         for (name, vs, ve) in fields {
