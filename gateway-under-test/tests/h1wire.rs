@@ -7,6 +7,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -14,11 +16,19 @@ use support::*;
 /// An upstream that answers each request on a keep-alive connection with its method and body:
 /// `content-length` framed, or chunked in two chunks when the path is `/chunked`.
 fn body_echo() -> SocketAddr {
+    counted_body_echo().0
+}
+
+/// `body_echo`, and how many requests it has read.
+fn counted_body_echo() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { continue };
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 let mut got = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -39,6 +49,7 @@ fn body_echo() -> SocketAddr {
                         assert!(n > 0);
                         got.extend_from_slice(&buf[..n]);
                     };
+                    counter.fetch_add(1, Ordering::SeqCst);
                     let method = head.split(' ').next().unwrap().to_uppercase();
                     let answer = format!("{method} {}", String::from_utf8_lossy(&body));
                     let reply = if head.contains(" /chunked ") {
@@ -59,7 +70,7 @@ fn body_echo() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, count)
 }
 
 /// A chunked body once all of it is in `rest`, and the bytes it took (no trailers).
@@ -105,6 +116,8 @@ fn gateway_to(upstream: SocketAddr) -> Gate {
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: upstream, namespace: default}}\nspec:\n  \
          hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  \
          - match: [{{uri: {{exact: /local}}}}]\n    directResponse: {{status: 204}}\n  \
+         - match: [{{uri: {{exact: /delayed}}}}]\n    fault: {{delay: {{fixedDelay: 1s, percentage: {{value: 100}}}}}}\n    \
+         route: [{{destination: {{host: up.example.com}}}}]\n  \
          - route: [{{destination: {{host: up.example.com}}}}]\n",
         upstream.port()
     );
@@ -273,4 +286,22 @@ fn many_headers_over_the_gateways_limit_get_431() {
     s.write_all(req.as_bytes()).unwrap();
     let got = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
     assert_eq!(status_of(&got), Some(431), "{got}");
+}
+
+#[test]
+fn a_request_whose_client_leaves_is_dropped_before_it_goes_upstream() {
+    let (upstream, count) = counted_body_echo();
+    let g = gateway_to(upstream);
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(b"GET /delayed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    // The fault delay ends at 1 s: a request still running would reach the upstream then.
+    std::thread::sleep(Duration::from_millis(1800));
+    assert_eq!(count.load(Ordering::SeqCst), 0);
+    // A client that stays gets its response after the delay.
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(b"GET /delayed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(responses(&mut s, 1, &[])[0].1, "GET ");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
 }
