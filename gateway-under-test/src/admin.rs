@@ -159,6 +159,11 @@ impl GatewayStats {
                     n(&c.accept_errors),
                 ),
                 (
+                    "meshgate_downstream_cx_hyper",
+                    "Connections served by hyper: h2, and HTTP/1.1 from a request meshgate's own path does not take",
+                    n(&c.handed_to_hyper),
+                ),
+                (
                     "meshgate_config_reloads",
                     "Configs loaded after the first",
                     n(&state.stats.reloads),

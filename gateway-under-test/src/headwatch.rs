@@ -23,7 +23,7 @@ connection: close\r\n\r\nrequest header timeout";
 
 /// What the connection's first bytes say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub enum Protocol {
     /// Fewer bytes than the preface's start have arrived, all of them matching it.
     Undecided(usize),
     Http1,
@@ -62,7 +62,7 @@ impl<IO> HeadWatch<IO> {
 }
 
 /// The protocol once `bytes` follow `seen` bytes that matched the preface's start.
-fn sniff(seen: usize, bytes: &[u8]) -> Protocol {
+pub fn sniff(seen: usize, bytes: &[u8]) -> Protocol {
     let rest = &PREFACE[seen..];
     let n = rest.len().min(bytes.len());
     if rest[..n] != bytes[..n] {

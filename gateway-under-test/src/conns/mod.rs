@@ -89,6 +89,9 @@ pub struct Conns {
     pub evicted: AtomicU64,
     /// `accept` failures (out of file descriptors, mostly).
     pub accept_errors: AtomicU64,
+    /// Connections handed to hyper: h2, and HTTP/1.1 from the first request `h1serve` does
+    /// not take.
+    pub handed_to_hyper: AtomicU64,
     /// Connections each worker has taken (Envoy's `listener.worker_<n>.downstream_cx_total`).
     pub accepted: crate::workers::PerWorker<AtomicU64>,
 }
@@ -128,6 +131,7 @@ impl Conns {
             overflow: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            handed_to_hyper: AtomicU64::new(0),
             accepted: crate::workers::PerWorker::new(|_| AtomicU64::new(0)),
         })
     }

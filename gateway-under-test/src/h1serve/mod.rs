@@ -27,18 +27,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::conns::Registered;
 use crate::context::Downstream;
-use crate::headwatch::HeadWatch;
+use crate::headwatch::{HeadWatch, Protocol};
 use crate::logging::Logged;
 use crate::state::State;
 use codec::{BodyLength, Framing, Parsed};
 
-/// Each read asks for at least this much room.
-const MIN_READ: usize = 8 * 1024;
+/// Each read asks for at least this much room, once less than `LOW_WATER` is left.
+const MIN_READ: usize = 8192;
+const LOW_WATER: usize = 1024;
 /// Response bytes are gathered up to this much before they are written.
-const GATHER: usize = 64 * 1024;
-
-/// HTTP/2's connection preface begins with these bytes; an HTTP/1.1 request never does.
-const PREFACE: &[u8] = b"PRI ";
+const GATHER: usize = 65536;
+/// A body frame this large is written as it is, not copied behind what is gathered; a write
+/// buffer this large is let go when the response is done.
+const LARGE: usize = 16384;
 
 /// Serves a downstream connection's HTTP/1.1 requests until it closes, or hands it to hyper.
 pub async fn serve<IO>(mut io: HeadWatch<IO>, down: Downstream, state: Arc<State>, mut registered: Registered)
@@ -54,27 +55,21 @@ where
     loop {
         let layout = loop {
             if !buf.is_empty() {
-                let parsed = if buf.starts_with(&PREFACE[..buf.len().min(PREFACE.len())]) {
-                    // An h2 preface, or too few bytes yet to tell.
-                    if buf.len() < PREFACE.len() {
-                        Parsed::Partial
-                    } else {
-                        Parsed::Handoff
-                    }
-                } else {
-                    codec::parse(&buf)
+                let parsed = match crate::headwatch::sniff(0, &buf) {
+                    Protocol::Http1 => codec::parse(&buf),
+                    // Too few bytes yet to tell an h2 preface from a request.
+                    Protocol::Undecided(_) => Parsed::Partial,
+                    Protocol::Http2 => Parsed::Handoff,
                 };
                 match parsed {
                     Parsed::Whole(layout) => break layout,
                     Parsed::Partial if buf.len() < max_head => {}
                     Parsed::Partial | Parsed::Handoff => {
-                        return crate::server::serve_hyper(io, buf.to_vec(), down, state, registered).await;
+                        return handoff(io, buf.to_vec(), down, state, registered).await;
                     }
                 }
             }
-            if buf.capacity() - buf.len() < MIN_READ / 8 {
-                buf.reserve(MIN_READ);
-            }
+            make_room(&mut buf);
             let read = tokio::select! {
                 biased;
                 _ = registered.closing(), if buf.is_empty() => return shut(&mut io).await,
@@ -88,9 +83,8 @@ where
         let body = buf.split_to(layout.body_len).freeze();
         let close = layout.close;
         let Some(req) = codec::request(&head, body.clone(), layout) else {
-            let mut prefix = [&head[..], &body[..], &buf[..]].concat();
-            prefix.shrink_to_fit();
-            return crate::server::serve_hyper(io, prefix, down, state, registered).await;
+            let prefix = [&head[..], &body[..], &buf[..]].concat();
+            return handoff(io, prefix, down, state, registered).await;
         };
         drop(head);
         // Pinned where it is made: the request's future is kilobytes, not moved again.
@@ -106,6 +100,31 @@ where
     }
 }
 
+/// hyper serves the rest of the connection, from the bytes read so far (counted:
+/// `meshgate_downstream_cx_hyper`).
+async fn handoff<IO>(
+    io: HeadWatch<IO>,
+    prefix: Vec<u8>,
+    down: Arc<Downstream>,
+    state: Arc<State>,
+    registered: Registered,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    state
+        .conns
+        .handed_to_hyper
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::server::serve_hyper(io, prefix, down, state, registered).await;
+}
+
+/// Room for the next read: `MIN_READ` once less than `LOW_WATER` is left.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < LOW_WATER {
+        buf.reserve(MIN_READ);
+    }
+}
+
 /// Runs `fut` while reading what the client sends meanwhile into `buf` (up to `cap` bytes):
 /// None if the client closes or fails first, and `fut` is dropped.
 async fn watching<IO, F>(io: &mut HeadWatch<IO>, buf: &mut BytesMut, cap: usize, mut fut: F) -> Option<F::Output>
@@ -114,9 +133,7 @@ where
     F: Future + Unpin,
 {
     loop {
-        if buf.capacity() - buf.len() < MIN_READ / 8 {
-            buf.reserve(MIN_READ);
-        }
+        make_room(buf);
         tokio::select! {
             biased;
             out = &mut fut => return Some(out),
@@ -202,7 +219,7 @@ where
             left = rest;
         }
         // A large frame goes as it is, after what is gathered; a small one is gathered.
-        if data.len() >= GATHER / 4 {
+        if data.len() >= LARGE {
             if io.write_all(out).await.is_err() || io.write_all(&data).await.is_err() {
                 return false;
             }
@@ -233,7 +250,7 @@ where
 
 /// An idle connection keeps a small write buffer, whatever it last sent.
 fn trim(out: &mut Vec<u8>) {
-    if out.capacity() > GATHER / 4 {
+    if out.capacity() > LARGE {
         *out = Vec::new();
     }
 }

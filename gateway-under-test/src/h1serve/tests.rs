@@ -208,6 +208,9 @@ fn no_content_and_not_modified_have_no_body_framing() {
     assert_eq!(h, head(Framing::Nothing, false));
     let (text, _) = encoded(304, &[], BodyLength::Known(10));
     assert_eq!(text, "HTTP/1.1 304 Not Modified\r\n\r\n");
+    let (text, h) = encoded(204, &[], BodyLength::Empty);
+    assert_eq!(text, "HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(h, head(Framing::Nothing, false));
 }
 
 #[test]
@@ -261,10 +264,28 @@ fn chunk_sizes_are_hex() {
 
 #[test]
 fn a_connection_keeps_a_small_write_buffer_only() {
-    let mut out = Vec::with_capacity(super::GATHER / 4);
+    let mut out = Vec::with_capacity(super::LARGE);
     super::trim(&mut out);
-    assert_eq!(out.capacity(), super::GATHER / 4);
-    out.reserve(super::GATHER / 4 + 1);
+    assert_eq!(out.capacity(), super::LARGE);
+    out.reserve(super::LARGE + 1);
     super::trim(&mut out);
     assert_eq!(out.capacity(), 0);
+}
+
+#[test]
+fn a_read_gets_room_only_when_little_is_left() {
+    let mut buf = bytes::BytesMut::with_capacity(super::MIN_READ);
+    buf.resize(super::MIN_READ - super::LOW_WATER, 0);
+    super::make_room(&mut buf);
+    assert_eq!(buf.capacity(), super::MIN_READ);
+    buf.resize(super::MIN_READ - super::LOW_WATER + 1, 0);
+    super::make_room(&mut buf);
+    assert!(buf.capacity() - buf.len() >= super::MIN_READ);
+}
+
+#[test]
+fn a_target_httparse_takes_and_http_refuses_makes_no_request() {
+    let bytes = b"GET http://[::1/x HTTP/1.1\r\nHost: x\r\n\r\n";
+    let layout = whole(bytes);
+    assert!(codec::request(&Bytes::copy_from_slice(bytes), Bytes::new(), layout).is_none());
 }
