@@ -106,6 +106,11 @@ fn request_body(head: &str, rest: &[u8]) -> Option<(Vec<u8>, usize)> {
 }
 
 fn gateway_to(upstream: SocketAddr) -> Gate {
+    gateway_with(upstream, &[])
+}
+
+/// `gateway_to`, with more command-line arguments.
+fn gateway_with(upstream: SocketAddr, extra: &[&str]) -> Gate {
     let yaml = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  \
          selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    \
@@ -116,13 +121,19 @@ fn gateway_to(upstream: SocketAddr) -> Gate {
          apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: upstream, namespace: default}}\nspec:\n  \
          hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n  \
          - match: [{{uri: {{exact: /local}}}}]\n    directResponse: {{status: 204}}\n  \
+         - match: [{{uri: {{exact: /not-modified}}}}]\n    directResponse: {{status: 304, body: {{string: stale}}}}\n  \
+         - match: [{{uri: {{exact: /large}}}}]\n    directResponse: {{status: 200, body: {{string: {large}}}}}\n  \
          - match: [{{uri: {{exact: /delayed}}}}]\n    fault: {{delay: {{fixedDelay: 1s, percentage: {{value: 100}}}}}}\n    \
          route: [{{destination: {{host: up.example.com}}}}]\n  \
          - route: [{{destination: {{host: up.example.com}}}}]\n",
-        upstream.port()
+        upstream.port(),
+        large = "l".repeat(LARGE_BODY),
     );
-    gate(&yaml, &[80])
+    gate_with(&yaml, &[80], extra)
 }
+
+/// The local `/large` body: one frame larger than the gateway gathers behind a head.
+const LARGE_BODY: usize = 40 * 1024;
 
 /// How many connections the gateway has handed to hyper (`meshgate_downstream_cx_hyper`).
 fn handed_to_hyper(g: &Gate) -> u64 {
@@ -309,11 +320,12 @@ fn many_headers_over_the_gateways_limit_get_431() {
 }
 
 #[test]
-fn a_head_larger_than_the_limit_is_refused_with_431_before_it_ends() {
+fn a_head_as_large_as_the_limit_is_refused_with_431_before_it_ends() {
     let g = gateway_to(body_echo());
     let mut s = TcpStream::connect(g.port(80)).unwrap();
-    // Envoy's default limit is 60 KiB; this head is longer and never ends.
-    let head = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {}", "a".repeat(70 * 1024));
+    // Envoy's default limit is 60 KiB; this head is that long exactly and never ends.
+    let start = "GET / HTTP/1.1\r\nHost: x\r\nx-big: ";
+    let head = format!("{start}{}", "a".repeat(60 * 1024 - start.len()));
     let _ = s.write_all(head.as_bytes());
     let got = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
     assert_eq!(status_of(&got), Some(431), "{got}");
@@ -336,4 +348,40 @@ fn a_request_whose_client_leaves_is_dropped_before_it_goes_upstream() {
     s.write_all(b"GET /delayed HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(responses(&mut s, 1, &[])[0].1, "GET ");
     assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_bodiless_status_with_a_body_keeps_the_connection_and_a_large_frame_goes_whole() {
+    let g = gateway_to(body_echo());
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(
+        b"GET /not-modified HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /large HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let got = responses(&mut s, 3, &[true, false, false]);
+    assert!(got[0].0.starts_with("HTTP/1.1 304 Not Modified\r\n"), "{}", got[0].0);
+    assert!(
+        !got[0].0.to_ascii_lowercase().contains("content-length"),
+        "{}",
+        got[0].0
+    );
+    assert_eq!(got[1].1, "l".repeat(LARGE_BODY));
+    assert_eq!(got[2].1, "GET ");
+}
+
+#[test]
+fn the_last_request_a_connection_may_carry_closes_it() {
+    let g = gateway_with(body_echo(), &["--max-requests-per-connection", "2"]);
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /2 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let rest = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
+    assert_eq!(rest.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{rest}");
+    assert!(rest.contains("\r\nconnection: close\r\n"), "{rest}");
 }

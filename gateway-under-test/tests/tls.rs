@@ -383,3 +383,43 @@ fn grpc_over_tls_with_a_real_grpc_client() {
     );
     assert!(g.access_log().contains("HTTP/2"), "{}", g.access_log());
 }
+
+#[test]
+fn an_https_response_that_ends_its_connection_ends_with_close_notify() {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let dir = temp_dir("close-notify");
+    let ca = Ca::new(&dir, "main");
+    let (crt, key) = ca.issue("a", &["a.example.com"]);
+    let e = echo("web", "v1");
+    let servers = format!(
+        "  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    \
+         tls: {{mode: SIMPLE, serverCertificate: {crt}, privateKey: {key}}}\n"
+    );
+    let g = gate(&format!("{}{}", gateway(&servers), echo_registry(&e)), &[443]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_file(ca.ca_file("main")).unwrap())
+        .unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("a.example.com").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(g.port(443)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    // rustls reads a close without TLS's close_notify as UnexpectedEof.
+    tls.read_to_end(&mut got).unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}

@@ -4,16 +4,14 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT`.
-const LENGTH: usize = 29;
-
 struct Cached {
     second: u64,
-    text: [u8; LENGTH],
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`.
+    text: String,
 }
 
 thread_local! {
-    static CACHED: RefCell<Cached> = const { RefCell::new(Cached { second: u64::MAX, text: [0; LENGTH] }) };
+    static CACHED: RefCell<Cached> = const { RefCell::new(Cached { second: u64::MAX, text: String::new() }) };
 }
 
 /// Appends the current date to `out`.
@@ -23,16 +21,9 @@ pub fn extend(out: &mut Vec<u8>) {
     CACHED.with(|cached| {
         let mut cached = cached.borrow_mut();
         if cached.second != second {
-            let text = httpdate::fmt_http_date(now);
-            if text.len() == LENGTH {
-                cached.text.copy_from_slice(text.as_bytes());
-                cached.second = second;
-            } else {
-                // A year past 9999: written as it comes, not cached.
-                out.extend_from_slice(text.as_bytes());
-                return;
-            }
+            cached.text = httpdate::fmt_http_date(now);
+            cached.second = second;
         }
-        out.extend_from_slice(&cached.text);
+        out.extend_from_slice(cached.text.as_bytes());
     });
 }

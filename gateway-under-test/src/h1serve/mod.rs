@@ -186,7 +186,7 @@ where
             Poll::Pending => {
                 // Nothing more yet: what is gathered goes now, and the client is watched while
                 // the body waits.
-                if io.write_all(out).await.is_err() {
+                if !send(io, out).await {
                     return false;
                 }
                 out.clear();
@@ -220,7 +220,7 @@ where
         }
         // A large frame goes as it is, after what is gathered; a small one is gathered.
         if data.len() >= LARGE {
-            if io.write_all(out).await.is_err() || io.write_all(&data).await.is_err() {
+            if !send(io, out).await || !send(io, &data).await {
                 return false;
             }
             out.clear();
@@ -231,7 +231,7 @@ where
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= GATHER {
-            if io.write_all(out).await.is_err() {
+            if !send(io, out).await {
                 return false;
             }
             out.clear();
@@ -243,9 +243,9 @@ where
     // The request is logged before its last bytes go, as hyper logs it: whoever reads the
     // response whole finds its line in the access log.
     drop(body);
-    let written = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    let sent = send(io, out).await;
     out.clear();
-    written && whole && left == 0 && !head.close
+    sent && whole && left == 0 && !head.close
 }
 
 /// An idle connection keeps a small write buffer, whatever it last sent.
@@ -253,6 +253,11 @@ fn trim(out: &mut Vec<u8>) {
     if out.capacity() > LARGE {
         *out = Vec::new();
     }
+}
+
+/// Writes `bytes` whole and flushes them (TLS: its records go). False: the client has gone.
+async fn send<IO: AsyncWrite + Unpin>(io: &mut IO, bytes: &[u8]) -> bool {
+    io.write_all(bytes).await.is_ok() && io.flush().await.is_ok()
 }
 
 /// Ends the connection: the write side is shut (TLS: close_notify) before it is dropped.
