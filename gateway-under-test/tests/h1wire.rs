@@ -52,7 +52,15 @@ fn counted_body_echo() -> (SocketAddr, Arc<AtomicUsize>) {
                     counter.fetch_add(1, Ordering::SeqCst);
                     let method = head.split(' ').next().unwrap().to_uppercase();
                     let answer = format!("{method} {}", String::from_utf8_lossy(&body));
-                    let reply = if head.contains(" /chunked ") {
+                    let reply = if head.contains(" /many ") {
+                        // Chunks of 1000 bytes: each its own small frame at the gateway.
+                        let mut r = String::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                        let answer = answer + &"m".repeat(150 * 1000);
+                        for piece in answer.as_bytes().chunks(1000) {
+                            r.push_str(&format!("{:x}\r\n{}\r\n", piece.len(), String::from_utf8_lossy(piece)));
+                        }
+                        r + "0\r\n\r\n"
+                    } else if head.contains(" /chunked ") || head.contains(" /slow ") {
                         let (a, b) = answer.split_at(answer.len() / 2);
                         format!(
                             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
@@ -62,8 +70,19 @@ fn counted_body_echo() -> (SocketAddr, Arc<AtomicUsize>) {
                     } else {
                         format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}", answer.len())
                     };
-                    if s.write_all(reply.as_bytes()).is_err() {
+                    // `/slow`: the first chunk, then the rest a moment later.
+                    let (first, rest) = match reply.find("\r\n\r\n").map(|h| h + 4) {
+                        Some(h) if head.contains(" /slow ") => reply.split_at(reply[h..].find("\r\n").unwrap() + h + 2),
+                        _ => (reply.as_str(), ""),
+                    };
+                    if s.write_all(first.as_bytes()).is_err() {
                         return;
+                    }
+                    if !rest.is_empty() {
+                        std::thread::sleep(Duration::from_millis(300));
+                        if s.write_all(rest.as_bytes()).is_err() {
+                            return;
+                        }
                     }
                     got.drain(..end + 4 + used);
                 }
@@ -384,4 +403,25 @@ fn the_last_request_a_connection_may_carry_closes_it() {
     let rest = read_until_closed(&mut s, Duration::from_secs(5)).unwrap();
     assert_eq!(rest.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{rest}");
     assert!(rest.contains("\r\nconnection: close\r\n"), "{rest}");
+}
+
+#[test]
+fn a_body_that_streams_in_pieces_is_written_as_it_comes_on_a_kept_connection() {
+    let g = gateway_to(body_echo());
+    let mut s = TcpStream::connect(g.port(80)).unwrap();
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nstreamed")
+        .unwrap();
+    let got = responses(&mut s, 1, &[]);
+    assert!(got[0].0.contains("transfer-encoding: chunked"), "{}", got[0].0);
+    assert_eq!(got[0].1, "POST streamed");
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(responses(&mut s, 1, &[])[0].1, "GET ");
+    // 150 small frames: gathered, and written each time 64 KiB are.
+    s.write_all(b"GET /many HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(
+        responses(&mut s, 1, &[])[0].1,
+        format!("GET {}", "m".repeat(150 * 1000))
+    );
+    s.write_all(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(responses(&mut s, 1, &[])[0].1, "GET ");
 }
