@@ -73,6 +73,13 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The most bytes of a request head the downstream HTTP/1.1 reader holds: the header limit,
+    /// and never under hyper's smallest read buffer (8 KiB). `h1serve` hands a head this long to
+    /// hyper, whose buffer limit it is, and hyper answers 431.
+    pub fn head_buffer_bytes(&self) -> usize {
+        self.max_request_headers_kb.saturating_mul(1024).max(8192)
+    }
+
     /// The connection limit in force: the flag, else half the soft open-file limit.
     pub fn connection_limit(&self) -> usize {
         self.max_connections
@@ -211,6 +218,16 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_may_take_the_header_limit_and_never_less_than_8_kib() {
+        let mut limits = defaults();
+        assert_eq!(limits.head_buffer_bytes(), 60 * 1024);
+        limits.max_request_headers_kb = 4;
+        assert_eq!(limits.head_buffer_bytes(), 8192);
+        limits.max_request_headers_kb = 9;
+        assert_eq!(limits.head_buffer_bytes(), 9 * 1024);
+    }
 
     #[test]
     fn the_open_file_limit_is_the_soft_value_of_proc_limits() {

@@ -24,10 +24,27 @@ pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connecti
 /// Whether a header value's comma-separated list (`Connection: keep-alive, Upgrade`) holds
 /// `token`, in any case.
 pub fn has_token(value: &http::HeaderValue, token: &str) -> bool {
+    list_has(value.as_bytes(), token)
+}
+
+/// `has_token` on a value's bytes (a head not yet made into a `HeaderValue`): false for a value
+/// that is not visible ASCII, as `HeaderValue::to_str` refuses it.
+pub fn list_has(value: &[u8], token: &str) -> bool {
     // On bytes: `str::split` and `trim` cost more than the whole rest of a response's head.
-    value.to_str().is_ok_and(|v| {
-        (v.as_bytes().split(|&b| b == b',')).any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    visible(value) && (value.split(|&b| b == b',')).any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether the last item of a header value's comma-separated list is `token`, in any case
+/// (`Transfer-Encoding: gzip, chunked` ends in `chunked`).
+pub fn last_token_is(value: &http::HeaderValue, token: &str) -> bool {
+    let v = value.as_bytes();
+    let last = v.rsplit(|&b| b == b',').next().unwrap_or_default();
+    visible(v) && last.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
+}
+
+/// What `HeaderValue::to_str` takes: tab and visible ASCII.
+fn visible(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
 }
 
 /// A decimal number of at least one digit and nothing else, that fits in a `u64`: a
@@ -79,6 +96,29 @@ mod tests {
             !has_token(&not_text, "close"),
             "a value that is not text holds no token"
         );
+    }
+
+    #[test]
+    fn a_list_on_bytes_takes_tab_and_visible_ascii_only() {
+        assert!(list_has(b"keep-alive,\tclose", "close"));
+        assert!(!list_has(b"a b, closed ~", "close"));
+        assert!(list_has(b"x ~, close", "close"));
+        for bad in [&b"close, \x7f"[..], b"close, \x1f", b"close, \x80"] {
+            assert!(!list_has(bad, "close"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_item_of_a_list_is_read_alone() {
+        let last = |v: &'static str| last_token_is(&http::HeaderValue::from_static(v), "chunked");
+        assert!(last("chunked"));
+        assert!(last("gzip, Chunked "));
+        assert!(last("gzip,chunked"));
+        assert!(!last("chunked, gzip"));
+        assert!(!last("chunkedx"));
+        assert!(!last(""));
+        let not_text = http::HeaderValue::from_bytes(b"\xff, chunked").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!last_token_is(&not_text, "chunked"));
     }
 
     #[test]

@@ -218,8 +218,7 @@ pub async fn serve_hyper<IO>(
         // The request-headers timeout runs from a head's first byte (`headwatch`), not from the
         // end of the previous response: an idle keep-alive connection is the idle timeout's.
         .header_read_timeout(None)
-        // hyper's smallest read buffer is 8 KiB.
-        .max_buf_size(headers_bytes.max(8192))
+        .max_buf_size(limits.head_buffer_bytes())
         .max_headers(limits.max_headers_count);
     let (stream_window, conn_window) = limits.h2_windows();
     builder

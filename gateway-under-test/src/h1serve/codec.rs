@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::Full;
 
-use crate::names::{digits, has_token};
+use crate::names::{digits, has_token, last_token_is, list_has};
 
 /// The most header lines a request head may carry on this path; more go to hyper, whose limit
 /// (`max_headers_count`) answers them.
@@ -84,11 +84,10 @@ pub fn parse(buf: &[u8]) -> Parsed {
                 _ => return Parsed::Handoff,
             },
             http::header::CONNECTION => {
-                let value = HeaderValue::from_bytes(line.value).ok();
-                if value.as_ref().is_some_and(|v| has_token(v, "upgrade")) {
+                if list_has(line.value, "upgrade") {
                     return Parsed::Handoff;
                 }
-                layout.close |= value.as_ref().is_some_and(|v| has_token(v, "close"));
+                layout.close |= list_has(line.value, "close");
             }
             http::header::TRANSFER_ENCODING | http::header::EXPECT | http::header::UPGRADE | http::header::TE => {
                 return Parsed::Handoff;
@@ -217,7 +216,7 @@ pub fn encode_head(status: StatusCode, headers: &HeaderMap, body: BodyLength, ou
                 }
                 length_written = true;
                 head.framing = Framing::Chunked;
-                chunked_last = has_token_last(value, "chunked");
+                chunked_last = last_token_is(value, "chunked");
             }
             http::header::TRAILER if bodiless => continue,
             http::header::CONNECTION => head.close |= has_token(value, "close"),
@@ -275,12 +274,6 @@ fn end_joined(out: &mut Vec<u8>, joined: Option<&HeaderName>, chunked_last: bool
         Some(_) => out.extend_from_slice(b"\r\n"),
         None => {}
     }
-}
-
-/// Whether the last item of a comma-separated list is `token`.
-fn has_token_last(value: &HeaderValue, token: &str) -> bool {
-    let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
-    last.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
 }
 
 /// A chunk's size line, for a chunk of `len` bytes.

@@ -48,8 +48,7 @@ where
 {
     let down = Arc::new(down);
     let conn = registered.handle();
-    // hyper's read buffer limit (it answers a larger head with 431).
-    let max_head = state.limits.max_request_headers_kb.saturating_mul(1024).max(8192);
+    let max_head = state.limits.head_buffer_bytes();
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let mut out = Vec::new();
     loop {

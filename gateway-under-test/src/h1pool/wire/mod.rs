@@ -401,11 +401,7 @@ fn framing(status: StatusCode, version: Version, method: &Method, h: &HeaderMap)
         if version == Version::HTTP_10 {
             return Err("invalid HTTP response: HTTP/1.0 with Transfer-Encoding".into());
         }
-        let chunked = last
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        let chunked = crate::names::last_token_is(last, "chunked");
         return Ok(if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
