@@ -6,10 +6,13 @@ One meshgate worker (the release binary, or each of --binary A,B to compare two 
 under `valgrind --tool=callgrind`; h2load sends N1 and then N2 requests on fresh starts; the
 figure is (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up and config loading cancel out. Kinds:
   h1    HTTP/1.1, one route to an nginx static backend (h2load --h1 -c8)
+  shaped
+        HTTP/1.1 through gateway.py's Istio-shaped config (10 VirtualServices, 50 regex + header
+        routes, the request taking the last of its host's 41), to the same nginx backend
   grpc  gRPC unary (one framed EchoRequest per call) through an h2 upstream to meshbench's echo
         (h2load -c8 -m4)
 
-  ci/bench/install-peers.sh && python3 ci/bench/instructions.py [--kinds h1,grpc]
+  ci/bench/install-peers.sh && python3 ci/bench/instructions.py [--kinds h1,shaped,grpc]
       [--requests 1000,3000] [--binary target/release/meshgate,/tmp/other-meshgate] [--keep DIR]
 
 --keep DIR leaves the callgrind files in DIR, for `callgrind_annotate DIR/callgrind.grpc.3000.*`.
@@ -52,6 +55,10 @@ def instructions(binary, config_dir, kind, n, body, out_dir):
         if kind == "grpc":
             cmd = ["h2load", "-n", str(n), "-c8", "-m4", "-t1", "-H", "content-type: application/grpc",
                    "-H", "te: trailers", "-d", body, f"http://127.0.0.1:{port}{g.GRPC_PATH}"]
+        elif kind == "shaped":
+            # h2load sets the authority by its pseudo-header, for HTTP/1.1 too.
+            headers = [a for h in g.SHAPED_HEADERS for a in ["-H", h.replace("Host:", ":authority:")]]
+            cmd = ["h2load", "--h1", "-n", str(n), "-c8", "-t1", *headers, f"http://127.0.0.1:{port}{g.SHAPED_PATH}"]
         else:
             cmd = ["h2load", "--h1", "-n", str(n), "-c8", "-t1", f"http://127.0.0.1:{port}/"]
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -94,12 +101,13 @@ def main():
     try:
         wait_port(grpc_port)
         wait_port(backend_port)
-        configs = {"grpc": os.path.join(work, "grpc"), "h1": os.path.join(work, "h1")}
+        configs = {kind: os.path.join(work, kind) for kind in ["grpc", "h1", "shaped"]}
         for d in configs.values():
             os.makedirs(d)
         g.write(configs["grpc"], "config.yaml",
                 g.GATEWAY.format(backend_port=grpc_port) + g.GRPC_ROUTE.format(grpc_port=grpc_port))
         g.write(configs["h1"], "config.yaml", g.GATEWAY.format(backend_port=backend_port) + g.ONE_ROUTE)
+        g.write(configs["shaped"], "config.yaml", g.GATEWAY.format(backend_port=backend_port) + g.istio_shaped())
         body = g.grpc_request_file(work)
         for kind in args.kinds.split(","):
             for binary in args.binary.split(","):
