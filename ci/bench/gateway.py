@@ -18,11 +18,11 @@ pinned to CPU 1, access logs off. Rounds alternate the proxies; medians, spreads
 the ratios against each peer are printed.
 
   ci/bench/install-peers.sh && python3 ci/bench/gateway.py [--rounds 3] [--seconds 5]
-      [--baseline /tmp/meshgate-before]
+      [--baseline /tmp/meshgate-before] [--only one-route,h2c,grpc,tls,shaped]
 
 --baseline runs another meshgate binary (an earlier build) as one more proxy in the one-route and
 istio-shaped rows, in the same alternating rounds, so a change is judged against its own base in
-one run rather than across runs of a noisy machine.
+one run rather than across runs of a noisy machine. --only runs the named sections (all by default).
 """
 
 import argparse
@@ -469,12 +469,21 @@ def report(title, ports, procs, measured, direct, against):
                   f"{cpu['meshgate'][0] / cpu[peer][0]:.2f}x, system {cpu['meshgate'][1] / cpu[peer][1]:.2f}x")
 
 
+SECTIONS = ["one-route", "h2c", "grpc", "tls", "shaped"]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--baseline", help="another meshgate binary, measured beside this build")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"the sections to run, comma-separated, of {','.join(SECTIONS)} (all by default)")
     args = p.parse_args()
+    only = args.only.split(",")
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        sys.exit(f"--only: no section {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
     for tool in ["nginx", "haproxy", "wrk", "h2load", "openssl", "taskset"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: run ci/bench/install-peers.sh")
@@ -534,8 +543,9 @@ def main():
         with_baseline(gdir)
         for port in ports.values():
             wait_port(port)
-        report("one route", ports, procs, measure(ports, procs, args.rounds, args.seconds), direct,
-               ["haproxy", "nginx", "envoy"] + baseline)
+        if "one-route" in only:
+            report("one route", ports, procs, measure(ports, procs, args.rounds, args.seconds), direct,
+                   ["haproxy", "nginx", "envoy"] + baseline)
         for name in baseline:
             ports.pop(name)
             proc = procs.pop(name)
@@ -543,19 +553,24 @@ def main():
             proc.wait()
         for port in h2c_ports.values():
             wait_port(port)
-        h2c = alternating(h2c_ports, args.rounds, lambda port: h2load(port, args.seconds))
-        print("== one route, h2c downstream (h2load -c32 -m10), HTTP/1.1 upstream")
-        med = {k: statistics.median(v) for k, v in h2c.items()}
-        for name, r in h2c.items():
-            print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f})")
-        for peer in ["envoy", "haproxy", "nginx"]:
-            print(f"  meshgate / {peer}: h2c throughput {med['meshgate'] / med[peer]:.2f}x")
+        if "h2c" in only:
+            h2c = alternating(h2c_ports, args.rounds, lambda port: h2load(port, args.seconds))
+            print("== one route, h2c downstream (h2load -c32 -m10), HTTP/1.1 upstream")
+            med = {k: statistics.median(v) for k, v in h2c.items()}
+            for name, r in h2c.items():
+                print(f"  {name:<9} {med[name]:>9.0f} rps ({min(r):.0f}..{max(r):.0f})")
+            for peer in ["envoy", "haproxy", "nginx"]:
+                print(f"  meshgate / {peer}: h2c throughput {med['meshgate'] / med[peer]:.2f}x")
         for proc in procs.values():
             proc.terminate()
             proc.wait()
         procs = {}
-        grpc_rows(args, meshgate_on, envoy_proc, dirs)
-        tls_rows(args, backend_port, meshgate_on, dirs)
+        if "grpc" in only:
+            grpc_rows(args, meshgate_on, envoy_proc, dirs)
+        if "tls" in only:
+            tls_rows(args, backend_port, meshgate_on, dirs)
+        if "shaped" not in only:
+            return
         # Istio-shaped.
         sdir = tempfile.mkdtemp(prefix="meshbench-shaped-")
         dirs.append(sdir)

@@ -92,6 +92,8 @@ pub struct VirtualHost {
     pub name: String,
     pub require_tls: bool,
     pub routes: Vec<CompiledRoute>,
+    /// The routes by the header values they require.
+    pub index: crate::route_index::RouteIndex,
 }
 
 #[derive(Debug)]
@@ -281,10 +283,11 @@ impl Table {
                     table.exact.entry(d).or_insert(i);
                 }
             }
-            let routes = vh.routes.iter().map(route).collect::<Result<_, _>>()?;
+            let routes: Vec<_> = vh.routes.iter().map(route).collect::<Result<_, _>>()?;
             table.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
                 require_tls: vh.require_tls,
+                index: crate::route_index::RouteIndex::new(&routes),
                 routes,
             });
         }

@@ -29,6 +29,7 @@ pub mod names;
 pub mod origination;
 pub mod proxy;
 pub mod replay;
+pub mod route_index;
 pub mod server;
 pub mod sidecar;
 pub mod state;

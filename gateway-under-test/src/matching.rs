@@ -50,7 +50,7 @@ pub struct Seen<'a> {
 impl<'a> Seen<'a> {
     /// Every value of header `key` joined by `,` (as Envoy joins repeated headers); none when the
     /// request does not carry it.
-    fn value<B>(&mut self, req: &'a Request<B>, key: &'a http::HeaderName) -> Option<&str> {
+    pub(crate) fn value<B>(&mut self, req: &'a Request<B>, key: &'a http::HeaderName) -> Option<&str> {
         let i = match self.values.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {

@@ -118,11 +118,14 @@ fn route<'a, B>(
         return Err(Unrouted::HttpsRedirect(https_redirect(req)));
     }
     let mut seen = Seen::default();
-    let route = vhost
-        .routes
-        .iter()
-        .find(|r| matches(&r.matcher, req, down, &mut seen))
-        .ok_or(Unrouted::NoRoute)?;
+    let route = match vhost.index.candidates(req, &mut seen) {
+        None => vhost.routes.iter().find(|r| matches(&r.matcher, req, down, &mut seen)),
+        Some(candidates) => candidates
+            .into_iter()
+            .map(|i| &vhost.routes[i])
+            .find(|r| matches(&r.matcher, req, down, &mut seen)),
+    }
+    .ok_or(Unrouted::NoRoute)?;
     out.route.clone_from(&route.route.name);
     // The weighted cluster is chosen with the route (as Envoy's route entry does), so a local
     // reply on the route (a fault abort) still names its destination in the metrics.
