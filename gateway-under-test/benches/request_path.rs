@@ -146,16 +146,13 @@ fn benches(c: &mut Criterion) {
     let last = vhost
         .routes
         .iter()
-        .position(|r| meshgate::matching::matches(&r.matcher, &req, &down));
+        .position(|r| meshgate::matching::matches(&r.matcher, &req, &down, &mut Default::default()));
     assert_eq!(last, Some(40), "the request should take the 41st route");
     c.bench_function("route: vhost + last of 41 regex/header routes", |b| {
         b.iter(|| {
             let host = meshgate::matching::request_host(black_box(&req));
             let vhost = table.vhost(&host).unwrap();
-            let r = vhost
-                .routes
-                .iter()
-                .find(|r| meshgate::matching::matches(&r.matcher, &req, &down));
+            let r = meshgate::route_index::pick(vhost, &req, &down);
             black_box(r.map(|r| r.route.name.len()))
         })
     });

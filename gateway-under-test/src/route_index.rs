@@ -7,8 +7,9 @@
 
 use http::{HeaderName, Request};
 
-use crate::compile::{CompiledRoute, Map, StrMatch};
-use crate::matching::Seen;
+use crate::compile::{CompiledRoute, Map, StrMatch, VirtualHost};
+use crate::context::Downstream;
+use crate::matching::{matches, Seen};
 
 /// A table with fewer routes that require a value is scanned in order: the index's list of
 /// candidates (an allocation and a sort) costs more than a few header compares.
@@ -70,6 +71,18 @@ impl RouteIndex {
         }
         candidates.sort_unstable();
         Some(candidates)
+    }
+}
+
+/// Phase 2's choice: the first of the virtual host's routes whose match takes the request.
+pub fn pick<'v, B>(vhost: &'v VirtualHost, req: &Request<B>, down: &Downstream) -> Option<&'v CompiledRoute> {
+    let mut seen = Seen::default();
+    match vhost.index.candidates(req, &mut seen) {
+        None => vhost.routes.iter().find(|r| matches(&r.matcher, req, down, &mut seen)),
+        Some(candidates) => candidates
+            .into_iter()
+            .map(|i| &vhost.routes[i])
+            .find(|r| matches(&r.matcher, req, down, &mut seen)),
     }
 }
 

@@ -35,7 +35,7 @@ use crate::forward::{forward, pick_weighted};
 use crate::local::{
     cors_headers, https_redirect, is_preflight, local_actions, origin_allowed, preflight, redirect_response,
 };
-use crate::matching::{matches, request_host, Seen};
+use crate::matching::request_host;
 use crate::names;
 
 /// `--test-spin-us`, in nanoseconds: CPU burnt on every request (0: none).
@@ -117,15 +117,7 @@ fn route<'a, B>(
     if vhost.require_tls && down.scheme == "http" {
         return Err(Unrouted::HttpsRedirect(https_redirect(req)));
     }
-    let mut seen = Seen::default();
-    let route = match vhost.index.candidates(req, &mut seen) {
-        None => vhost.routes.iter().find(|r| matches(&r.matcher, req, down, &mut seen)),
-        Some(candidates) => candidates
-            .into_iter()
-            .map(|i| &vhost.routes[i])
-            .find(|r| matches(&r.matcher, req, down, &mut seen)),
-    }
-    .ok_or(Unrouted::NoRoute)?;
+    let route = crate::route_index::pick(vhost, req, down).ok_or(Unrouted::NoRoute)?;
     out.route.clone_from(&route.route.name);
     // The weighted cluster is chosen with the route (as Envoy's route entry does), so a local
     // reply on the route (a fault abort) still names its destination in the metrics.

@@ -51,12 +51,8 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 /// The route the index picks, and the one the scan in order picks.
 fn picked(vhost: &VirtualHost, req: &Request<()>, down: &Downstream) -> (String, String) {
-    let mut seen = Seen::default();
-    let candidates = vhost.index.candidates(req, &mut seen).expect("the table is indexed");
-    let by_index = candidates
-        .into_iter()
-        .map(|i| &vhost.routes[i])
-        .find(|r| matches(&r.matcher, req, down, &mut seen));
+    assert!(vhost.index.candidates(req, &mut Seen::default()).is_some(), "the table is indexed");
+    let by_index = pick(vhost, req, down);
     let mut seen = Seen::default();
     let by_scan = vhost.routes.iter().find(|r| matches(&r.matcher, req, down, &mut seen));
     let name = |r: Option<&CompiledRoute>| r.map_or("none".to_string(), |r| r.route.name.clone());
