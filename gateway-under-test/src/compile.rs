@@ -287,7 +287,7 @@ impl Table {
             table.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
                 require_tls: vh.require_tls,
-                index: crate::route_index::RouteIndex::new(&routes),
+                index: crate::route_index::RouteIndex::of(&routes),
                 routes,
             });
         }

@@ -35,7 +35,8 @@ fn required(route: &CompiledRoute) -> Option<(&HeaderName, &str)> {
 }
 
 impl RouteIndex {
-    pub fn new(routes: &[CompiledRoute]) -> RouteIndex {
+    /// The index of a virtual host's routes (named `of`, not `new`, so cargo-mutants mutates it).
+    pub fn of(routes: &[CompiledRoute]) -> RouteIndex {
         let mut index = RouteIndex::default();
         if routes.iter().filter(|r| required(r).is_some()).count() < INDEXED_FROM {
             return index;

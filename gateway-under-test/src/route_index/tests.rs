@@ -51,7 +51,10 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 /// The route the index picks, and the one the scan in order picks.
 fn picked(vhost: &VirtualHost, req: &Request<()>, down: &Downstream) -> (String, String) {
-    assert!(vhost.index.candidates(req, &mut Seen::default()).is_some(), "the table is indexed");
+    assert!(
+        vhost.index.candidates(req, &mut Seen::default()).is_some(),
+        "the table is indexed"
+    );
     let by_index = pick(vhost, req, down);
     let mut seen = Seen::default();
     let by_scan = vhost.routes.iter().find(|r| matches(&r.matcher, req, down, &mut seen));
@@ -144,7 +147,7 @@ fn a_header_condition_met_by_an_absent_header_requires_no_value() {
     let missing = &mut routes[1].matcher.headers[0];
     missing.value = Some(StrMatch::Exact(String::new()));
     missing.treat_missing_as_empty = true;
-    let index = RouteIndex::new(routes);
+    let index = RouteIndex::of(routes);
     let req = request("/", &[]);
     assert_eq!(index.candidates(&req, &mut Seen::default()), Some(vec![1, 3, 6, 7, 8]));
 }
