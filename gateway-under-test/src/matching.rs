@@ -41,24 +41,32 @@ pub fn request_host<B>(req: &Request<B>) -> Cow<'_, str> {
 /// A request's header values as one table's routes compare them: each header is looked up, and its
 /// repeated values joined, once per request however many routes match on it. Istio's shape of a
 /// table, routes told apart by a header (40 routes on `x-route`), hashed the same name once per
-/// route: a sixth of the request's instructions.
+/// route: a sixth of the request's instructions. The first `SEEN` names are kept (a table names
+/// a few); past them a value is looked up each time it is asked for, so a table naming thousands
+/// costs a bounded search per lookup, not one growing with the table.
 #[derive(Debug, Default)]
 pub struct Seen<'a> {
     values: Vec<(&'a http::HeaderName, Option<Cow<'a, str>>)>,
+    /// The last value looked up past the first `SEEN` names.
+    spilled: Option<Cow<'a, str>>,
 }
+
+const SEEN: usize = 8;
 
 impl<'a> Seen<'a> {
     /// Every value of header `key` joined by `,` (as Envoy joins repeated headers); none when the
     /// request does not carry it.
     pub(crate) fn value<B>(&mut self, req: &'a Request<B>, key: &'a http::HeaderName) -> Option<&str> {
-        let i = match self.values.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                self.values.push((key, joined(req, key)));
-                self.values.len() - 1
-            }
-        };
-        self.values[i].1.as_deref()
+        if let Some(i) = self.values.iter().position(|(k, _)| *k == key) {
+            return self.values[i].1.as_deref();
+        }
+        let value = joined(req, key);
+        if self.values.len() < SEEN {
+            self.values.push((key, value));
+            return self.values[self.values.len() - 1].1.as_deref();
+        }
+        self.spilled = value;
+        self.spilled.as_deref()
     }
 }
 
@@ -256,6 +264,33 @@ mod tests {
         assert_eq!(taken, [false, false, true, true, true, false, false]);
         // Three names, each looked up once.
         assert_eq!(seen.values.len(), 3);
+    }
+
+    #[test]
+    fn past_the_first_names_a_seen_keeps_none_and_still_answers_each() {
+        let names: Vec<String> = (0..SEEN + 4).map(|i| format!("x-h{i}")).collect();
+        let mut req = Request::get("/");
+        for (i, name) in names.iter().enumerate() {
+            req = req.header(name.as_str(), format!("v{i}"));
+        }
+        let req = req.body(()).unwrap_or_else(|e| panic!("{e}"));
+        let keys: Vec<http::HeaderName> = names
+            .iter()
+            .map(|n| http::HeaderName::from_bytes(n.as_bytes()).expect("a name"))
+            .collect();
+        let absent = http::HeaderName::from_static("x-absent");
+        let mut seen = Seen::default();
+        for round in 0..2 {
+            for (i, key) in keys.iter().enumerate() {
+                assert_eq!(
+                    seen.value(&req, key),
+                    Some(format!("v{i}").as_str()),
+                    "round {round}, {key}"
+                );
+            }
+            assert_eq!(seen.value(&req, &absent), None);
+        }
+        assert_eq!(seen.values.len(), SEEN);
     }
 
     #[test]
