@@ -38,11 +38,12 @@ impl RouteIndex {
     /// The index of a virtual host's routes (named `of`, not `new`, so cargo-mutants mutates it).
     pub fn of(routes: &[CompiledRoute]) -> RouteIndex {
         let mut index = RouteIndex::default();
-        if routes.iter().filter(|r| required(r).is_some()).count() < INDEXED_FROM {
+        let required: Vec<_> = routes.iter().map(required).collect();
+        if required.iter().flatten().count() < INDEXED_FROM {
             return index;
         }
-        for (i, route) in routes.iter().enumerate() {
-            let Some((key, value)) = required(route) else {
+        for (i, required) in required.into_iter().enumerate() {
+            let Some((key, value)) = required else {
                 index.open.push(i);
                 continue;
             };
@@ -78,12 +79,11 @@ impl RouteIndex {
 /// Phase 2's choice: the first of the virtual host's routes whose match takes the request.
 pub fn pick<'v, B>(vhost: &'v VirtualHost, req: &Request<B>, down: &Downstream) -> Option<&'v CompiledRoute> {
     let mut seen = Seen::default();
-    match vhost.index.candidates(req, &mut seen) {
-        None => vhost.routes.iter().find(|r| matches(&r.matcher, req, down, &mut seen)),
-        Some(candidates) => candidates
-            .into_iter()
-            .map(|i| &vhost.routes[i])
-            .find(|r| matches(&r.matcher, req, down, &mut seen)),
+    let candidates = vhost.index.candidates(req, &mut seen);
+    let takes = |r: &&'v CompiledRoute| matches(&r.matcher, req, down, &mut seen);
+    match candidates {
+        None => vhost.routes.iter().find(takes),
+        Some(candidates) => candidates.into_iter().map(|i| &vhost.routes[i]).find(takes),
     }
 }
 
